@@ -1,0 +1,3 @@
+from qc_pipeline.cli import main
+
+raise SystemExit(main())

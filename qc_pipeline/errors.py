@@ -1,0 +1,60 @@
+"""Errors with stable reason codes.
+
+A call that cannot be processed becomes a ``sessions`` row with ``status="failed"``
+and one of the reason codes below; the batch goes on.  User-facing setup problems
+(bad config, missing model) raise :class:`SetupError` with a message that names the fix.
+"""
+
+from __future__ import annotations
+
+
+class Reason:
+    """Reason codes written to ``sessions.error_reason``.  Values are part of the schema."""
+
+    FILE_NOT_FOUND = "file_not_found"
+    EMPTY_FILE = "empty_file"
+    NOT_AUDIO = "not_audio"              # container/codec could not be opened (e.g. text renamed .wav)
+    DECODE_ERROR = "decode_error"        # opened, but decoding failed part-way
+    NO_AUDIO_STREAM = "no_audio_stream"
+    UNSUPPORTED_CHANNELS = "unsupported_channels"
+    TOO_LONG = "too_long"
+    TOO_SHORT = "too_short"
+    NO_SPEECH = "no_speech"
+    BAD_MANIFEST_ROW = "bad_manifest_row"
+    BAD_CHAT_SESSION = "bad_chat_session"
+    PATH_OUTSIDE_ROOT = "path_outside_root"
+    INTERNAL_ERROR = "internal_error"
+
+    ALL = (
+        FILE_NOT_FOUND, EMPTY_FILE, NOT_AUDIO, DECODE_ERROR, NO_AUDIO_STREAM,
+        UNSUPPORTED_CHANNELS, TOO_LONG, TOO_SHORT, NO_SPEECH, BAD_MANIFEST_ROW,
+        BAD_CHAT_SESSION, PATH_OUTSIDE_ROOT, INTERNAL_ERROR,
+    )
+
+
+class QCError(Exception):
+    """Base class for all qc-pipeline errors."""
+
+
+class CallError(QCError):
+    """One call cannot be processed.  Carries a reason code; never stops the batch."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        if reason not in Reason.ALL:
+            raise ValueError(f"unknown reason code {reason!r}")
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class SetupError(QCError):
+    """The run cannot start (bad config, missing model, unwritable output).  Message names the fix."""
+
+
+class ConfigError(SetupError):
+    """A configuration value is invalid.  ``key`` is the dotted path of the offending key."""
+
+    def __init__(self, key: str, message: str, source: str | None = None) -> None:
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{key}: {message}")
+        self.key = key

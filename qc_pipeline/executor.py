@@ -1,0 +1,184 @@
+"""Executors: run the same stage list over many calls.
+
+``LocalExecutor`` runs in-process (1 worker) or in N spawned worker processes, each
+loading the models once.  The main process owns the writer, the progress bar and the
+run summary; workers only compute.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing as mp
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Optional
+
+from qc_pipeline.config import PipelineConfig
+from qc_pipeline.errors import SetupError
+from qc_pipeline.pipeline import Pipeline, build_stages
+from qc_pipeline.records import CallRecord, CallSource
+
+log = logging.getLogger(__name__)
+
+_WORKER_PIPELINE: Optional[Pipeline] = None
+
+
+def _worker_init(cfg: PipelineConfig) -> None:
+    global _WORKER_PIPELINE
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cfg.asr.cpu_threads)))
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
+    _WORKER_PIPELINE = Pipeline(build_stages(cfg))
+    _WORKER_PIPELINE.setup()
+
+
+def _worker_run(source: CallSource) -> CallRecord:
+    return _WORKER_PIPELINE.run_one(source)
+
+
+@dataclass
+class RunStats:
+    """Counts for the run summary (datatrove-style: every drop is counted with its reason)."""
+
+    total: int = 0
+    skipped_done: int = 0
+    duplicates: int = 0
+    ok: int = 0
+    failed: Counter = field(default_factory=Counter)
+    flags: Counter = field(default_factory=Counter)
+    drops: Counter = field(default_factory=Counter)
+    audio_s: float = 0.0
+    chat_sessions: int = 0
+    stage_s: Counter = field(default_factory=Counter)
+    wall_s: float = 0.0
+
+    def add(self, rec: CallRecord) -> None:
+        if rec.ok:
+            self.ok += 1
+        else:
+            self.failed[rec.error_reason] += 1
+        self.flags.update(rec.flags)
+        for k, v in rec.drops:
+            self.drops[k] += v
+        for k, v in rec.timings:
+            self.stage_s[k] += v
+        if rec.source.kind == "chat":
+            self.chat_sessions += 1
+        elif rec.audio_info is not None:
+            self.audio_s += rec.audio_info.duration_s
+
+    @property
+    def rtf(self) -> Optional[float]:
+        return self.wall_s / self.audio_s if self.audio_s > 0 else None
+
+    def to_dict(self) -> dict:
+        return {
+            "calls_total": self.total, "skipped_already_done": self.skipped_done,
+            "duplicate_inputs_skipped": self.duplicates, "ok": self.ok, "failed": dict(self.failed),
+            "flags": dict(self.flags), "dropped": dict(self.drops), "chat_sessions": self.chat_sessions,
+            "audio_hours": round(self.audio_s / 3600, 4), "wall_s": round(self.wall_s, 2),
+            "real_time_factor": round(self.rtf, 4) if self.rtf is not None else None,
+            "stage_seconds": {k: round(v, 2) for k, v in self.stage_s.items()},
+        }
+
+    def format(self) -> str:
+        d = self.to_dict()
+        failed = ", ".join(f"{k}={v}" for k, v in sorted(self.failed.items())) or "none"
+        lines = [
+            f"calls: {self.ok + sum(self.failed.values())} processed ({self.ok} ok, {sum(self.failed.values())} failed), "
+            f"{self.skipped_done} already done, {self.duplicates} duplicate inputs skipped",
+            f"failed by reason: {failed}",
+            f"audio: {d['audio_hours']:.3f} h, chat sessions: {self.chat_sessions}, wall: {self.wall_s:.1f} s, "
+            f"real-time factor: {d['real_time_factor'] if d['real_time_factor'] is not None else 'n/a'}",
+        ]
+        if self.drops:
+            lines.append("dropped on purpose: " + ", ".join(f"{k}={v}" for k, v in sorted(self.drops.items())))
+        if self.flags:
+            lines.append("flags: " + ", ".join(f"{k}={v}" for k, v in sorted(self.flags.items())))
+        return "\n".join(lines)
+
+
+class LocalExecutor:
+    def __init__(self, cfg: PipelineConfig, workers: Optional[int] = None) -> None:
+        self.cfg = cfg
+        n = cfg.run.workers if workers is None else workers
+        self.workers = n if n > 0 else (os.cpu_count() or 1)
+
+    def run(self, sources: Iterable[CallSource], on_result: Callable[[CallRecord], None],
+            total: Optional[int] = None) -> None:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="call", disable=not self.cfg.run.progress, dynamic_ncols=True)
+        try:
+            if self.workers <= 1:
+                pipeline = Pipeline(build_stages(self.cfg))
+                pipeline.setup()
+                for src in sources:
+                    on_result(pipeline.run_one(src))
+                    bar.update(1)
+            else:
+                self._run_pool(sources, on_result, bar)
+        finally:
+            bar.close()
+
+    def _run_pool(self, sources, on_result, bar) -> None:
+        ctx = mp.get_context("spawn")
+        window = self.workers * 4
+        it = iter(sources)
+        with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init,
+                                    initargs=(self.cfg,)) as pool:
+            pending = set()
+            try:
+                while True:
+                    while len(pending) < window:
+                        src = next(it, None)
+                        if src is None:
+                            break
+                        pending.add(pool.submit(_worker_run, src))
+                    if not pending:
+                        break
+                    done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                    for fut in done:
+                        on_result(fut.result())
+                        bar.update(1)
+            except cf.process.BrokenProcessPool:
+                raise SetupError("a worker process died (killed or out of memory). Results written so far are "
+                                 "safe; re-run the same command to resume the remaining calls") from None
+
+
+def run_batch(inputs: list[str], out_dir: str, cfg: PipelineConfig, *, workers: Optional[int] = None,
+              run_id: Optional[str] = None) -> RunStats:
+    """Discover inputs, skip calls already done in ``out_dir``, process the rest, write Parquet."""
+    from qc_pipeline.inputs import discover
+    from qc_pipeline.models import resolve_asr_model
+    from qc_pipeline.writer import ResultWriter, completed_call_ids, new_run_id
+
+    t0 = time.perf_counter()
+    sources, dups = discover(inputs)
+    done = completed_call_ids(out_dir)
+    todo = [s for s in sources if s.call_id not in done]
+    stats = RunStats(total=len(sources), skipped_done=len(sources) - len(todo), duplicates=dups)
+    asr_name, asr_sha = "", ""
+    if any(s.kind == "audio" and s.input_error is None for s in todo):
+        resolved = resolve_asr_model(cfg.asr.model)  # fail fast, before any worker starts
+        asr_name, asr_sha = resolved.name, resolved.sha256
+    run_id = run_id or new_run_id()
+    writer = ResultWriter(out_dir, run_id=run_id, config_hash=cfg.fingerprint(), asr_model=asr_name,
+                          asr_sha=asr_sha, flush_every=cfg.output.flush_every, compression=cfg.output.compression)
+    log.info("run %s: %d inputs, %d already done, %d to process", run_id, len(sources), stats.skipped_done, len(todo))
+
+    def on_result(rec: CallRecord) -> None:
+        stats.add(rec)
+        if not rec.ok:
+            log.warning("call %s failed: %s (%s)", rec.call_id, rec.error_reason, rec.error_detail)
+        writer.add(rec)
+
+    try:
+        if todo:
+            LocalExecutor(cfg, workers).run(todo, on_result, total=len(todo))
+    finally:
+        writer.close()
+        stats.wall_s = time.perf_counter() - t0
+    return stats

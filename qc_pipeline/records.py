@@ -1,0 +1,139 @@
+"""Typed records that flow through the stages.
+
+One :class:`CallRecord` per call or chat session travels through the stage list;
+stages return a new record (``dataclasses.replace``) instead of mutating their input.
+Time intervals carry their ``channel`` (lhotse-style), so stereo calls are processed
+per channel and never downmixed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+ROLE_AGENT = "agent"
+ROLE_CUSTOMER = "customer"
+ROLE_UNKNOWN = "unknown"
+ROLES = (ROLE_AGENT, ROLE_CUSTOMER, ROLE_UNKNOWN)
+
+KIND_AUDIO = "audio"
+KIND_CHAT = "chat"
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    role: str
+    text: str
+    start: Optional[float] = None  # seconds since session start, when the chat export has times
+    end: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class CallSource:
+    """What the input side knows about one call before any processing."""
+
+    call_id: str
+    kind: str = KIND_AUDIO
+    path: Optional[str] = None
+    agent_id: Optional[str] = None
+    team: Optional[str] = None
+    queue: Optional[str] = None
+    started_at: Optional[str] = None
+    channel_layout: str = "auto"  # auto | mono | agent_left | agent_right
+    chat_turns: tuple[ChatTurn, ...] = ()
+    # An input problem found while reading the manifest; the call becomes an error row.
+    input_error: Optional[tuple[str, str]] = None
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    sample_rate: int          # of the original file
+    channels: int             # of the original file
+    duration_s: float         # decoded duration
+    codec: str
+    container: str
+    truncated: bool = False   # decoded less than the header claimed
+
+
+@dataclass(frozen=True)
+class SpeechSpan:
+    """A stretch of speech on one channel (from VAD), with its speaker label."""
+
+    channel: int
+    start: float
+    end: float
+    speaker: str
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Word:
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Utterance:
+    turn_index: int
+    role: str
+    channel: int            # -1 for chat
+    start: Optional[float]
+    end: Optional[float]
+    text: str
+    speaker: str = ""
+    avg_logprob: Optional[float] = None
+    no_speech_prob: Optional[float] = None
+    words: tuple[Word, ...] = ()
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    source: CallSource
+    status: str = STATUS_OK
+    error_reason: Optional[str] = None
+    error_detail: Optional[str] = None
+    audio_info: Optional[AudioInfo] = None
+    # (channels, samples) float32 at 16 kHz; transient, never written out.
+    audio: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
+    agent_channel: Optional[int] = None
+    spans: tuple[SpeechSpan, ...] = ()
+    utterances: tuple[Utterance, ...] = ()
+    flags: tuple[str, ...] = ()
+    # counters of things dropped on purpose, by reason (e.g. "short_span", "hallucination_credit")
+    drops: tuple[tuple[str, int], ...] = ()
+    timings: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def call_id(self) -> str:
+        return self.source.call_id
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
+
+    def replace(self, **changes) -> "CallRecord":
+        return dataclasses.replace(self, **changes)
+
+    def with_flag(self, flag: str) -> "CallRecord":
+        return self if flag in self.flags else self.replace(flags=self.flags + (flag,))
+
+    def with_drops(self, counts: dict[str, int]) -> "CallRecord":
+        merged = dict(self.drops)
+        for key, n in counts.items():
+            if n:
+                merged[key] = merged.get(key, 0) + n
+        return self.replace(drops=tuple(sorted(merged.items())))
+
+    def failed(self, reason: str, detail: str) -> "CallRecord":
+        return self.replace(status=STATUS_FAILED, error_reason=reason, error_detail=detail, audio=None)

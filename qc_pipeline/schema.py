@@ -1,0 +1,80 @@
+"""Explicit, versioned Parquet schemas.  Never inferred.
+
+Bump ``SCHEMA_VERSION`` on any change; readers check the ``qc_pipeline.schema_version``
+key in the file metadata.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+
+
+def _schema(name: str, fields: list[pa.Field]) -> pa.Schema:
+    return pa.schema(fields, metadata={"qc_pipeline.table": name, "qc_pipeline.schema_version": SCHEMA_VERSION})
+
+
+KV_INT = pa.list_(pa.struct([("key", pa.string()), ("value", pa.int64())]))
+KV_FLOAT = pa.list_(pa.struct([("key", pa.string()), ("value", pa.float64())]))
+
+SESSIONS = _schema("sessions", [
+    pa.field("call_id", pa.string(), nullable=False),
+    pa.field("kind", pa.string(), nullable=False),            # audio | chat
+    pa.field("source_path", pa.string()),
+    pa.field("agent_id", pa.string()),
+    pa.field("team", pa.string()),
+    pa.field("queue", pa.string()),
+    pa.field("started_at", pa.string()),                       # as given by the manifest (ISO 8601)
+    pa.field("status", pa.string(), nullable=False),          # ok | failed
+    pa.field("error_reason", pa.string()),                     # errors.Reason code when failed
+    pa.field("error_detail", pa.string()),
+    pa.field("duration_s", pa.float64()),
+    pa.field("sample_rate", pa.int32()),
+    pa.field("channels", pa.int32()),
+    pa.field("codec", pa.string()),
+    pa.field("channel_layout", pa.string()),                   # as requested: auto | mono | agent_left | agent_right
+    pa.field("agent_channel", pa.int32()),                     # resolved; null for mono
+    pa.field("n_utterances", pa.int32()),
+    pa.field("agent_speech_s", pa.float64()),
+    pa.field("customer_speech_s", pa.float64()),
+    pa.field("flags", pa.list_(pa.string())),
+    pa.field("drops", KV_INT),                                 # things dropped on purpose, by reason
+    pa.field("stage_seconds", KV_FLOAT),
+    pa.field("asr_model", pa.string()),
+    pa.field("asr_model_sha256", pa.string()),
+    pa.field("pipeline_version", pa.string(), nullable=False),
+    pa.field("config_hash", pa.string(), nullable=False),
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("processed_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+])
+
+WORD = pa.struct([("start", pa.float32()), ("end", pa.float32()), ("word", pa.string()), ("probability", pa.float32())])
+
+UTTERANCES = _schema("utterances", [
+    pa.field("call_id", pa.string(), nullable=False),
+    pa.field("turn_index", pa.int32(), nullable=False),
+    pa.field("role", pa.string(), nullable=False),            # agent | customer | unknown
+    pa.field("speaker", pa.string()),
+    pa.field("channel", pa.int32(), nullable=False),          # -1 for chat
+    pa.field("start", pa.float64()),
+    pa.field("end", pa.float64()),
+    pa.field("text", pa.string(), nullable=False),
+    pa.field("avg_logprob", pa.float32()),
+    pa.field("no_speech_prob", pa.float32()),
+    pa.field("words", pa.list_(WORD)),
+    pa.field("run_id", pa.string(), nullable=False),
+])
+
+# Reserved for the scorecard engine (issue 3): one row per session score.
+SCORES = _schema("scores", [
+    pa.field("call_id", pa.string(), nullable=False),
+    pa.field("scorecard", pa.string(), nullable=False),
+    pa.field("total", pa.float64()),
+    pa.field("grade", pa.string()),
+    pa.field("veto", pa.bool_()),
+    pa.field("flags", pa.list_(pa.string())),
+    pa.field("run_id", pa.string(), nullable=False),
+])
+
+TABLES = {"sessions": SESSIONS, "utterances": UTTERANCES}

@@ -1,0 +1,31 @@
+"""Chat stage: a text-chat session's role-marked turns become utterances directly."""
+
+from __future__ import annotations
+
+from qc_pipeline.errors import CallError, Reason
+from qc_pipeline.records import CallRecord, Utterance
+from qc_pipeline.stages.base import Stage
+from qc_pipeline.textnorm import to_simplified
+
+
+class ChatStage(Stage):
+    name = "chat"
+    kinds = ("chat",)
+
+    def __init__(self, simplified: bool = True) -> None:
+        self.simplified = simplified
+
+    def process(self, record: CallRecord) -> CallRecord:
+        utterances = []
+        empty = 0
+        for turn in record.source.chat_turns:
+            text = " ".join(turn.text.split())
+            if not text:
+                empty += 1
+                continue
+            utterances.append(Utterance(
+                turn_index=len(utterances), role=turn.role, channel=-1, start=turn.start, end=turn.end,
+                text=to_simplified(text) if self.simplified else text, speaker=turn.role))
+        if not utterances:
+            raise CallError(Reason.BAD_CHAT_SESSION, "chat session has no non-empty turns")
+        return record.with_drops({"empty_turn": empty}).replace(utterances=tuple(utterances))

@@ -1,0 +1,57 @@
+"""Segment stage: Silero VAD on each channel separately → speech spans with speaker labels.
+
+Stereo: one speaker per channel (agent / customer by the channel map).  Mono: the
+diarizer decides; with ``diarization.backend: none`` every span is one speaker of
+role ``unknown`` and the call is flagged ``mono_no_diarizer``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from qc_pipeline.audio import SAMPLE_RATE
+from qc_pipeline.config import DiarizationConfig, VadConfig
+from qc_pipeline.errors import CallError, Reason
+from qc_pipeline.records import ROLE_AGENT, ROLE_CUSTOMER, CallRecord, SpeechSpan
+from qc_pipeline.stages.base import Stage
+
+
+def detect_speech(audio: np.ndarray, cfg: VadConfig) -> list[tuple[float, float]]:
+    """Speech intervals (seconds) in one channel of 16 kHz audio, via faster-whisper's bundled Silero VAD."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    opts = VadOptions(threshold=cfg.threshold, min_silence_duration_ms=cfg.min_silence_ms,
+                      speech_pad_ms=cfg.speech_pad_ms, max_speech_duration_s=cfg.max_span_s)
+    stamps = get_speech_timestamps(np.ascontiguousarray(audio, dtype=np.float32), opts, sampling_rate=SAMPLE_RATE)
+    return [(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in stamps]
+
+
+class SegmentStage(Stage):
+    name = "segment"
+    kinds = ("audio",)
+
+    def __init__(self, vad: VadConfig, diarization: DiarizationConfig) -> None:
+        self.vad = vad
+        self.diarization = diarization
+
+    def process(self, record: CallRecord) -> CallRecord:
+        audio = record.audio
+        spans: list[SpeechSpan] = []
+        short = 0
+        for ch in range(audio.shape[0]):
+            if record.agent_channel is None:
+                speaker = "spk0"
+            else:
+                speaker = ROLE_AGENT if ch == record.agent_channel else ROLE_CUSTOMER
+            for start, end in detect_speech(audio[ch], self.vad):
+                if end - start < self.vad.min_span_s:
+                    short += 1
+                    continue
+                spans.append(SpeechSpan(channel=ch, start=round(start, 3), end=round(end, 3), speaker=speaker))
+        if not spans:
+            raise CallError(Reason.NO_SPEECH, "voice activity detection found no speech on any channel")
+        spans.sort(key=lambda s: (s.start, s.channel))
+        record = record.with_drops({"short_span": short}).replace(spans=tuple(spans))
+        if record.agent_channel is None and self.diarization.backend == "none":
+            record = record.with_flag("mono_no_diarizer")
+        return record

@@ -1,0 +1,54 @@
+"""Text clean-up shared by ASR and chat: simplified characters, loop and credit guards."""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+@functools.lru_cache(maxsize=1)
+def _converter():
+    import opencc
+
+    return opencc.OpenCC("tw2sp")
+
+
+def to_simplified(text: str) -> str:
+    """Traditional (Taiwan phrasing) → simplified Chinese; other scripts pass unchanged."""
+    return _converter().convert(text) if text else text
+
+
+def collapse_loops(items: Sequence[T], key=lambda x: x, max_repeats: int = 4, max_unit: int = 4) -> tuple[list[T], int]:
+    """Remove decoding loops: a unit of 1..max_unit items repeated more than ``max_repeats``
+    times in a row is kept once.  Returns ``(kept_items, n_removed)``."""
+    keys = [str(key(x)).strip() for x in items]
+    out_idx: list[int] = []
+    i, removed, n = 0, 0, len(items)
+    while i < n:
+        collapsed = False
+        for unit in range(1, max_unit + 1):
+            if i + unit * (max_repeats + 1) > n:
+                break
+            pattern = keys[i:i + unit]
+            if not any(pattern):
+                continue
+            reps = 1
+            while keys[i + reps * unit:i + (reps + 1) * unit] == pattern:
+                reps += 1
+            if reps > max_repeats:
+                out_idx.extend(range(i, i + unit))
+                removed += (reps - 1) * unit
+                i += reps * unit
+                collapsed = True
+                break
+        if not collapsed:
+            out_idx.append(i)
+            i += 1
+    return [items[j] for j in out_idx], removed
+
+
+def contains_credit(text: str, phrases: Sequence[str]) -> bool:
+    squashed = "".join(text.split()).lower()
+    return any("".join(p.split()).lower() in squashed for p in phrases)
