@@ -1,0 +1,56 @@
+"""Helpers for tests, samples and benchmarks: write audio in any PyAV-supported format."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+_FORMATS = {  # suffix -> (container format, codec, sample format)
+    ".wav": ("wav", "pcm_s16le", "s16"),
+    ".flac": ("flac", "flac", "s16"),
+    ".mp3": ("mp3", "libmp3lame", "s16p"),
+    ".m4a": ("ipod", "aac", "fltp"),
+    ".ogg": ("ogg", "libopus", "s16"),
+    ".amr": ("amr", "libopencore_amrnb", "s16"),
+}
+
+
+def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
+    """Write ``audio`` (``(channels, n)`` or ``(n,)`` float in [-1, 1]) with the codec the suffix implies."""
+    import av
+
+    path = Path(path)
+    fmt, codec, sample_fmt = _FORMATS[path.suffix.lower()]
+    data = np.atleast_2d(np.asarray(audio, dtype=np.float32))
+    channels = data.shape[0]
+    layout = "mono" if channels == 1 else "stereo"
+    pcm16 = (np.clip(data, -1, 1) * 32767).astype(np.int16)
+    with av.open(str(path), "w", format=fmt) as container:
+        stream = container.add_stream(codec, rate=sample_rate, layout=layout)
+        frame_size = 1024
+        for i in range(0, pcm16.shape[1], frame_size):
+            block = pcm16[:, i:i + frame_size]
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block.T.reshape(1, -1)), format="s16", layout=layout)
+            frame.sample_rate = sample_rate
+            frame.pts = i
+            frame.time_base = Fraction(1, sample_rate)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def resample(audio: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
+    """Band-limited resampling of ``(channels, n)`` float audio with FFmpeg's resampler (via PyAV)."""
+    import av
+
+    data = np.atleast_2d(np.asarray(audio, dtype=np.float32))
+    layout = "mono" if data.shape[0] == 1 else "stereo"
+    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format="fltp", layout=layout)
+    frame.sample_rate = src_rate
+    rs = av.AudioResampler(format="fltp", layout=layout, rate=dst_rate)
+    out = [f.to_ndarray() for f in rs.resample(frame)] + [f.to_ndarray() for f in rs.resample(None)]
+    return np.concatenate(out, axis=1)
