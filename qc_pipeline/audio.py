@@ -122,11 +122,13 @@ def load_audio(path: str | os.PathLike, *, max_channels: int = 2, max_duration_s
         raise CallError(Reason.NOT_AUDIO if claimed in (None, 0) else Reason.DECODE_ERROR, "no audio samples decoded")
     if duration < min_duration_s:
         raise CallError(Reason.TOO_SHORT, f"{duration:.2f} s < audio.min_duration_s={min_duration_s}")
-    truncated = (bool(decode_failed) or (claimed is not None and duration < 0.97 * claimed - 0.05)
-                 or (fmt == "wav" and wav_missing_bytes(path) > 0))
+    missing = wav_missing_bytes(path) if fmt == "wav" else 0
+    short_of_header = claimed is not None and duration < 0.97 * claimed - 0.05
+    truncated = bool(decode_failed) or short_of_header or missing > 0
     if truncated:
-        log.warning("%s: decoded %.2f s of %.2f s claimed (%s); keeping what decoded",
-                    path, duration, claimed or 0.0, decode_failed or "file shorter than header")
+        why = decode_failed or (f"header promises {missing} more bytes" if missing else
+                                f"header claims {claimed:.2f} s")
+        log.warning("%s: file is truncated (%s); keeping the %.2f s that decoded", path, why, duration)
     info = AudioInfo(sample_rate=int(src_rate), channels=channels, duration_s=round(duration, 3),
                      codec=codec, container=fmt, truncated=truncated)
     return audio, info
