@@ -77,6 +77,16 @@ class DiarizationConfig:
 
 
 @dataclass(frozen=True)
+class ScoringConfig:
+    enabled: bool = _opt(True, doc="score every session against the scorecard")
+    scorecard: str = _opt("configs/scorecards/default.yaml",
+                          doc="scorecard YAML (relative paths: current folder, then the qc-pipeline checkout)")
+    sentiment: bool = _opt(True, doc="utterance/session emotion with the model in models/sentiment")
+    emotion_flag_below: float = _opt(60.0, ge=0.0, le=100.0, doc="customer emotion index under this flags the call")
+    mask_pii: bool = _opt(True, doc="mask phone/ID/bank numbers in the written transcripts (after scoring)")
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     flush_every: int = _opt(8, ge=1, doc="calls per Parquet part; a crash redoes at most this many")
     compression: str = _opt("zstd", choices=("zstd", "snappy", "gzip", "none"))
@@ -94,6 +104,7 @@ class PipelineConfig:
     vad: VadConfig = field(default_factory=VadConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
     diarization: DiarizationConfig = field(default_factory=DiarizationConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     run: RunConfig = field(default_factory=RunConfig)
 

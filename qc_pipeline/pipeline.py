@@ -20,14 +20,18 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
     from qc_pipeline.stages.asr import AsrStage
     from qc_pipeline.stages.chat import ChatStage
     from qc_pipeline.stages.decode import DecodeStage
+    from qc_pipeline.stages.score import ScoreStage
     from qc_pipeline.stages.segment import SegmentStage
 
-    return [
+    stages: list[Stage] = [
         DecodeStage(cfg.audio),
         SegmentStage(cfg.vad, cfg.diarization),
         AsrStage(cfg.asr, cfg.vad),
         ChatStage(simplified=cfg.asr.simplified),
     ]
+    if cfg.scoring.enabled:
+        stages.append(ScoreStage(cfg.scoring))
+    return stages
 
 
 class Pipeline:

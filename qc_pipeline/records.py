@@ -95,6 +95,8 @@ class Utterance:
     avg_logprob: Optional[float] = None
     no_speech_prob: Optional[float] = None
     words: tuple[Word, ...] = ()
+    emotion_index: Optional[float] = None   # 0..100, 100 = calm/positive (score stage)
+    emotion: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,11 @@ class CallRecord:
     # counters of things dropped on purpose, by reason (e.g. "short_span", "hallucination_credit")
     drops: tuple[tuple[str, int], ...] = ()
     timings: tuple[tuple[str, float], ...] = ()
+    # filled by the score stage
+    score: Optional[object] = field(default=None, compare=False)   # scoring.engine.SessionScore
+    customer_emotion_index: Optional[float] = None
+    agent_attitude_index: Optional[float] = None
+    escalation: tuple[str, ...] = ()
 
     @property
     def call_id(self) -> str:

@@ -63,18 +63,46 @@ UTTERANCES = _schema("utterances", [
     pa.field("avg_logprob", pa.float32()),
     pa.field("no_speech_prob", pa.float32()),
     pa.field("words", pa.list_(WORD)),
+    pa.field("emotion_index", pa.float32()),                  # 0..100, 100 = calm/positive
+    pa.field("emotion", pa.string()),
     pa.field("run_id", pa.string(), nullable=False),
 ])
 
-# Reserved for the scorecard engine (issue 3): one row per session score.
 SCORES = _schema("scores", [
     pa.field("call_id", pa.string(), nullable=False),
-    pa.field("scorecard", pa.string(), nullable=False),
-    pa.field("total", pa.float64()),
-    pa.field("grade", pa.string()),
-    pa.field("veto", pa.bool_()),
-    pa.field("flags", pa.list_(pa.string())),
+    pa.field("scorecard_id", pa.string(), nullable=False),
+    pa.field("scorecard_version", pa.string(), nullable=False),
+    pa.field("total", pa.float64(), nullable=False),          # 0..100 over applicable items; 0 on veto
+    pa.field("grade", pa.string(), nullable=False),
+    pa.field("passed", pa.bool_(), nullable=False),
+    pa.field("veto", pa.bool_(), nullable=False),
+    pa.field("veto_items", pa.list_(pa.string())),
+    pa.field("flags", pa.list_(pa.string())),                 # low_score, veto, compliance_hit, customer_emotion_low, ...
+    pa.field("customer_emotion_index", pa.float64()),
+    pa.field("agent_attitude_index", pa.float64()),
+    pa.field("escalation", pa.list_(pa.string())),
     pa.field("run_id", pa.string(), nullable=False),
 ])
 
-TABLES = {"sessions": SESSIONS, "utterances": UTTERANCES}
+EVIDENCE = pa.struct([("rule_id", pa.string()), ("rule_version", pa.string()), ("turn_index", pa.int32()),
+                      ("role", pa.string()), ("start", pa.float64()), ("end", pa.float64()), ("text", pa.string())])
+
+ITEM_RESULTS = _schema("item_results", [
+    pa.field("call_id", pa.string(), nullable=False),
+    pa.field("scorecard_id", pa.string(), nullable=False),
+    pa.field("item_id", pa.string(), nullable=False),
+    pa.field("item_name", pa.string()),
+    pa.field("role", pa.string()),
+    pa.field("mode", pa.string()),                             # binary | graded | deduction
+    pa.field("points", pa.float64(), nullable=False),
+    pa.field("max_points", pa.float64(), nullable=False),
+    pa.field("applicable", pa.bool_(), nullable=False),
+    pa.field("hit", pa.bool_(), nullable=False),               # passed (binary/graded) or violated (deduction)
+    pa.field("level", pa.int32()),
+    pa.field("violations", pa.int32()),
+    pa.field("vetoed", pa.bool_()),
+    pa.field("evidence", pa.list_(EVIDENCE)),
+    pa.field("run_id", pa.string(), nullable=False),
+])
+
+TABLES = {"sessions": SESSIONS, "utterances": UTTERANCES, "scores": SCORES, "item_results": ITEM_RESULTS}

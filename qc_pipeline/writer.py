@@ -28,9 +28,13 @@ import pyarrow.parquet as pq
 from qc_pipeline import __version__
 from qc_pipeline.errors import SetupError
 from qc_pipeline.records import ROLE_AGENT, ROLE_CUSTOMER, CallRecord
-from qc_pipeline.schema import SESSIONS, UTTERANCES
+from qc_pipeline.schema import ITEM_RESULTS, SCORES, SESSIONS, TABLES, UTTERANCES
 
 log = logging.getLogger(__name__)
+
+
+# Written before the sessions part of the same name; removed on start when that part is missing.
+DEPENDENT_TABLES = ("utterances", "scores", "item_results")
 
 
 def new_run_id() -> str:
@@ -54,7 +58,7 @@ def completed_call_ids(out_dir: str | os.PathLike) -> set[str]:
 
 def read_table(out_dir: str | os.PathLike, table: str) -> pa.Table:
     """Read all committed parts of a table (convenience for scripts and tests)."""
-    schema = {"sessions": SESSIONS, "utterances": UTTERANCES}[table]
+    schema = TABLES[table]
     parts = _parts(Path(out_dir), table)
     if not parts:
         return schema.empty_table()
@@ -98,8 +102,31 @@ def utterance_rows(rec: CallRecord, *, run_id: str) -> Iterable[dict]:
             "channel": u.channel, "start": u.start, "end": u.end, "text": u.text,
             "avg_logprob": u.avg_logprob, "no_speech_prob": u.no_speech_prob,
             "words": [{"start": w.start, "end": w.end, "word": w.word, "probability": w.probability} for w in u.words],
+            "emotion_index": u.emotion_index, "emotion": u.emotion,
             "run_id": run_id,
         }
+
+
+def score_rows(rec: CallRecord, *, run_id: str) -> tuple[list[dict], list[dict]]:
+    """(scores rows, item_results rows) for a scored record; empty when it was not scored."""
+    s = rec.score
+    if s is None:
+        return [], []
+    score = [{
+        "call_id": rec.call_id, "scorecard_id": s.scorecard_id, "scorecard_version": s.scorecard_version,
+        "total": s.total, "grade": s.grade, "passed": s.passed, "veto": s.veto, "veto_items": list(s.veto_items),
+        "flags": list(s.flags), "customer_emotion_index": rec.customer_emotion_index,
+        "agent_attitude_index": rec.agent_attitude_index, "escalation": list(rec.escalation), "run_id": run_id,
+    }]
+    items = [{
+        "call_id": rec.call_id, "scorecard_id": s.scorecard_id, "item_id": r.item_id, "item_name": r.name,
+        "role": r.role, "mode": r.mode, "points": r.points, "max_points": r.max_points, "applicable": r.applicable,
+        "hit": r.hit, "level": r.level, "violations": r.violations, "vetoed": r.vetoed,
+        "evidence": [{"rule_id": h.rule_id, "rule_version": s.scorecard_version, "turn_index": h.turn_index,
+                      "role": h.role, "start": h.start, "end": h.end, "text": h.text} for h in r.evidence],
+        "run_id": run_id,
+    } for r in s.items]
+    return score, items
 
 
 class ResultWriter:
@@ -112,8 +139,7 @@ class ResultWriter:
         self.flush_every = flush_every
         self.compression = None if compression == "none" else compression
         self.partition = f"run_date={(run_date or dt.date.today()).isoformat()}"
-        self._sessions: list[dict] = []
-        self._utterances: list[dict] = []
+        self._rows: dict[str, list[dict]] = {name: [] for name in TABLES}
         self._seq = 0
         self.written_calls = 0
         self._prepare()
@@ -130,15 +156,19 @@ class ResultWriter:
         for tmp in self.root.glob("*/run_date=*/*.tmp"):
             tmp.unlink(missing_ok=True)
         committed = {p.relative_to(self.root / "sessions") for p in _parts(self.root, "sessions")}
-        for part in _parts(self.root, "utterances"):
-            if part.relative_to(self.root / "utterances") not in committed:
-                log.warning("removing uncommitted part %s left by an interrupted run", part)
-                part.unlink()
+        for table in DEPENDENT_TABLES:
+            for part in _parts(self.root, table):
+                if part.relative_to(self.root / table) not in committed:
+                    log.warning("removing uncommitted part %s left by an interrupted run", part)
+                    part.unlink()
 
     def add(self, rec: CallRecord) -> None:
-        self._sessions.append(session_row(rec, **self.meta))
-        self._utterances.extend(utterance_rows(rec, run_id=self.run_id))
-        if len(self._sessions) >= self.flush_every:
+        self._rows["sessions"].append(session_row(rec, **self.meta))
+        self._rows["utterances"].extend(utterance_rows(rec, run_id=self.run_id))
+        scores, items = score_rows(rec, run_id=self.run_id)
+        self._rows["scores"].extend(scores)
+        self._rows["item_results"].extend(items)
+        if len(self._rows["sessions"]) >= self.flush_every:
             self.flush()
 
     def _write(self, table: str, schema: pa.Schema, rows: list[dict], name: str) -> None:
@@ -151,19 +181,21 @@ class ResultWriter:
         os.replace(tmp, folder / name)
 
     def flush(self) -> None:
-        if not self._sessions:
+        n_calls = len(self._rows["sessions"])
+        if not n_calls:
             return
         name = f"part-{self.run_id}-{self._seq:05d}.parquet"
         try:
-            self._write("utterances", UTTERANCES, self._utterances, name)
-            self._write("sessions", SESSIONS, self._sessions, name)
+            for table in DEPENDENT_TABLES:  # sessions last: it is the commit marker
+                self._write(table, TABLES[table], self._rows[table], name)
+            self._write("sessions", SESSIONS, self._rows["sessions"], name)
         except OSError as exc:
             hint = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
             raise SetupError(f"cannot write results to {self.root}: {hint}. Calls written so far are safe; "
                              "free space and re-run the same command to resume") from None
-        self.written_calls += len(self._sessions)
+        self.written_calls += n_calls
         self._seq += 1
-        self._sessions, self._utterances = [], []
+        self._rows = {name: [] for name in TABLES}
 
     def close(self) -> None:
         self.flush()

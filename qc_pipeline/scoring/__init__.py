@@ -1,0 +1,1 @@
+"""Scorecard engine: rules over utterances → item points with evidence → session score."""

@@ -1,0 +1,124 @@
+"""Score stage: sentiment per utterance, the scorecard per session, then PII masking.
+
+Rules see the unmasked text (they must find a read-out ID number); what gets written is
+masked when ``scoring.mask_pii`` is on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Optional
+
+from qc_pipeline.config import ScoringConfig
+from qc_pipeline.errors import ConfigError
+from qc_pipeline.records import ROLE_AGENT, ROLE_CUSTOMER, CallRecord, Utterance, Word
+from qc_pipeline.scoring.card import Scorecard, load_scorecard
+from qc_pipeline.scoring.context import SessionContext
+from qc_pipeline.scoring.engine import score_session
+from qc_pipeline.scoring.pii import _HANZI_DIGITS, find_pii, mask_text
+from qc_pipeline.stages.base import Stage
+
+log = logging.getLogger(__name__)
+_REPO = Path(__file__).resolve().parents[2]
+_DIGITS = set("0123456789０１２３４５６７８９") | set(_HANZI_DIGITS)
+
+
+def resolve_scorecard_path(spec: str) -> Path:
+    p = Path(spec).expanduser()
+    for candidate in (p, _REPO / p):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError("scoring.scorecard", f"scorecard file {spec!r} not found (looked in {Path.cwd()} and {_REPO})")
+
+
+def _uses_embeddings(card: Scorecard) -> bool:
+    from qc_pipeline.scoring.rules import Restates, Semantic
+
+    seen, stack = set(), []
+    for item in card.items:
+        stack.extend(n for n in (item.passing, item.violation, item.veto, item.not_applicable) if n is not None)
+        stack.extend(lv.when for lv in item.levels)
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, Semantic) or (isinstance(node, Restates) and node.method == "semantic"):
+            return True
+        for f in dataclasses.fields(node):
+            value = getattr(node, f.name)
+            values = value if isinstance(value, tuple) else (value,)
+            stack.extend(v for v in values if hasattr(v, "evaluate"))
+        scope = node.scope
+        stack.extend(n for n in (scope.after, scope.before) if n is not None)
+    return False
+
+
+def mask_utterance(u: Utterance) -> Utterance:
+    if not find_pii(u.text):
+        return u
+    text, _ = mask_text(u.text)
+    words = tuple(dataclasses.replace(w, word="".join("*" if c in _DIGITS else c for c in w.word)) for w in u.words)
+    return dataclasses.replace(u, text=text, words=words)
+
+
+class ScoreStage(Stage):
+    name = "score"
+    kinds = ("audio", "chat")
+
+    def __init__(self, cfg: ScoringConfig) -> None:
+        self.cfg = cfg
+        self.card: Optional[Scorecard] = None
+        self.sentiment = None
+        self._embedder = None
+        self._needs_embeddings = False
+
+    def setup(self) -> None:
+        self.card = load_scorecard(resolve_scorecard_path(self.cfg.scorecard))
+        self._needs_embeddings = _uses_embeddings(self.card)
+        if self.cfg.sentiment:
+            from qc_pipeline.sentiment import SentimentModel
+
+            self.sentiment = SentimentModel.load()
+
+    def _embed(self, texts: list[str]):
+        if self._embedder is None:
+            from qc_pipeline.scoring.semantic import Embedder
+
+            self._embedder = Embedder()
+        return self._embedder.encode(texts)
+
+    def process(self, record: CallRecord) -> CallRecord:
+        if self.card is None:
+            self.setup()
+        utts = list(record.utterances)
+        customer_index = attitude = None
+        escalation: list[str] = []
+        if self.sentiment is not None and utts:
+            from qc_pipeline.sentiment import agent_attitude, session_emotion
+
+            scores = self.sentiment.score([u.text for u in utts])
+            utts = [dataclasses.replace(u, emotion_index=s.emotion_index, emotion=s.emotion) for u, s in zip(utts, scores)]
+            cust = [s for u, s in zip(utts, scores) if u.role == ROLE_CUSTOMER]
+            customer_index = session_emotion(cust)
+            attitude = agent_attitude([s for u, s in zip(utts, scores) if u.role == ROLE_AGENT])
+            for u, s in zip(utts, scores):
+                if u.role == ROLE_CUSTOMER:
+                    escalation.extend(c for c in s.escalation if c not in escalation)
+        duration = record.audio_info.duration_s if record.audio_info else None
+        ctx = SessionContext(utterances=utts, duration_s=duration,
+                             emotion={u.turn_index: u.emotion_index for u in utts if u.emotion_index is not None},
+                             embed=self._embed if self._needs_embeddings else None)
+        result = score_session(self.card, ctx)
+        flags = list(result.flags)
+        if customer_index is not None and customer_index < self.cfg.emotion_flag_below:
+            flags.append("customer_emotion_low")
+        if escalation:
+            flags.append("escalation_risk")
+        result = dataclasses.replace(result, flags=tuple(flags))
+        if self.cfg.mask_pii:
+            utts = [mask_utterance(u) for u in utts]
+        return record.replace(utterances=tuple(utts), score=result, customer_emotion_index=customer_index,
+                              agent_attitude_index=attitude, escalation=tuple(escalation))
