@@ -9,7 +9,7 @@ Three parts, usable on their own:
   ``neutral``/``sad``/``surprise``), anger probability and an *emotion index* 0–100
   (100 = very positive/calm, 50 = neutral, low = upset).
 * :func:`escalation_cues` — a lexicon detector for complaint-escalation threats (12315, 投诉,
-  工信部, 消协, 媒体曝光, 律师/起诉, 金融监管, 市场监管, 找你们领导 …).  Pure, no model needed.
+  工信部, 消协, 媒体曝光, 律师/起诉/法院, 报警, 金融监管, 市场监管, 找你们领导 …).  Pure, no model needed.
 * :func:`session_emotion` / :func:`agent_attitude` — aggregate utterance scores into a
   per-session customer emotion index (recency weighted; a value under
   :data:`FLAG_THRESHOLD` flags the call) and a per-session agent attitude score.
@@ -26,6 +26,7 @@ import json
 import logging
 import re
 import unicodedata
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -52,6 +53,10 @@ FLAG_THRESHOLD = 60.0
 ESCALATION_CAP = 30.0
 #: Weight of the polarity head (vs the emotion head) in the emotion index.
 POLARITY_WEIGHT = 0.5
+#: Calibration targets: the training split's mean raw index of these emotion classes is mapped
+#: to these values (linear, clipped to 0..100), so that an ordinary calm utterance scores ~75
+#: and an angry one ~40 — the scale on which "customer emotion index < 60" flags a call.
+CALIBRATION_TARGETS = (("neutral", 75.0), ("angry", 40.0))
 #: Recency half-life, in customer utterances, for :func:`session_emotion`.
 RECENCY_HALF_LIFE = 3.0
 
@@ -75,7 +80,9 @@ def _get_jieba():
     global _jieba
     if _jieba is None:
         try:
-            import jieba
+            with warnings.catch_warnings():  # jieba 0.42 imports the deprecated pkg_resources
+                warnings.filterwarnings("ignore", message=".*pkg_resources.*")
+                import jieba
         except ImportError as e:  # pragma: no cover - depends on the environment
             raise SetupError(f"the sentiment model needs jieba: {INSTALL_HINT}") from e
         jieba.setLogLevel(logging.WARNING)
@@ -111,12 +118,14 @@ ESCALATION_LEXICON: tuple[tuple[str, str], ...] = (
     ("12345", r"(?<!\d)12345(?!\d)|市长热线|市民热线|政务热线|政府热线"),
     ("投诉", r"投诉|客诉|申诉|举报"),
     ("工信部", r"工信部|工业和信息化部|工业与信息化部|通信管理局|电信管理局"),
-    ("消协", r"消协|消费者协会|消保委|消费者权益保护"),
-    ("媒体曝光", r"曝光|媒体|记者|电视台|报社|上新闻|315晚会|发微博|发到网上|黑猫"),
-    ("律师", r"律师|起诉|法院|打官司|诉讼|法律途径|法律程序|走法律|仲裁|告你们|报警|报案"),
-    ("金融监管", r"银保监|银监会|保监会|证监会|金融监管|监管局|人民银行|央行"),
+    ("消协", r"消协|消费者协会|消保委|消费者权益保护(?:委员会|协会)"),
+    ("媒体曝光", r"曝光(?!度|补偿|时间|值|过度|不足|参数|模式|锁定)|(?<!多)媒体(?!文件|播放|库|消息|短信|彩信)|记者|电视台|报社"
+                 r"|上新闻|315晚会|发微博|发到网上|发网上|黑猫"),
+    ("法律", r"律师|起诉|法院|打官司|诉讼|法律途径|法律程序|走法律|仲裁|告你们|消费者权益保护法|(?<![取撤])消法"),
+    ("报警", r"(?<!自动)报警(?!器|灯|声|音|提示)|报案"),
+    ("金融监管", r"银保监|银监会|保监会|证监会|金融监管|人民银行|央行"),
     ("市场监管", r"市场监管|市监局|工商局|工商部门|质监|物价局"),
-    ("找领导", r"(?:找|叫|让|换|要求|转)[^,.!?;:，。！？；]{0,4}(?:领导|经理|主管|上级|负责人|老板|班长)"
+    ("找领导", r"(?:找|叫|让|换|要求|转)[^,.!?;:，。！？；]{0,4}(?:领导|(?<!客户)经理|主管|上级|负责人|老板|班长)"
                r"|(?:领导|经理|主管|上级|负责人)(?:来|出来|过来|接电话)"),
 )
 
@@ -124,7 +133,7 @@ ESCALATION_LEXICON: tuple[tuple[str, str], ...] = (
 _TRAD = str.maketrans("訴協費權護監銀領導經師報機網記臺視聞門關電聯會級說務業負責處決問題熱線個們讓換緊來過級場質價險託",
                       "诉协费权护监银领导经师报机网记台视闻门关电联会级说务业负责处决问题热线个们让换紧来过级场质价险托")
 _NEGATED = re.compile(r"(?:不|没|别|未|无需|不用|不必|不会|不想|不要|没有|并未|不打算)[^,.!?;:，。！？；]{0,2}$")
-_NOT_NEGATION = re.compile(r"(?:不然|要不|不行|不给|不解决|不处理|不管|不退|不赔)[^,.!?;:，。！？；]{0,2}$")
+_NOT_NEGATION = re.compile(r"(?:不然|要不|不行|不能|不给|不解决|不处理|不管|不退|不赔)[^,.!?;:，。！？；]{0,2}$")
 
 
 def _cue_text(text: str) -> str:
@@ -198,6 +207,18 @@ def emotion_index(negative_prob: float, emotion_probs: Iterable[tuple[str, float
     return round(idx, 2)
 
 
+def calibrate(raw: float, anchors: dict | None) -> float:
+    """Map a raw index to the calibrated scale using ``anchors`` = {class: mean raw index on the
+    training split} for the classes in :data:`CALIBRATION_TARGETS`.  ``None`` → raw unchanged."""
+    if not anchors:
+        return raw
+    (c_hi, t_hi), (c_lo, t_lo) = CALIBRATION_TARGETS
+    a_hi, a_lo = anchors[c_hi], anchors[c_lo]
+    if a_hi <= a_lo:
+        return raw
+    return round(min(100.0, max(0.0, t_hi + (raw - a_hi) * (t_hi - t_lo) / (a_hi - a_lo))), 2)
+
+
 def recency_weights(n: int, half_life: float = RECENCY_HALF_LIFE) -> tuple[float, ...]:
     """Weights for ``n`` utterances in time order: the last has weight 1, one ``half_life``
     utterances earlier 0.5, …  ``half_life=math.inf`` gives equal weights."""
@@ -223,6 +244,11 @@ def session_emotion(utterance_scores: Sequence[UtteranceSentiment | float],
     if total <= 0 or any(x < 0 for x in w):
         raise ValueError("weights must be non-negative with a positive sum")
     return round(sum(v * x for v, x in zip(vals, w)) / total, 2)
+
+
+def session_escalation(utterance_scores: Sequence[UtteranceSentiment]) -> tuple[str, ...]:
+    """Escalation cues over a session's utterances, each once, in order of first appearance."""
+    return tuple(dict.fromkeys(c for s in utterance_scores for c in s.escalation))
 
 
 def is_flagged(session_index: float | None, threshold: float = FLAG_THRESHOLD) -> bool:
@@ -295,7 +321,12 @@ class SentimentModel:
         unknown = set(map(str, obj["emotion"].classes_)) - set(EMOTIONS)
         if unknown:
             raise SetupError(f"{p}: unknown emotion classes {sorted(unknown)}")
-        log.info("loaded sentiment model %s (%s)", p, obj.get("meta", {}).get("trained_at", "?"))
+        built_with = obj.get("meta", {}).get("sklearn")
+        import sklearn
+        if built_with and built_with != sklearn.__version__:
+            log.warning("%s was built with scikit-learn %s, running %s: re-run `%s` if scores look off",
+                        p, built_with, sklearn.__version__, TRAIN_HINT)
+        log.info("loaded sentiment model %s", p)
         return cls(obj["vectorizer"], obj["polarity"], obj["emotion"], p.resolve(), dict(obj.get("meta", {})))
 
     @property
@@ -311,7 +342,7 @@ class SentimentModel:
             return []
         return [float(p) for p in self.polarity.predict_proba(self.features(texts))[:, 0]]
 
-    def score(self, texts: Sequence[str], escalation_cap: float | None = ESCALATION_CAP,
+    def score(self, texts: Sequence[str], escalation_cap: float | None = ESCALATION_CAP, calibrated: bool = True,
               lexicon: tuple[tuple[str, str], ...] = ESCALATION_LEXICON) -> list[UtteranceSentiment]:
         """Score utterances.  Empty/whitespace-only texts get the neutral record
         (P(neg)=0.5, emotion "neutral", index 50) instead of the model's bias."""
@@ -326,15 +357,19 @@ class SentimentModel:
         neg = self.polarity.predict_proba(X)[:, 0]
         emo = self.emotion.predict_proba(X)
         classes = self.emotion_classes
+        anchors = self.meta.get("calibration") if calibrated else None
         for row, i in enumerate(keep):
             probs = tuple((c, float(emo[row, j])) for j, c in enumerate(classes))
             cues = tuple(escalation_cues(texts[i], lexicon))
             best = max(probs, key=lambda kv: kv[1])[0]
+            index = calibrate(emotion_index(float(neg[row]), probs, escalation_cap=None), anchors)
+            if cues and escalation_cap is not None:
+                index = min(index, escalation_cap)
             out[i] = UtteranceSentiment(
                 negative_prob=float(neg[row]),
                 emotion=best,
                 anger_prob=dict(probs).get("angry", 0.0),
-                emotion_index=emotion_index(float(neg[row]), probs, cues, escalation_cap=escalation_cap),
+                emotion_index=index,
                 emotion_probs=probs,
                 escalation=cues,
             )

@@ -1,0 +1,355 @@
+"""Train the utterance sentiment model (polarity + emotion heads) used by qc_pipeline.sentiment.
+
+    python scripts/train_sentiment.py [--data ../shared/data] [--out models/sentiment]
+
+Data (read in place from the shared DEV package, never copied): only ``dev.jsonl`` files exist,
+so each corpus is split here, deterministically, by ``qc_pipeline.sentiment.split_of``:
+``md5(normalize_text(text)) % 5 == 0`` → test (≈20 %), else train.  Hashing the text keeps
+identical reviews that occur in two corpora (ChnSentiCorp hotel ⊂ online_shopping 酒店) on the
+same side.  ``scripts/eval_sentiment.py`` uses the same rule.
+
+* polarity head (negative=0 / positive=1): sentiment_chnsenticorp_htl, sentiment_waimai_10k,
+  sentiment_online_shopping_10_cats, and sentiment_bdci_car_2018 texts whose aspect sentiments
+  are all −1 or all +1 (mixed/neutral texts dropped).  Optionally (selected by CV, see below)
+  SMP2020-EWECT posts mapped happy → positive, angry/sad/fear → negative.
+* emotion head (6 classes): sentiment_smp2020_ewect.
+
+Model: one shared FeatureUnion of TF-IDF on jieba words+bigrams and on char 1–3-grams (both
+sublinear tf, capped vocabularies), fitted on all training texts; two LogisticRegression heads
+with class_weight="balanced".  C (and the polarity augmentation) are chosen by 5-fold stratified
+CV (fixed seed) on the TRAIN part only; the test part is scored once at the end for the card.
+The artifact contains no timestamp, so re-running on the same data and library versions gives
+a byte-identical file (same sha256).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from qc_pipeline.sentiment import (  # noqa: E402
+    ARTIFACT_FORMAT, ARTIFACT_NAME, CARD_NAME, EMOTIONS, normalize_text, split_of, word_analyzer,
+)
+
+log = logging.getLogger("train_sentiment")
+
+SEED = 0
+POLARITY_CORPORA = ("sentiment_chnsenticorp_htl", "sentiment_waimai_10k",
+                    "sentiment_online_shopping_10_cats", "sentiment_bdci_car_2018")
+EMOTION_CORPUS = "sentiment_smp2020_ewect"
+EMO_TO_POLARITY = {"happy": 1, "angry": 0, "sad": 0, "fear": 0}  # neutral/surprise: no polarity
+WORD_MAX_FEATURES = 60_000
+CHAR_MAX_FEATURES = 120_000
+POLARITY_C_GRID = (1.0, 3.0, 10.0, 30.0)
+EMOTION_C_GRID = (0.3, 1.0, 3.0, 10.0)
+N_JOBS = 2  # CV folds in parallel (each fit is deterministic, so results do not depend on this)
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("QC_SHARED_DATA") or REPO.parent / "shared" / "data")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(ln) for ln in fh if ln.strip()]
+
+
+def load_polarity(data: Path, name: str) -> list[tuple[str, int]]:
+    """(text, label) with label 1 = positive, 0 = negative."""
+    rows = _read_jsonl(data / name / "dev.jsonl")
+    out = []
+    for r in rows:
+        text = (r.get("text") or "").strip()
+        if not text:
+            continue
+        if name == "sentiment_bdci_car_2018":
+            pols = {a["sentiment"] for a in r.get("aspects", [])}
+            if pols == {1}:
+                out.append((text, 1))
+            elif pols == {-1}:
+                out.append((text, 0))
+        else:
+            out.append((text, int(r["label"])))
+    return out
+
+
+def load_emotion(data: Path) -> list[tuple[str, str]]:
+    rows = _read_jsonl(data / EMOTION_CORPUS / "dev.jsonl")
+    out = [((r.get("text") or "").strip(), r["label"]) for r in rows]
+    bad = {lbl for _, lbl in out} - set(EMOTIONS)
+    if bad:
+        raise SystemExit(f"{EMOTION_CORPUS}: unexpected labels {sorted(bad)}")
+    return [(t, lbl) for t, lbl in out if t]
+
+
+def split(items: list[tuple[str, object]]) -> tuple[list, list]:
+    train = [x for x in items if split_of(x[0]) == "train"]
+    test = [x for x in items if split_of(x[0]) == "test"]
+    return train, test
+
+
+def load_all(data: Path) -> dict:
+    """{"polarity": {corpus: (train, test)}, "emotion": (train, test)}"""
+    return {
+        "polarity": {name: split(load_polarity(data, name)) for name in POLARITY_CORPORA},
+        "emotion": split(load_emotion(data)),
+    }
+
+
+def dedup(items: list[tuple[str, object]]) -> list[tuple[str, object]]:
+    """Drop repeated normalized texts; a text seen with conflicting labels is dropped entirely."""
+    labels: dict[str, set] = {}
+    first: dict[str, tuple[str, object]] = {}
+    for t, y in items:
+        k = normalize_text(t)
+        labels.setdefault(k, set()).add(y)
+        first.setdefault(k, (t, y))
+    return [first[k] for k in first if len(labels[k]) == 1]
+
+
+def build_vectorizer():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import FeatureUnion
+
+    return FeatureUnion([
+        ("word", TfidfVectorizer(analyzer=word_analyzer, sublinear_tf=True, min_df=2,
+                                 max_features=WORD_MAX_FEATURES, dtype=np.float32)),
+        ("char", TfidfVectorizer(analyzer="char", preprocessor=normalize_text, ngram_range=(1, 3),
+                                 sublinear_tf=True, min_df=2, max_features=CHAR_MAX_FEATURES,
+                                 dtype=np.float32)),
+    ])
+
+
+def make_lr(C: float, multiclass: bool):
+    from sklearn.linear_model import LogisticRegression
+
+    if multiclass:
+        return LogisticRegression(C=C, class_weight="balanced", max_iter=3000, solver="lbfgs",
+                                  random_state=SEED)
+    return LogisticRegression(C=C, class_weight="balanced", max_iter=3000, solver="liblinear",
+                              random_state=SEED)
+
+
+def cv_macro_f1(X, y, C: float, multiclass: bool, X_extra=None, y_extra=None) -> float:
+    """Mean macro-F1 over 5 stratified folds of (X, y).  (X_extra, y_extra) are added to every
+    training fold but never scored."""
+    import scipy.sparse as sp
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import StratifiedKFold
+
+    from joblib import Parallel, delayed
+
+    def one_fold(tr, va):
+        Xtr, ytr = X[tr], y[tr]
+        if X_extra is not None:
+            Xtr, ytr = sp.vstack([Xtr, X_extra]).tocsr(), np.concatenate([ytr, y_extra])
+        clf = make_lr(C, multiclass).fit(Xtr, ytr)
+        return f1_score(y[va], clf.predict(X[va]), average="macro")
+
+    skf = StratifiedKFold(n_splits=5, shuffle=True, random_state=SEED)
+    scores = Parallel(n_jobs=N_JOBS)(delayed(one_fold)(tr, va) for tr, va in skf.split(np.zeros(len(y)), y))
+    return float(np.mean(scores))
+
+
+def metrics(y_true, y_pred, labels=None) -> dict:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    return {"n": int(len(y_true)), "accuracy": round(float(accuracy_score(y_true, y_pred)), 4),
+            "macro_f1": round(float(f1_score(y_true, y_pred, average="macro", labels=labels)), 4)}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=default_data_dir(), help="shared DEV data folder")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output folder (default: $QC_PIPELINE_MODELS_DIR/sentiment or ./models/sentiment)")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+
+    import warnings
+
+    import joblib
+    import scipy
+    import sklearn
+    with warnings.catch_warnings():  # jieba 0.42 imports the deprecated pkg_resources
+        warnings.filterwarnings("ignore", message=".*pkg_resources.*")
+        import jieba
+
+    from qc_pipeline.models import models_dir
+
+    out_dir = args.out or (models_dir() / "sentiment")
+    t0 = time.perf_counter()
+    if not (args.data / EMOTION_CORPUS / "dev.jsonl").is_file():
+        raise SystemExit(f"shared data not found under {args.data} (set --data or QC_SHARED_DATA)")
+    ds = load_all(args.data)
+
+    pol_train_raw = [x for name in POLARITY_CORPORA for x in ds["polarity"][name][0]]
+    emo_train_raw, emo_test = ds["emotion"]
+    pol_train = dedup(pol_train_raw)
+    emo_train = dedup(emo_train_raw)
+    pol_extra = dedup([(t, EMO_TO_POLARITY[e]) for t, e in emo_train if e in EMO_TO_POLARITY])
+    log.info("polarity train %d (raw %d), +%d mapped from SMP2020; emotion train %d (raw %d)",
+             len(pol_train), len(pol_train_raw), len(pol_extra), len(emo_train), len(emo_train_raw))
+
+    # Shared vectorizer, fitted (unsupervised) on every training text.
+    all_texts = list(dict.fromkeys([t for t, _ in pol_train] + [t for t, _ in emo_train]))
+    vec = build_vectorizer().fit(all_texts)
+    for _, v in vec.transformer_list:
+        v.stop_words_ = None  # the pruned-terms set is only for introspection and can be huge
+    n_word = len(vec.transformer_list[0][1].vocabulary_)
+    n_char = len(vec.transformer_list[1][1].vocabulary_)
+    log.info("features: %d word + %d char (%.1fs)", n_word, n_char, time.perf_counter() - t0)
+
+    Xp = vec.transform([t for t, _ in pol_train])
+    yp = np.array([y for _, y in pol_train])
+    Xpe = vec.transform([t for t, _ in pol_extra])
+    ype = np.array([y for _, y in pol_extra])
+    Xe = vec.transform([t for t, _ in emo_train])
+    ye = np.array([y for _, y in emo_train])
+
+    # Model selection: CV on the train split only (polarity scored on polarity-corpus rows only).
+    cv = {"polarity": {}, "emotion": {}}
+    for aug in (False, True):
+        for C in POLARITY_C_GRID:
+            f1 = cv_macro_f1(Xp, yp, C, False, X_extra=Xpe if aug else None, y_extra=ype if aug else None)
+            cv["polarity"][f"C={C},smp_aug={aug}"] = round(f1, 4)
+            log.info("cv polarity C=%s aug=%s macro-F1 %.4f", C, aug, f1)
+    for C in EMOTION_C_GRID:
+        f1 = cv_macro_f1(Xe, ye, C, True)
+        cv["emotion"][f"C={C}"] = round(f1, 4)
+        log.info("cv emotion C=%s macro-F1 %.4f", C, f1)
+    best_pol = max(((aug, C) for aug in (False, True) for C in POLARITY_C_GRID),
+                   key=lambda k: (cv["polarity"][f"C={k[1]},smp_aug={k[0]}"], -k[1], not k[0]))
+    best_emo_C = max(EMOTION_C_GRID, key=lambda C: (cv["emotion"][f"C={C}"], -C))
+    aug, pol_C = best_pol
+    log.info("selected polarity C=%s smp_aug=%s; emotion C=%s", pol_C, aug, best_emo_C)
+
+    import scipy.sparse as sp
+    if aug:
+        Xfit, yfit = sp.vstack([Xp, Xpe]).tocsr(), np.concatenate([yp, ype])
+    else:
+        Xfit, yfit = Xp, yp
+    polarity = make_lr(pol_C, False).fit(Xfit, yfit)
+    emotion = make_lr(best_emo_C, True).fit(Xe, ye)
+    train_s = time.perf_counter() - t0
+
+    # Held-out metrics for the card (the eval script reports the same plus the snownlp baseline).
+    test_metrics = {}
+    for name in POLARITY_CORPORA:
+        test = ds["polarity"][name][1]
+        pred = polarity.predict(vec.transform([t for t, _ in test]))
+        test_metrics[name] = metrics([y for _, y in test], pred)
+    pred_e = emotion.predict(vec.transform([t for t, _ in emo_test]))
+    from sklearn.metrics import f1_score, recall_score
+    ytrue_e = [y for _, y in emo_test]
+    test_metrics[EMOTION_CORPUS] = {
+        **metrics(ytrue_e, pred_e),
+        "per_class_f1": {c: round(float(f), 4) for c, f in zip(
+            EMOTIONS, f1_score(ytrue_e, pred_e, labels=list(EMOTIONS), average=None))},
+        "anger_recall": round(float(recall_score(ytrue_e, pred_e, labels=["angry"], average="macro")), 4),
+    }
+    for k, v in test_metrics.items():
+        log.info("test %-36s n=%4d acc %.4f macro-F1 %.4f", k, v["n"], v["accuracy"], v["macro_f1"])
+
+    # Calibration anchors: mean raw emotion index per class on the TRAINING split (see
+    # qc_pipeline.sentiment.CALIBRATION_TARGETS); the test split is not looked at.
+    from qc_pipeline.sentiment import CALIBRATION_TARGETS, SentimentModel
+
+    raw_model = SentimentModel(vectorizer=vec, polarity=polarity, emotion=emotion)
+    raw = raw_model.score([t for t, _ in emo_train], escalation_cap=None, calibrated=False)
+    calibration = {c: round(float(np.mean([s.emotion_index for s, (_, y) in zip(raw, emo_train) if y == c])), 3)
+                   for c, _ in CALIBRATION_TARGETS}
+    log.info("calibration anchors (train split mean raw index): %s", calibration)
+
+    meta = {
+        "calibration": calibration,
+        "format": ARTIFACT_FORMAT,
+        "sklearn": sklearn.__version__,
+        "jieba": jieba.__version__,
+        "polarity_C": pol_C, "polarity_smp_aug": aug, "emotion_C": best_emo_C,
+        "features": {"word": n_word, "char": n_char},
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    art = out_dir / ARTIFACT_NAME
+    tmp = art.with_suffix(".tmp")
+    joblib.dump({"format": ARTIFACT_FORMAT, "vectorizer": vec, "polarity": polarity, "emotion": emotion,
+                 "meta": meta}, tmp, compress=3)
+    os.replace(tmp, art)
+    size = art.stat().st_size
+
+    def count(items):
+        return dict(sorted(Counter(str(y) for _, y in items).items()))
+
+    card = {
+        "name": "qc-pipeline sentiment v1",
+        "artifact": {"file": ARTIFACT_NAME, "format": ARTIFACT_FORMAT, "sha256": sha256_file(art),
+                     "bytes": size},
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "train_seconds": round(train_s, 1),
+        "command": "python scripts/train_sentiment.py",
+        "environment": {"python": platform.python_version(), "sklearn": sklearn.__version__,
+                        "numpy": np.__version__, "scipy": scipy.__version__, "joblib": joblib.__version__,
+                        "jieba": jieba.__version__},
+        "training_data": {
+            "root": "shared DEV package (dev.jsonl only; research-use licences, see each SOURCES.md)",
+            "files": {name: {"sha256": sha256_file(args.data / name / "dev.jsonl"),
+                             "train": count(ds["polarity"][name][0]), "test": count(ds["polarity"][name][1])}
+                      for name in POLARITY_CORPORA}
+            | {EMOTION_CORPUS: {"sha256": sha256_file(args.data / EMOTION_CORPUS / "dev.jsonl"),
+                                "train": count(emo_train_raw), "test": count(emo_test)}},
+            "bdci_car_polarity": "texts whose aspect sentiments are all -1 (neg) or all +1 (pos); others dropped",
+            "dedup": "repeated normalized texts dropped per head; texts with conflicting labels dropped",
+            "polarity_train_after_dedup": len(pol_train),
+            "smp2020_polarity_mapping": {"used": aug, "n": len(pol_extra), "map": EMO_TO_POLARITY},
+            "emotion_train_after_dedup": len(emo_train),
+        },
+        "split": "md5(NFKC-lowercased text) % 5 == 0 -> test (~20%), else train; "
+                 "qc_pipeline.sentiment.split_of",
+        "model": {
+            "features": "FeatureUnion: TF-IDF(jieba words + word bigrams, min_df=2, sublinear, max_features="
+                        f"{WORD_MAX_FEATURES}) + TF-IDF(char 1-3-grams, min_df=2, sublinear, max_features="
+                        f"{CHAR_MAX_FEATURES}); fitted on all training texts of both heads",
+            "n_features": {"word": n_word, "char": n_char},
+            "polarity_head": f"LogisticRegression(liblinear, C={pol_C}, class_weight=balanced), classes [0=neg, 1=pos]",
+            "emotion_head": f"LogisticRegression(lbfgs multinomial, C={best_emo_C}, class_weight=balanced), "
+                            f"classes {list(map(str, emotion.classes_))}",
+            "selection": f"5-fold StratifiedKFold(shuffle, seed={SEED}) macro-F1 on the train split; "
+                         f"C grids polarity {list(POLARITY_C_GRID)}, emotion {list(EMOTION_C_GRID)}; polarity also with/without SMP2020 mapping",
+            "cv_macro_f1": cv,
+            "seed": SEED,
+        },
+        "calibration": {"anchors_train_mean_raw_index": calibration,
+                        "targets": dict(CALIBRATION_TARGETS)},
+        "metrics_test_split": test_metrics,
+        "intended_use": "utterance-level negativity/anger for call-center QC (customer emotion index, "
+                        "agent attitude). Trained on reviews and Weibo posts, not call transcripts.",
+    }
+    (out_dir / CARD_NAME).write_text(json.dumps(card, ensure_ascii=False, indent=2) + "\n", "utf-8")
+    print(f"wrote {art} ({size / 1e6:.2f} MB, sha256 {card['artifact']['sha256'][:16]}…) and "
+          f"{out_dir / CARD_NAME}; train time {train_s:.1f}s, total {time.perf_counter() - t0:.1f}s")
+
+
+if __name__ == "__main__":
+    main()
