@@ -72,8 +72,19 @@ class AsrConfig:
 
 @dataclass(frozen=True)
 class DiarizationConfig:
-    backend: str = _opt("none", choices=("none",),
-                        doc="mono calls: 'none' keeps one speaker with role 'unknown' (flag mono_no_diarizer)")
+    backend: str = _opt("embedded", choices=("none", "embedded", "pyannote"),
+                        doc="mono calls: embedded (VAD + resemblyzer + clustering), pyannote (local pipeline "
+                            "folder), or none (one speaker, role 'unknown', flag mono_no_diarizer)")
+    max_speakers: int = _opt(2, ge=1, le=8)
+    window_s: float = _opt(1.5, ge=0.5, le=5.0, doc="embedded: embedding window")
+    hop_s: float = _opt(0.5, ge=0.1, le=5.0, doc="embedded: window hop")
+    min_segment_s: float = _opt(0.5, ge=0.0, le=5.0, doc="speaker runs shorter than this merge into a neighbour")
+    single_speaker_similarity: float = _opt(0.90, ge=0.0, le=1.0,
+                                            doc="embedded: clusters whose centroids are more similar are one speaker")
+    pyannote_pipeline: str = _opt("models/pyannote-speaker-diarization",
+                                  doc="pyannote: local pipeline folder with config.yaml (no hub access)")
+    role_min_confidence: float = _opt(0.75, ge=0.5, le=1.0,
+                                      doc="agent/customer decisions below this are flagged low_role_confidence")
 
 
 @dataclass(frozen=True)

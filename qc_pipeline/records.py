@@ -115,6 +115,7 @@ class CallRecord:
     # counters of things dropped on purpose, by reason (e.g. "short_span", "hallucination_credit")
     drops: tuple[tuple[str, int], ...] = ()
     timings: tuple[tuple[str, float], ...] = ()
+    role_confidence: Optional[float] = None   # role stage: how sure the agent/customer split is
     # filled by the score stage
     score: Optional[object] = field(default=None, compare=False)   # scoring.engine.SessionScore
     customer_emotion_index: Optional[float] = None

@@ -35,6 +35,8 @@ SESSIONS = _schema("sessions", [
     pa.field("codec", pa.string()),
     pa.field("channel_layout", pa.string()),                   # as requested: auto | mono | agent_left | agent_right
     pa.field("agent_channel", pa.int32()),                     # resolved; null for mono
+    pa.field("n_speakers", pa.int32()),
+    pa.field("role_confidence", pa.float64()),                 # 0.5 coin flip .. 1.0 certain (content-based)
     pa.field("n_utterances", pa.int32()),
     pa.field("agent_speech_s", pa.float64()),
     pa.field("customer_speech_s", pa.float64()),

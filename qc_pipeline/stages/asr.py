@@ -119,7 +119,7 @@ class AsrStage(Stage):
             self.setup()
         drops: dict[str, int] = {}
         # Without known speakers (mono, no diarizer) every speech span stays its own turn.
-        known = all(s.speaker in (ROLE_AGENT, ROLE_CUSTOMER) for s in record.spans)
+        known = all(s.speaker != ROLE_UNKNOWN for s in record.spans)
         turns = build_turns(record.spans, self.vad.turn_gap_s if known else 0.0)
         per_turn: dict[int, list[_Piece]] = {}
         for ch in range(record.audio.shape[0]):

@@ -1,0 +1,166 @@
+"""Embedded diarizer: Silero VAD spans → resemblyzer d-vectors on sliding windows → clustering.
+
+Runs offline from PyPI-installed weights (resemblyzer ships its encoder).  Each speech span is
+cut into windows (``window_s`` long, every ``hop_s``); windows are embedded and clustered into at
+most ``max_speakers`` speakers (spherical k-means; fewer when centroids are near-identical).  Every 10 ms frame takes
+the majority label of the windows covering it, so a short overlap or interjection does not split
+a turn; runs shorter than ``min_segment_s`` are merged into their neighbour.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from qc_pipeline.audio import SAMPLE_RATE
+from qc_pipeline.diarize import SpeakerSegment
+from qc_pipeline.errors import SetupError
+
+log = logging.getLogger(__name__)
+FRAME_S = 0.01
+
+
+class EmbeddedDiarizer:
+    def __init__(self, max_speakers: int = 2, window_s: float = 1.5, hop_s: float = 0.5,
+                 min_segment_s: float = 0.5, single_speaker_similarity: float = 0.90) -> None:
+        self.max_speakers = max_speakers
+        self.window_s = window_s
+        self.hop_s = hop_s
+        self.min_segment_s = min_segment_s
+        self.single_speaker_similarity = single_speaker_similarity
+        self.encoder = None
+
+    def setup(self) -> None:
+        if self.encoder is not None:
+            return
+        try:
+            import torch
+            from resemblyzer import VoiceEncoder
+        except ImportError:
+            raise SetupError("diarization.backend 'embedded' needs resemblyzer and torch: "
+                             "pip install 'qc-pipeline[diar]' (or set diarization.backend: none)") from None
+        torch.set_num_threads(1)
+        self.encoder = VoiceEncoder(device="cpu", verbose=False)
+
+    # -- embeddings --------------------------------------------------------------------------
+    def _windows(self, speech: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+        wins = []
+        for start, end in speech:
+            if end - start <= self.window_s:
+                wins.append((start, end))
+                continue
+            t = start
+            while t + self.window_s < end:
+                wins.append((t, t + self.window_s))
+                t += self.hop_s
+            wins.append((max(start, end - self.window_s), end))
+        return wins
+
+    def _embed(self, audio: np.ndarray, wins: list[tuple[float, float]]) -> np.ndarray:
+        from resemblyzer.audio import wav_to_mel_spectrogram
+
+        import torch
+
+        mels = [wav_to_mel_spectrogram(audio[int(s * SAMPLE_RATE):int(e * SAMPLE_RATE)]) for s, e in wins]
+        n_frames = max(m.shape[0] for m in mels)
+        batch = np.zeros((len(mels), n_frames, mels[0].shape[1]), np.float32)
+        for i, m in enumerate(mels):  # repeat-pad short windows instead of zero-padding
+            reps = int(np.ceil(n_frames / max(1, m.shape[0])))
+            batch[i] = np.tile(m, (reps, 1))[:n_frames]
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(batch), 64):
+                out.append(self.encoder(torch.from_numpy(batch[i:i + 64])).cpu().numpy())
+        emb = np.concatenate(out)
+        return emb / np.linalg.norm(emb, axis=1, keepdims=True)
+
+    # -- clustering --------------------------------------------------------------------------
+    def _cluster(self, emb: np.ndarray) -> np.ndarray:
+        """k-means on unit vectors (spherical); k = max_speakers, reduced while the two closest
+        centroids are more similar than ``single_speaker_similarity`` (average linkage isolated
+        single outlier windows instead of splitting speakers)."""
+        from sklearn.cluster import KMeans
+
+        k = min(self.max_speakers, len(emb))
+        labels = np.zeros(len(emb), int)
+        while k >= 2:
+            labels = KMeans(n_clusters=k, n_init=10, random_state=0).fit_predict(emb)
+            c = np.stack([emb[labels == j].mean(0) for j in range(k)])
+            c /= np.linalg.norm(c, axis=1, keepdims=True)
+            sims = c @ c.T - 2 * np.eye(k)
+            if sims.max() <= self.single_speaker_similarity:
+                break
+            k -= 1
+            labels = np.zeros(len(emb), int)
+        # name speakers by first appearance: spk0 speaks first
+        order = {}
+        for lab in labels:
+            order.setdefault(int(lab), len(order))
+        return np.array([order[int(lab)] for lab in labels])
+
+    # -- frames → segments -------------------------------------------------------------------
+    def diarize(self, audio: np.ndarray, speech: Sequence[tuple[float, float]]) -> list[SpeakerSegment]:
+        self.setup()
+        speech = [(s, e) for s, e in speech if e > s]
+        if not speech:
+            return []
+        wins = self._windows(speech)
+        labels = self._cluster(self._embed(audio, wins))
+        n_spk = int(labels.max()) + 1
+        total = int(np.ceil(max(e for _, e in speech) / FRAME_S)) + 1
+        votes = np.zeros((total, n_spk), np.float32)
+        for (s, e), lab in zip(wins, labels):
+            a, b = int(s / FRAME_S), int(np.ceil(e / FRAME_S))
+            # centre-weighted vote: window edges are the least reliable
+            votes[a:b, lab] += np.hanning(b - a + 2)[1:-1]
+        segments: list[SpeakerSegment] = []
+        for start, end in speech:
+            a, b = int(start / FRAME_S), max(int(start / FRAME_S) + 1, int(np.ceil(end / FRAME_S)))
+            frame_labels = votes[a:b].argmax(1)
+            runs = _runs(frame_labels)
+            runs = _merge_short(runs, int(self.min_segment_s / FRAME_S))
+            for lab, ra, rb in runs:
+                seg_start = start if ra == 0 else (a + ra) * FRAME_S
+                seg_end = end if rb == len(frame_labels) else (a + rb) * FRAME_S
+                segments.append(SpeakerSegment(round(seg_start, 3), round(seg_end, 3), f"spk{lab}"))
+        return segments
+
+
+def _runs(labels: np.ndarray) -> list[list[int]]:
+    runs: list[list[int]] = []
+    for i, lab in enumerate(labels):
+        if runs and runs[-1][0] == lab:
+            runs[-1][2] = i + 1
+        else:
+            runs.append([int(lab), i, i + 1])
+    return runs
+
+
+def _merge_short(runs: list[list[int]], min_frames: int) -> list[list[int]]:
+    """Fold runs shorter than ``min_frames`` into the longer neighbour, until none is left."""
+    runs = [r[:] for r in runs]
+    while len(runs) > 1:
+        lengths = [r[2] - r[1] for r in runs]
+        i = int(np.argmin(lengths))
+        if lengths[i] >= min_frames:
+            break
+        if i == 0:
+            j = 1
+        elif i == len(runs) - 1:
+            j = i - 1
+        else:
+            j = i - 1 if lengths[i - 1] >= lengths[i + 1] else i + 1
+        a, b = min(i, j), max(i, j)
+        runs[a] = [runs[j][0], runs[a][1], runs[b][2]]
+        del runs[b]
+        # neighbours may now share a label
+        k = 0
+        while k < len(runs) - 1:
+            if runs[k][0] == runs[k + 1][0]:
+                runs[k][2] = runs[k + 1][2]
+                del runs[k + 1]
+            else:
+                k += 1
+    return runs
