@@ -13,7 +13,8 @@ COPY pyproject.toml README.md ./
 COPY qc_pipeline ./qc_pipeline
 COPY configs ./configs
 COPY samples ./samples
-RUN pip install --no-cache-dir '.[asr]' \
+COPY models/sentiment ./models/sentiment
+RUN pip install --no-cache-dir '.[asr,diar]' \
     && qc-pipeline models install --dir /opt/qc/models \
     && qc-pipeline models check --dir /opt/qc/models
 

@@ -53,6 +53,10 @@ class RunStats:
     chat_sessions: int = 0
     stage_s: Counter = field(default_factory=Counter)
     wall_s: float = 0.0
+    scored: int = 0
+    score_sum: float = 0.0
+    qa_flags: Counter = field(default_factory=Counter)   # scores.flags: low_score, veto, compliance_hit, ...
+    flagged_sessions: int = 0
 
     def add(self, rec: CallRecord) -> None:
         if rec.ok:
@@ -64,6 +68,11 @@ class RunStats:
             self.drops[k] += v
         for k, v in rec.timings:
             self.stage_s[k] += v
+        if rec.score is not None:
+            self.scored += 1
+            self.score_sum += rec.score.total
+            self.qa_flags.update(rec.score.flags)
+            self.flagged_sessions += bool(rec.score.flags)
         if rec.source.kind == "chat":
             self.chat_sessions += 1
         elif rec.audio_info is not None:
@@ -81,6 +90,9 @@ class RunStats:
             "audio_hours": round(self.audio_s / 3600, 4), "wall_s": round(self.wall_s, 2),
             "real_time_factor": round(self.rtf, 4) if self.rtf is not None else None,
             "stage_seconds": {k: round(v, 2) for k, v in self.stage_s.items()},
+            "scored_sessions": self.scored,
+            "mean_score": round(self.score_sum / self.scored, 2) if self.scored else None,
+            "flagged_for_review": self.flagged_sessions, "qa_flags": dict(self.qa_flags),
         }
 
     def format(self) -> str:
@@ -96,7 +108,11 @@ class RunStats:
         if self.drops:
             lines.append("dropped on purpose: " + ", ".join(f"{k}={v}" for k, v in sorted(self.drops.items())))
         if self.flags:
-            lines.append("flags: " + ", ".join(f"{k}={v}" for k, v in sorted(self.flags.items())))
+            lines.append("pipeline flags: " + ", ".join(f"{k}={v}" for k, v in sorted(self.flags.items())))
+        if self.scored:
+            lines.append(f"scored: {self.scored} sessions, mean score {d['mean_score']}, "
+                         f"{self.flagged_sessions} flagged for review ("
+                         + (", ".join(f"{k}={v}" for k, v in sorted(self.qa_flags.items())) or "none") + ")")
         return "\n".join(lines)
 
 

