@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from qc_pipeline.errors import SetupError
-from qc_pipeline.models import models_dir
+from qc_pipeline.models import models_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -274,14 +274,6 @@ def default_artifact_path() -> Path:
     return models_dir() / ARTIFACT_SUBDIR / ARTIFACT_NAME
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @dataclass(frozen=True, eq=False)
 class SentimentModel:
     """Loaded sentiment artifact.  Build with :meth:`load`; score with :meth:`score`."""
@@ -305,7 +297,7 @@ class SentimentModel:
         card = p.parent / CARD_NAME
         if verify and card.is_file():
             want = json.loads(card.read_text("utf-8")).get("artifact", {}).get("sha256")
-            if want and _sha256(p) != want:
+            if want and sha256_file(p) != want:
                 raise SetupError(f"{p} does not match the sha256 in {card}; re-run `{TRAIN_HINT}`.")
         try:
             import joblib

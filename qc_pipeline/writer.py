@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from qc_pipeline import __version__
 from qc_pipeline.errors import SetupError
 from qc_pipeline.records import ROLE_AGENT, ROLE_CUSTOMER, CallRecord
-from qc_pipeline.schema import ITEM_RESULTS, SCORES, SESSIONS, TABLES, UTTERANCES
+from qc_pipeline.schema import SESSIONS, TABLES
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,6 @@ a byte-identical file (same sha256).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from qc_pipeline.models import sha256_file  # noqa: E402
 from qc_pipeline.sentiment import (  # noqa: E402
     ARTIFACT_FORMAT, ARTIFACT_NAME, CARD_NAME, EMOTIONS, normalize_text, split_of, word_analyzer,
 )
@@ -170,14 +170,6 @@ def metrics(y_true, y_pred, labels=None) -> dict:
 
     return {"n": int(len(y_true)), "accuracy": round(float(accuracy_score(y_true, y_pred)), 4),
             "macro_f1": round(float(f1_score(y_true, y_pred, average="macro", labels=labels)), 4)}
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def main() -> None:

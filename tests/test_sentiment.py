@@ -17,6 +17,7 @@ import pytest
 
 from qc_pipeline import sentiment as S
 from qc_pipeline.errors import SetupError
+from qc_pipeline.models import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("QC_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -166,7 +167,7 @@ def test_emotion_heldout_accuracy_and_anger_recall(model):
 
 def test_card_matches_artifact_and_split(model):
     card = json.loads((model.path.parent / S.CARD_NAME).read_text("utf-8"))
-    assert card["artifact"]["sha256"] == S._sha256(model.path)
+    assert card["artifact"]["sha256"] == sha256_file(model.path)
     assert card["artifact"]["bytes"] == model.path.stat().st_size < 20_000_000
     # The split rule must not drift, or "held-out" items would have been trained on.
     rows = _read("sentiment_waimai_10k")

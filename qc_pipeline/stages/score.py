@@ -13,7 +13,7 @@ from typing import Optional
 
 from qc_pipeline.config import ScoringConfig
 from qc_pipeline.errors import ConfigError
-from qc_pipeline.records import ROLE_AGENT, ROLE_CUSTOMER, CallRecord, Utterance, Word
+from qc_pipeline.records import ROLE_AGENT, ROLE_CUSTOMER, CallRecord, Utterance
 from qc_pipeline.scoring.card import Scorecard, load_scorecard
 from qc_pipeline.scoring.context import SessionContext
 from qc_pipeline.scoring.engine import score_session
