@@ -188,3 +188,17 @@ def test_semantic_operator_with_bundled_e5():
     out = card.rule("confirm").evaluate(SessionContext(u, embed=emb.encode))
     assert [h.turn_index for h in out.hits] == [2]
     assert "sim=0.9" in out.hits[0].text
+
+
+def test_missing_mandatory_statement_is_one_violation():
+    card = parse_scorecard({
+        "id": "m", "version": "1",
+        "rules": {"recording_notice": {"keyword": {"any": ["通话可能会被录音", "本次通话将被录音"], "fuzzy": "pinyin"},
+                                       "role": "agent", "window": {"first_turns": 1}}},
+        "items": [{"id": "mandatory", "weight": 100, "mode": "deduction", "per_violation": 40,
+                   "violation": {"not": {"ref": "recording_notice"}}, "flag": "compliance_hit"}]})
+    said = utts([("agent", "您好，本次通话可能会被录音，请问有什么可以帮您"), ("customer", "查话费")])
+    missing = utts([("agent", "您好，请问有什么可以帮您"), ("customer", "查话费"), ("agent", "本次通话将被录音")])
+    ok, bad = score_session(card, SessionContext(said)), score_session(card, SessionContext(missing))
+    assert ok.total == 100 and not ok.flags
+    assert items_of(bad)["mandatory"].violations == 1 and bad.total == 60 and "compliance_hit" in bad.flags

@@ -63,7 +63,8 @@ def score_item(item: Item, ctx: SessionContext) -> ItemResult:
     else:
         out = item.violation.evaluate(ctx)
         turns = sorted({h.turn_index for h in out.hits}) if out.matched else []
-        violations = len(turns)
+        # a violation of absence (e.g. a mandatory statement never said) has no turn: it counts once
+        violations = len(turns) if turns or not out.matched else 1
         hit = violations > 0
         points = max(item.floor, item.weight - violations * item.per_violation)
         evidence.extend(out.hits)
