@@ -38,7 +38,11 @@ class PyannoteDiarizer:
         except ImportError:
             raise SetupError("diarization.backend 'pyannote' needs pyannote.audio: "
                              "pip install 'qc-pipeline[pyannote]'") from None
-        self.pipeline = Pipeline.from_pretrained(str(folder))
+        config = _local_config(folder)
+        try:
+            self.pipeline = Pipeline.from_pretrained(config)
+        except Exception as e:
+            raise SetupError(f"pyannote could not load the pipeline in {folder}: {type(e).__name__}: {e}") from e
         if self.pipeline is None:
             raise SetupError(f"pyannote could not build a pipeline from {folder}")
 
@@ -55,3 +59,66 @@ class PyannoteDiarizer:
             name = names.setdefault(label, f"spk{len(names)}")
             segments.append(SpeakerSegment(round(turn.start, 3), round(turn.end, 3), name))
         return sorted(segments, key=lambda s: s.start)
+
+
+# pipeline.params entries that name a checkpoint (pyannote 4.x SpeakerDiarization; 3.x has no plda)
+_CHECKPOINT_PARAMS = ("segmentation", "embedding", "plda")
+
+
+def _local_config(folder: Path) -> dict:
+    """``folder/config.yaml`` with every checkpoint reference pinned to an absolute local path.
+
+    pyannote itself resolves ``$model/X`` against the pipeline folder, but a plain relative path
+    (``./segmentation/pytorch_model.bin``, as in models/README.md) against the *current working
+    directory*, and anything else as a hub id; a checkpoint entry left out means the pipeline's
+    hub default.  Here ``$model/X`` and relative paths become ``{"checkpoint": <absolute path>}``
+    (a dict also keeps pyannote from choosing an embedding loader by substrings of a path string,
+    e.g. "wespeaker" or "nvidia"), and a reference that is not an existing local path (a hub id),
+    or a missing entry, is a SetupError instead of a hub download.
+    """
+    import yaml
+
+    cfg_file = folder / "config.yaml"
+    try:
+        config = yaml.safe_load(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise SetupError(f"{cfg_file} is not readable YAML: {e}") from None
+    pipeline = config.get("pipeline") if isinstance(config, dict) else None
+    if not isinstance(pipeline, dict) or not pipeline.get("name"):
+        raise SetupError(f"{cfg_file} has no 'pipeline: name:' entry; is it a pyannote pipeline config.yaml?")
+    params = pipeline.get("params") or {}
+    pipeline["params"] = params
+    for key in _CHECKPOINT_PARAMS:
+        value = params.get(key)
+        if isinstance(value, str):
+            ref = value[len("$model/"):] if value.startswith("$model/") else value
+        elif isinstance(value, dict) and isinstance(value.get("checkpoint"), str):
+            ref = str(Path(value["checkpoint"]) / value.get("subfolder", "")) if value.get("subfolder") else value["checkpoint"]
+        else:
+            continue
+        path = Path(ref).expanduser()
+        path = path if path.is_absolute() else folder / path
+        if not path.exists():
+            raise SetupError(f"{cfg_file}: pipeline.params.{key} = {value!r} is not a file or folder in {folder}; "
+                             "there is no hub access, so copy that checkpoint into the folder and reference it "
+                             f"as $model/{key} (layout: models/README.md)")
+        params[key] = {"checkpoint": str(path.resolve())}
+    missing = [k for k in _CHECKPOINT_PARAMS if k not in params and k in _init_params(pipeline["name"])]
+    if missing:
+        raise SetupError(f"{cfg_file}: pipeline.params has no {', '.join(missing)} entry, so pyannote would fetch "
+                         f"its default from the hub; add e.g. '{missing[0]}: $model/{missing[0]}' with that "
+                         "checkpoint inside the folder")
+    return config
+
+
+def _init_params(pipeline_name: str) -> set[str]:
+    """Constructor parameter names of the pipeline class (empty if it cannot be imported: pyannote reports that)."""
+    import inspect
+
+    try:
+        from pyannote.core.utils.helper import get_class_by_name
+
+        klass = get_class_by_name(pipeline_name, default_module_name="pyannote.pipeline.blocks")
+        return set(inspect.signature(klass).parameters)
+    except Exception:
+        return set()
