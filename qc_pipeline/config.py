@@ -25,8 +25,8 @@ def _opt(default, *, choices=None, ge=None, le=None, doc=""):
     return field(default=default, metadata={"choices": choices, "ge": ge, "le": le, "doc": doc})
 
 
-def _opt_list(default: tuple, doc=""):
-    return field(default_factory=lambda: tuple(default), metadata={"doc": doc})
+def _opt_list(default: tuple, doc="", item: type = str):
+    return field(default_factory=lambda: tuple(default), metadata={"doc": doc, "item": item})
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,15 @@ class AsrConfig:
                                      doc="a segment above this AND below min_avg_logprob is dropped")
     min_avg_logprob: float = _opt(-1.0, le=0.0)
     max_repeats: int = _opt(4, ge=2, doc="a 1-4 character unit repeated more times is a decoding loop")
+    temperatures: tuple = _opt_list((0.0, 0.4), item=float,
+                                    doc="fallback temperatures (whisper retries a window at the next one when "
+                                        "it fails the compression/log-prob checks)")
+    max_tokens_per_s: float = _opt(12.0, ge=0.0, doc="cap tokens per window at this x speech seconds + 20 "
+                                                     "(stops runaway loops early; 0 = whisper's 448)")
+    repetition_penalty: float = _opt(1.0, ge=1.0, le=2.0)
+    no_repeat_ngram_size: int = _opt(0, ge=0, le=16,
+                                     doc="forbid repeating any n-gram of tokens inside one window: stops decoding "
+                                         "loops before they burn max tokens (0 = off)")
     credit_phrases: tuple = _opt_list(
         ("字幕由", "字幕提供", "字幕志愿者", "中文字幕", "请不吝点赞", "点赞订阅", "订阅转发",
          "打赏支持", "明镜与点点", "感谢观看", "谢谢观看", "谢谢收看", "Amara.org", "优优独播剧场",
@@ -151,9 +160,16 @@ def _check_value(key: str, value: Any, f: dataclasses.Field, hint: Any, source: 
         if not isinstance(value, str):
             raise ConfigError(key, f"expected a string, got {value!r}", source)
     elif hint is tuple:
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(key, f"expected a list of strings, got {value!r}", source)
-        value = tuple(value)
+        if f.metadata.get("item") is float:
+            ok = isinstance(value, (list, tuple)) and value and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            if not ok:
+                raise ConfigError(key, f"expected a non-empty list of numbers, got {value!r}", source)
+            value = tuple(float(v) for v in value)
+        else:
+            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(key, f"expected a list of strings, got {value!r}", source)
+            value = tuple(value)
     meta = f.metadata
     if meta.get("choices") and value not in meta["choices"]:
         raise ConfigError(key, f"must be one of {', '.join(map(str, meta['choices']))}; got {value!r}", source)

@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--shared", default=str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--config")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     shared = Path(args.shared)
@@ -55,7 +56,8 @@ def main() -> None:
     stereo_sample = repo / "samples/calls/stereo_call_8k.wav"
     if stereo_sample.exists():
         zh_inputs.append(str(stereo_sample))
-    cfg = load_config(args.config, ("run.progress=false",))
+    # PII masking is for what QA reads; ASR is scored on the unmasked transcript
+    cfg = load_config(args.config, ("run.progress=false", "scoring.mask_pii=false") + tuple(args.set))
     stats = run_batch(zh_inputs, str(tmp / "zh"), cfg, workers=args.workers)
     tx = transcripts(tmp / "zh")
 
@@ -95,7 +97,7 @@ def main() -> None:
     en_file = shared / "diarization_en_pyannote/stereo_diarization.wav"
     if en_file.exists():
         cfg_en = load_config(args.config, ("run.progress=false", "asr.language=auto", "asr.hotwords=",
-                                           "asr.simplified=false"))
+                                           "asr.simplified=false") + tuple(args.set))
         run_batch([str(en_file)], str(tmp / "en"), cfg_en, workers=1)
         en = transcripts(tmp / "en")["stereo_diarization"]
         refs_en = {"agent": "He began a confused complaint against the wizard, who had vanished behind the curtain on the left.",

@@ -86,9 +86,14 @@ class AsrStage(Stage):
         chunks = [{"start": int(s.start * SAMPLE_RATE), "end": int(s.end * SAMPLE_RATE)} for s in window]
         clip = np.concatenate([channel_audio[c["start"]:c["end"]] for c in chunks])
         language = None if self.cfg.language == "auto" else self.cfg.language
+        extra = {}
+        if self.cfg.max_tokens_per_s > 0:
+            extra["max_new_tokens"] = min(440, int(self.cfg.max_tokens_per_s * len(clip) / SAMPLE_RATE) + 20)
         segments, _info = self.model.transcribe(
             clip, language=language, beam_size=self.cfg.beam_size, hotwords=self.cfg.hotwords or None,
-            condition_on_previous_text=False, word_timestamps=True, vad_filter=False)
+            condition_on_previous_text=False, word_timestamps=True, vad_filter=False,
+            temperature=list(self.cfg.temperatures), repetition_penalty=self.cfg.repetition_penalty,
+            no_repeat_ngram_size=self.cfg.no_repeat_ngram_size, **extra)
         pieces: list[_Piece] = []
         for seg in restore_speech_timestamps(segments, chunks, SAMPLE_RATE):
             text = seg.text.strip()
