@@ -23,6 +23,26 @@ class Diarizer(Protocol):
         ...
 
 
+def check_available(cfg) -> None:
+    """Raise SetupError now if the configured backend cannot be loaded later (missing package or folder)."""
+    import importlib.util
+    from pathlib import Path
+
+    from qc_pipeline.errors import SetupError
+
+    if cfg.backend == "embedded":
+        missing = [m for m in ("torch", "resemblyzer") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise SetupError(f"diarization.backend 'embedded' needs {' and '.join(missing)}: "
+                             "pip install 'qc-pipeline[diar]' (or set diarization.backend: none)")
+    elif cfg.backend == "pyannote":
+        if importlib.util.find_spec("pyannote") is None:
+            raise SetupError("diarization.backend 'pyannote' needs pyannote.audio (models/README.md)")
+        if not (Path(cfg.pyannote_pipeline).expanduser() / "config.yaml").is_file():
+            raise SetupError(f"diarization.pyannote_pipeline: no config.yaml in {cfg.pyannote_pipeline}; "
+                             "see models/README.md for the folder layout")
+
+
 def make_diarizer(cfg) -> "Diarizer | None":
     """The diarizer ``diarization.backend`` names, or None for ``none``."""
     if cfg.backend == "none":

@@ -37,11 +37,12 @@ class SegmentStage(Stage):
         self.diarizer = None
 
     def setup(self) -> None:
-        from qc_pipeline.diarize import make_diarizer
+        """Check the diarizer can load (fail fast, before any call); its model itself loads on the
+        first mono call, so stereo-only batches never pay for torch/resemblyzer (~0.5 GB a worker)."""
+        from qc_pipeline.diarize import check_available, make_diarizer
 
+        check_available(self.diarization)
         self.diarizer = make_diarizer(self.diarization)
-        if self.diarizer is not None:
-            self.diarizer.setup()
 
     def _speakers(self, record: CallRecord, ch: int, speech: list[tuple[float, float]]) -> list[tuple[float, float, str]]:
         if record.agent_channel is not None:
@@ -54,6 +55,8 @@ class SegmentStage(Stage):
     def process(self, record: CallRecord) -> CallRecord:
         if self.diarizer is None and self.diarization.backend != "none":
             self.setup()
+        if record.agent_channel is None and self.diarizer is not None:
+            self.diarizer.setup()  # no-op once loaded
         spans: list[SpeechSpan] = []
         short = 0
         for ch in range(record.audio.shape[0]):
