@@ -37,7 +37,7 @@ class PyannoteDiarizer:
             from pyannote.audio import Pipeline
         except ImportError:
             raise SetupError("diarization.backend 'pyannote' needs pyannote.audio: "
-                             "pip install 'qc-pipeline[pyannote]'") from None
+                             "install pyannote.audio with torch 2.9.1 + torchaudio 2.9.1 in its own environment (models/README.md)") from None
         config = _local_config(folder)
         try:
             self.pipeline = Pipeline.from_pretrained(config)
