@@ -102,6 +102,10 @@ class ScoringConfig:
     scorecard: str = _opt("configs/scorecards/default.yaml",
                           doc="scorecard YAML (relative paths: current folder, then the qc-pipeline checkout)")
     sentiment: bool = _opt(True, doc="utterance/session emotion with the model in models/sentiment")
+    sentiment_backend: str = _opt("sklearn", choices=("sklearn", "onnx"),
+                                  doc="sklearn = models/sentiment (default); onnx = fine-tuned m3e-small built by "
+                                      "scripts/finetune_sentiment_onnx.py (NON-COMMERCIAL licence, opt-in only)")
+    sentiment_onnx_path: str = _opt("models/sentiment-onnx", doc="folder with model.onnx, tokenizer and card.json")
     emotion_flag_below: float = _opt(60.0, ge=0.0, le=100.0, doc="customer emotion index under this flags the call")
     mask_pii: bool = _opt(True, doc="mask phone/ID/bank numbers in the written transcripts (after scoring)")
 

@@ -78,7 +78,11 @@ class ScoreStage(Stage):
     def setup(self) -> None:
         self.card = load_scorecard(resolve_scorecard_path(self.cfg.scorecard))
         self._needs_embeddings = _uses_embeddings(self.card)
-        if self.cfg.sentiment:
+        if self.cfg.sentiment and self.cfg.sentiment_backend == "onnx":
+            from qc_pipeline.sentiment_onnx import OnnxSentimentModel
+
+            self.sentiment = OnnxSentimentModel.load(self.cfg.sentiment_onnx_path)
+        elif self.cfg.sentiment:
             from qc_pipeline.sentiment import SentimentModel
 
             self.sentiment = SentimentModel.load()
