@@ -338,34 +338,36 @@ class SentimentModel:
               lexicon: tuple[tuple[str, str], ...] = ESCALATION_LEXICON) -> list[UtteranceSentiment]:
         """Score utterances.  Empty/whitespace-only texts get the neutral record
         (P(neg)=0.5, emotion "neutral", index 50) instead of the model's bias."""
-        texts = list(texts)
-        if not texts:
-            return []
-        keep = [i for i, t in enumerate(texts) if normalize_text(t)]
-        out: list[UtteranceSentiment] = [_NEUTRAL] * len(texts)
-        if not keep:
-            return out
-        X = self.features([texts[i] for i in keep])
-        neg = self.polarity.predict_proba(X)[:, 0]
-        emo = self.emotion.predict_proba(X)
-        classes = self.emotion_classes
+        def predict(kept: list[str]):
+            X = self.features(kept)
+            return self.polarity.predict_proba(X)[:, 0], self.emotion.predict_proba(X)
+
         anchors = self.meta.get("calibration") if calibrated else None
-        for row, i in enumerate(keep):
-            probs = tuple((c, float(emo[row, j])) for j, c in enumerate(classes))
-            cues = tuple(escalation_cues(texts[i], lexicon))
-            best = max(probs, key=lambda kv: kv[1])[0]
-            index = calibrate(emotion_index(float(neg[row]), probs, escalation_cap=None), anchors)
-            if cues and escalation_cap is not None:
-                index = min(index, escalation_cap)
-            out[i] = UtteranceSentiment(
-                negative_prob=float(neg[row]),
-                emotion=best,
-                anger_prob=dict(probs).get("angry", 0.0),
-                emotion_index=index,
-                emotion_probs=probs,
-                escalation=cues,
-            )
+        return score_with(texts, predict, self.emotion_classes, anchors, escalation_cap, lexicon)
+
+
+def score_with(texts: Sequence[str], predict, classes: Sequence[str], anchors: dict | None,
+               escalation_cap: float | None, lexicon: tuple[tuple[str, str], ...]) -> list[UtteranceSentiment]:
+    """Turn model probabilities into :class:`UtteranceSentiment` records (shared by every backend).
+    ``predict(non_empty_texts) -> (P(neg) per text, emotion probabilities (n, len(classes)))``;
+    empty/whitespace-only texts get the neutral record instead of the model's bias."""
+    texts = list(texts)
+    keep = [i for i, t in enumerate(texts) if normalize_text(t)]
+    out: list[UtteranceSentiment] = [_NEUTRAL] * len(texts)
+    if not keep:
         return out
+    neg, emo = predict([texts[i] for i in keep])
+    for row, i in enumerate(keep):
+        probs = tuple((c, float(emo[row, j])) for j, c in enumerate(classes))
+        cues = tuple(escalation_cues(texts[i], lexicon))
+        best = max(probs, key=lambda kv: kv[1])[0]
+        index = calibrate(emotion_index(float(neg[row]), probs, escalation_cap=None), anchors)
+        if cues and escalation_cap is not None:
+            index = min(index, escalation_cap)
+        out[i] = UtteranceSentiment(negative_prob=float(neg[row]), emotion=best,
+                                    anger_prob=dict(probs).get("angry", 0.0), emotion_index=index,
+                                    emotion_probs=probs, escalation=cues)
+    return out
 
 
 _NEUTRAL = UtteranceSentiment(negative_prob=0.5, emotion="neutral", anger_prob=0.0, emotion_index=50.0,

