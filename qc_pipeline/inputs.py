@@ -145,8 +145,8 @@ def _jsonl_kind(path: Path) -> str:
     return "manifest"
 
 
-def read_jsonl(path: Path) -> Iterator[CallSource]:
-    kind = _jsonl_kind(path)
+def read_jsonl(path: Path, kind: Optional[str] = None) -> Iterator[CallSource]:
+    kind = kind or _jsonl_kind(path)
     base = path.parent
     for n, obj, err in _iter_jsonl(path):
         fallback = f"{path.stem}:{n}"
@@ -179,7 +179,7 @@ def scan_folder(folder: Path) -> Iterator[CallSource]:
                 call_id = p.relative_to(folder).with_suffix("").as_posix()
                 yield CallSource(call_id=call_id, kind=KIND_AUDIO, path=str(p))
             elif ext == ".jsonl" and _jsonl_kind(p) == "chat":
-                yield from read_jsonl(p)
+                yield from read_jsonl(p, kind="chat")
 
 
 def discover(inputs: list[str]) -> tuple[list[CallSource], int]:

@@ -83,6 +83,14 @@ def find_pii(text: str) -> list[PiiHit]:
     return hits
 
 
+_DIGIT_SET = frozenset("0123456789０１２３４５６７８９") | frozenset(_HANZI_DIGITS)
+
+
+def mask_digits(text: str) -> str:
+    """Every digit character (Arabic, full-width or spoken hanzi) replaced by ``*``."""
+    return "".join("*" if c in _DIGIT_SET else c for c in text)
+
+
 def mask_text(text: str) -> tuple[str, int]:
     """Mask every PII number in ``text``; returns ``(masked, n_masked)``."""
     hits = find_pii(text)

@@ -114,10 +114,10 @@ class AsrStage(Stage):
         return kept
 
     # -- assembly -------------------------------------------------------------------------
-    def _role(self, record: CallRecord, turn: Turn) -> str:
-        if turn.speaker in (ROLE_AGENT, ROLE_CUSTOMER):
-            return turn.speaker
-        return ROLE_UNKNOWN
+    @staticmethod
+    def _role(turn: Turn) -> str:
+        """Stereo turns carry their role as speaker; diarized speakers get roles in the role stage."""
+        return turn.speaker if turn.speaker in (ROLE_AGENT, ROLE_CUSTOMER) else ROLE_UNKNOWN
 
     def process(self, record: CallRecord) -> CallRecord:
         if self.model is None:
@@ -149,7 +149,7 @@ class AsrStage(Stage):
                 Word(p.word.start, p.word.end, to_simplified(p.word.word) if self.cfg.simplified else p.word.word,
                      p.word.probability) for p in pieces)
             utterances.append(Utterance(
-                turn_index=len(utterances), role=self._role(record, turn), channel=turn.channel,
+                turn_index=len(utterances), role=self._role(turn), channel=turn.channel,
                 start=turn.start, end=turn.end, text=text, speaker=turn.speaker,
                 avg_logprob=round(float(np.mean([p.avg_logprob for p in pieces])), 4),
                 no_speech_prob=round(float(np.mean([p.no_speech_prob for p in pieces])), 4),

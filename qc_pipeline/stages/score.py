@@ -17,12 +17,11 @@ from qc_pipeline.records import ROLE_AGENT, ROLE_CUSTOMER, CallRecord, Utterance
 from qc_pipeline.scoring.card import Scorecard, load_scorecard
 from qc_pipeline.scoring.context import SessionContext
 from qc_pipeline.scoring.engine import score_session
-from qc_pipeline.scoring.pii import _HANZI_DIGITS, find_pii, mask_text
+from qc_pipeline.scoring.pii import find_pii, mask_digits, mask_text
 from qc_pipeline.stages.base import Stage
 
 log = logging.getLogger(__name__)
 _REPO = Path(__file__).resolve().parents[2]
-_DIGITS = set("0123456789０１２３４５６７８９") | set(_HANZI_DIGITS)
 
 
 def resolve_scorecard_path(spec: str) -> Path:
@@ -60,7 +59,7 @@ def mask_utterance(u: Utterance) -> Utterance:
     if not find_pii(u.text):
         return u
     text, _ = mask_text(u.text)
-    words = tuple(dataclasses.replace(w, word="".join("*" if c in _DIGITS else c for c in w.word)) for w in u.words)
+    words = tuple(dataclasses.replace(w, word=mask_digits(w.word)) for w in u.words)
     return dataclasses.replace(u, text=text, words=words)
 
 
