@@ -22,7 +22,7 @@ def _cmd_run(args) -> int:
     if args.no_progress:
         overrides += ("run.progress=false",)
     cfg = load_config(args.config, overrides)
-    stats = run_batch(args.inputs, args.out, cfg, workers=args.workers)
+    stats = run_batch(args.inputs, args.out, cfg, workers=args.workers, engine=args.engine)
     summary = stats.format()
     log.info("run summary\n%s", summary)
     runs = Path(args.out) / "_runs"
@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", help="YAML config (default: built-in defaults = configs/default.yaml)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. asr.language=en")
     r.add_argument("--workers", type=int, help="worker processes (overrides run.workers; 0 = one per core)")
+    r.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local worker processes (default) or a Ray cluster (pip install 'qc-pipeline[ray]')")
     r.add_argument("--no-progress", action="store_true")
     r.set_defaults(func=_cmd_run)
 
@@ -83,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("config", help="print the default config, or --check a YAML file")
     c.add_argument("--check", metavar="YAML")
     c.set_defaults(func=_cmd_config)
+
+    from qc_pipeline.web.commands import add_commands  # serve | export | report | users (QA review app)
+
+    add_commands(sub)
     return p
 
 

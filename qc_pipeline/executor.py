@@ -165,7 +165,7 @@ class LocalExecutor:
 
 
 def run_batch(inputs: list[str], out_dir: str, cfg: PipelineConfig, *, workers: Optional[int] = None,
-              run_id: Optional[str] = None) -> RunStats:
+              run_id: Optional[str] = None, engine: str = "local") -> RunStats:
     """Discover inputs, skip calls already done in ``out_dir``, process the rest, write Parquet."""
     from qc_pipeline.inputs import discover
     from qc_pipeline.models import resolve_asr_model

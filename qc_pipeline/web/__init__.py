@@ -1,0 +1,1 @@
+"""QA review web app, coaching export and reports on top of the Parquet results."""
