@@ -14,7 +14,7 @@ COPY qc_pipeline ./qc_pipeline
 COPY configs ./configs
 COPY samples ./samples
 COPY models/sentiment ./models/sentiment
-RUN pip install --no-cache-dir '.[asr,diar]' \
+RUN pip install --no-cache-dir '.[asr,diar,semantic]' \
     && qc-pipeline models install --dir /opt/qc/models \
     && qc-pipeline models check --dir /opt/qc/models
 

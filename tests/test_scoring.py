@@ -202,3 +202,38 @@ def test_missing_mandatory_statement_is_one_violation():
     ok, bad = score_session(card, SessionContext(said)), score_session(card, SessionContext(missing))
     assert ok.total == 100 and not ok.flags
     assert items_of(bad)["mandatory"].violations == 1 and bad.total == 60 and "compliance_hit" in bad.flags
+
+
+def test_solution_follows_the_customers_reaction_to_it(card):
+    """解决方案: an informational answer counts as a solution; the customer's last turn *after* it decides
+    30 (accepts) / 20 (no reaction) / 10 (still complaining); a question back is not a solution."""
+    ask = ("customer", "你好，我上周买的洗衣机一直没有发货，能帮我看一下吗")
+    answer = ("agent", "您好，这款洗衣机是预售商品，仓库会在本周五统一发出，发出后短信通知您")
+
+    def solution(lines):
+        return items_of(score_session(card, SessionContext(utts(lines))))["solution"]
+
+    accepted = solution([ask, answer, ("customer", "好的，明白了，谢谢")])
+    assert accepted.points == 30 and any("预售" in e.text for e in accepted.evidence)
+    assert solution([ask, answer]).points == 20
+    assert solution([ask, answer, ("customer", "上次也是这么说的，还是没有发货，我要投诉")]).points == 10
+    assert solution([ask, ("agent", "请问您的订单号是多少呢？")]).points == 0
+    # acceptance words before the solution do not count as accepting it
+    early = solution([("customer", "好的谢谢，我想问一下，我上周买的洗衣机为什么一直没有发货"), answer])
+    assert early.points == 20
+
+
+def test_where_scope_restricts_a_rule_to_turns_another_rule_hit():
+    spec = {"id": "t", "version": "1",
+            "rules": {"cue": {"keyword": {"any": ["对吗"]}, "role": "agent"},
+                      "refund": {"keyword": {"any": ["退款"]}, "role": "agent", "where": {"ref": "cue"}}},
+            "items": [{"id": "x", "weight": 100, "pass": {"ref": "refund"}}]}
+    card = parse_scorecard(spec)
+    lines = [("customer", "我要退款"), ("agent", "好的，马上给您退款"), ("agent", "您是要退款对吗")]
+    hits = card.rule("refund").evaluate(SessionContext(utts(lines))).hits
+    assert [h.turn_index for h in hits] == [2]
+    assert not card.rule("refund").evaluate(SessionContext(utts(lines[:2]))).matched
+    bad = json.loads(json.dumps(spec))
+    bad["rules"]["refund"]["where"] = {"ref": "nope"}
+    with pytest.raises(ConfigError, match=r"rules\.refund\.where"):
+        parse_scorecard(bad)

