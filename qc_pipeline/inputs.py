@@ -17,8 +17,10 @@ as an error row in ``sessions`` instead of stopping the batch.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Iterator, Optional
@@ -41,14 +43,29 @@ ROLE_ALIASES = {
     "customer": ROLE_CUSTOMER, "user": ROLE_CUSTOMER, "client": ROLE_CUSTOMER, "客户": ROLE_CUSTOMER,
     "用户": ROLE_CUSTOMER, "顾客": ROLE_CUSTOMER,
 }
-MAX_LINE_BYTES = 16 * 1024 * 1024
+MAX_LINE_BYTES = 16 * 1024 * 1024   # one JSONL line (manifest row or chat session)
+MAX_CHAT_TURNS = 10_000             # turns in one chat session
+MAX_CALL_ID_CHARS = 512
+MAX_CSV_BYTES = 256 * 1024 * 1024
+MAX_PATH_CHARS = 4096
+_READ_CHUNK = 1024 * 1024
+_BLANK = object()  # marks an empty JSONL line
 
 
 def _clean(value) -> Optional[str]:
-    if value is None:
+    """A scalar as stripped text; None for missing, empty, or non-scalar (object/list) values."""
+    if value is None or isinstance(value, (dict, list, tuple, bool)):
         return None
     value = str(value).strip()
     return value or None
+
+
+def _call_id(value) -> Optional[str]:
+    """A usable call_id or None (missing, non-scalar, too long, or containing NUL/control characters)."""
+    value = _clean(value)
+    if value is None or len(value) > MAX_CALL_ID_CHARS or any(ord(c) < 32 for c in value):
+        return None
+    return value
 
 
 def _bad(call_id: str, reason: str, detail: str, kind: str = KIND_AUDIO, path: Optional[str] = None) -> CallSource:
@@ -56,32 +73,51 @@ def _bad(call_id: str, reason: str, detail: str, kind: str = KIND_AUDIO, path: O
 
 
 def _resolve_path(raw: str, base: Path) -> tuple[Optional[str], Optional[str]]:
-    """Manifest path → absolute path string, or (None, why) when it escapes the manifest's folder."""
+    """Manifest path → absolute path string inside the manifest's folder, or (None, why).
+
+    Absolute paths are accepted only when they point inside the folder; ``..`` and symlinks
+    are resolved first, so neither can lead outside it."""
     if "\x00" in raw:
         return None, "path contains a NUL byte"
-    p = Path(raw).expanduser()
-    if p.is_absolute():
-        return str(p), None
-    resolved = (base / p).resolve()
+    if len(raw) > MAX_PATH_CHARS:
+        return None, f"path is longer than {MAX_PATH_CHARS} characters"
     try:
-        resolved.relative_to(base.resolve())
-    except ValueError:
-        return None, f"relative path {raw!r} leaves the manifest's folder"
+        root = base.resolve()
+        resolved = (root / raw).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # ELOOP, ENAMETOOLONG, ...
+        return None, f"path {raw[:200]!r} cannot be resolved ({exc.__class__.__name__})"
+    if resolved == root or not resolved.is_relative_to(root):
+        return None, f"path {raw[:200]!r} does not name a file inside the manifest's folder {root}"
     return str(resolved), None
+
+
+def _id_from_path(raw: str, base: Path) -> str:
+    """Default call_id for a manifest row: its path relative to the manifest's folder (symlinks
+    not followed), without the extension."""
+    root = os.path.abspath(base)
+    rel = os.path.relpath(os.path.normpath(os.path.join(root, raw)), root)
+    if rel.startswith(".."):  # an absolute path that reached the folder through a symlink
+        rel = os.path.basename(raw)
+    rel = rel.replace(os.sep, "/")
+    stem, dot, ext = rel.rpartition(".")
+    return stem if dot and stem and not stem.endswith("/") and "/" not in ext else rel
 
 
 def manifest_row_to_source(row: dict, base: Path, fallback_id: str) -> CallSource:
     if not isinstance(row, dict):
         return _bad(fallback_id, Reason.BAD_MANIFEST_ROW, f"row is {type(row).__name__}, expected an object")
-    call_id = _clean(row.get("call_id")) or None
+    call_id = _call_id(row.get("call_id"))
+    if call_id is None and _clean(row.get("call_id")) is not None:
+        return _bad(fallback_id, Reason.BAD_MANIFEST_ROW,
+                    f"call_id must be text without control characters, at most {MAX_CALL_ID_CHARS} characters")
     raw_path = _clean(row.get("path"))
     if raw_path is None:
         return _bad(call_id or fallback_id, Reason.BAD_MANIFEST_ROW, "row has no 'path'")
     path, why = _resolve_path(raw_path, base)
     if path is None:
-        return _bad(call_id or fallback_id, Reason.PATH_OUTSIDE_ROOT, why, path=raw_path)
+        return _bad(call_id or fallback_id, Reason.PATH_OUTSIDE_ROOT, why)
     if call_id is None:
-        call_id = Path(raw_path).with_suffix("").as_posix().lstrip("/")
+        call_id = _call_id(_id_from_path(raw_path, base)) or fallback_id
     layout_raw = (_clean(row.get("channel_layout")) or "").lower()
     if layout_raw not in LAYOUT_ALIASES:
         return _bad(call_id, Reason.BAD_MANIFEST_ROW,
@@ -91,28 +127,40 @@ def manifest_row_to_source(row: dict, base: Path, fallback_id: str) -> CallSourc
                       started_at=_clean(row.get("started_at")), channel_layout=LAYOUT_ALIASES[layout_raw])
 
 
+def _seconds(value) -> Optional[float]:
+    """A finite time in seconds, or None (missing, non-numeric, NaN/inf, out of float range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def chat_to_source(obj, fallback_id: str) -> CallSource:
     if not isinstance(obj, dict):
         return _bad(fallback_id, Reason.BAD_CHAT_SESSION, "line is not a JSON object", kind=KIND_CHAT)
-    call_id = _clean(obj.get("call_id") or obj.get("session_id") or obj.get("dialogue_id")) or fallback_id
+    call_id = _call_id(obj.get("call_id") or obj.get("session_id") or obj.get("dialogue_id")) or fallback_id
     turns_raw = obj.get("turns")
     if not isinstance(turns_raw, list) or not turns_raw:
         return _bad(call_id, Reason.BAD_CHAT_SESSION, "'turns' must be a non-empty list", kind=KIND_CHAT)
+    if len(turns_raw) > MAX_CHAT_TURNS:
+        return _bad(call_id, Reason.INPUT_TOO_LARGE,
+                    f"{len(turns_raw)} turns; a chat session may have at most {MAX_CHAT_TURNS}", kind=KIND_CHAT)
     turns = []
     for i, t in enumerate(turns_raw):
         if not isinstance(t, dict):
             return _bad(call_id, Reason.BAD_CHAT_SESSION, f"turn {i} is not an object", kind=KIND_CHAT)
-        role = ROLE_ALIASES.get(str(t.get("role", "")).strip().lower())
+        role = ROLE_ALIASES.get(_clean(t.get("role")).lower() if _clean(t.get("role")) else "")
         if role is None:
             return _bad(call_id, Reason.BAD_CHAT_SESSION,
-                        f"turn {i} has role {t.get('role')!r}; expected agent or customer", kind=KIND_CHAT)
+                        f"turn {i} has role {str(t.get('role'))[:100]!r}; expected agent or customer",
+                        kind=KIND_CHAT)
         text = t.get("text")
         if not isinstance(text, str):
             return _bad(call_id, Reason.BAD_CHAT_SESSION, f"turn {i} has no text string", kind=KIND_CHAT)
-        start, end = t.get("start"), t.get("end")
-        start = float(start) if isinstance(start, (int, float)) and not isinstance(start, bool) else None
-        end = float(end) if isinstance(end, (int, float)) and not isinstance(end, bool) else None
-        turns.append(ChatTurn(role=role, text=text, start=start, end=end))
+        turns.append(ChatTurn(role=role, text=text, start=_seconds(t.get("start")), end=_seconds(t.get("end"))))
     meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
     return CallSource(call_id=call_id, kind=KIND_CHAT, path=None,
                       agent_id=_clean(obj.get("agent_id") or meta.get("agent_id")),
@@ -122,19 +170,50 @@ def chat_to_source(obj, fallback_id: str) -> CallSource:
                       chat_turns=tuple(turns))
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, object, Optional[str]]]:
+def _iter_lines(fh) -> Iterator[tuple[int, Optional[bytes]]]:
+    """``(line_number, bytes)``; ``bytes`` is None for a line over MAX_LINE_BYTES, which is
+    skipped in chunks, so memory stays bounded even for a file without newlines."""
+    n = 0
+    while True:
+        raw = fh.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        n += 1
+        if len(raw) <= MAX_LINE_BYTES:
+            yield n, raw
+            continue
+        while raw and not raw.endswith(b"\n"):
+            raw = fh.readline(_READ_CHUNK)
+        yield n, None
+
+
+def _parse_line(raw: Optional[bytes]) -> tuple[object, Optional[str], Optional[str]]:
+    """``(object, reason, why)``; object is None with a reason when the line cannot be used."""
+    if raw is None:
+        return None, Reason.INPUT_TOO_LARGE, f"line longer than {MAX_LINE_BYTES} bytes"
+    try:
+        line = raw.decode("utf-8-sig").strip()
+    except UnicodeDecodeError as exc:
+        return None, None, f"line is not UTF-8 (bad byte at offset {exc.start}); save the file as UTF-8"
+    if not line:
+        return _BLANK, None, None
+    try:
+        return json.loads(line), None, None
+    except json.JSONDecodeError as exc:
+        return None, None, f"invalid JSON: {exc.msg} at column {exc.colno}"
+    except (ValueError, RecursionError) as exc:  # e.g. integers over the digit limit, absurd nesting
+        return None, None, f"invalid JSON: {exc.__class__.__name__}: {str(exc)[:200]}"
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, object, Optional[tuple[Optional[str], str]]]]:
+    """``(line_number, object, error)``; ``error`` is ``(reason or None, why)``.  Blank lines are skipped."""
     with open(path, "rb") as fh:
-        for n, raw in enumerate(fh, 1):
-            if len(raw) > MAX_LINE_BYTES:
-                yield n, None, f"line longer than {MAX_LINE_BYTES} bytes"
-                continue
-            line = raw.decode("utf-8", errors="replace").strip()
-            if not line:
-                continue
-            try:
-                yield n, json.loads(line), None
-            except json.JSONDecodeError as exc:
-                yield n, None, f"invalid JSON: {exc.msg} at column {exc.colno}"
+        for n, raw in _iter_lines(fh):
+            obj, reason, why = _parse_line(raw)
+            if why is not None:
+                yield n, None, (reason, why)
+            elif obj is not _BLANK:
+                yield n, obj, None
 
 
 def _jsonl_kind(path: Path) -> str:
@@ -151,20 +230,48 @@ def read_jsonl(path: Path, kind: Optional[str] = None) -> Iterator[CallSource]:
     for n, obj, err in _iter_jsonl(path):
         fallback = f"{path.stem}:{n}"
         if kind == "chat":
-            yield _bad(fallback, Reason.BAD_CHAT_SESSION, err, kind=KIND_CHAT) if err else chat_to_source(obj, fallback)
+            yield (_bad(fallback, err[0] or Reason.BAD_CHAT_SESSION, err[1], kind=KIND_CHAT) if err
+                   else chat_to_source(obj, fallback))
         else:
-            yield _bad(fallback, Reason.BAD_MANIFEST_ROW, err) if err else manifest_row_to_source(obj, base, fallback)
+            yield (_bad(fallback, err[0] or Reason.BAD_MANIFEST_ROW, err[1]) if err
+                   else manifest_row_to_source(obj, base, fallback))
+
+
+def _csv_text(path: Path) -> str:
+    """The whole manifest as text; a file that is not UTF-8 (e.g. GBK from Excel) is a SetupError."""
+    size = path.stat().st_size
+    if size > MAX_CSV_BYTES:
+        raise SetupError(f"{path}: CSV manifest is {size} bytes (limit {MAX_CSV_BYTES}); split it into "
+                         "several manifests")
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SetupError(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); save the manifest as UTF-8 "
+                         "(Excel: 'CSV UTF-8') and re-run") from None
 
 
 def read_csv(path: Path) -> Iterator[CallSource]:
-    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or "path" not in [f.strip() for f in reader.fieldnames]:
-            raise SetupError(f"{path}: a CSV manifest needs a header row with at least a 'path' column "
-                             f"(known columns: {', '.join(MANIFEST_FIELDS)})")
-        for n, row in enumerate(reader, 2):
-            row = {(k or "").strip(): v for k, v in row.items()}
-            yield manifest_row_to_source(row, path.parent, f"{path.stem}:{n}")
+    text = _csv_text(path)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        fieldnames = reader.fieldnames
+    except csv.Error as exc:
+        raise SetupError(f"{path}: cannot read the CSV header ({exc})") from None
+    if not fieldnames or "path" not in [(f or "").strip() for f in fieldnames]:
+        raise SetupError(f"{path}: a CSV manifest needs a header row with at least a 'path' column "
+                         f"(known columns: {', '.join(MANIFEST_FIELDS)})")
+    while True:
+        fallback = f"{path.stem}:{reader.line_num + 1}"
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield _bad(fallback, Reason.BAD_MANIFEST_ROW, f"unreadable CSV row: {exc}")
+            continue
+        clean = {(k or "").strip(): v for k, v in row.items() if isinstance(k, str)}
+        yield manifest_row_to_source(clean, path.parent, fallback)
 
 
 def scan_folder(folder: Path) -> Iterator[CallSource]:

@@ -37,6 +37,30 @@ log = logging.getLogger(__name__)
 DEPENDENT_TABLES = ("utterances", "scores", "item_results")
 
 
+_SPACE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def _io_errno(exc: OSError) -> Optional[int]:
+    """The errno of an OSError; pyarrow's IO errors carry it only in the message ("[errno 28] ...")."""
+    if exc.errno:
+        return exc.errno
+    text = str(exc).lower()
+    for code in (*_SPACE_ERRNOS, errno.EROFS, errno.EACCES, errno.EPERM):
+        if f"errno {code}]" in text:
+            return code
+    return None
+
+
+def write_failure_hint(exc: OSError) -> str:
+    """What went wrong, in words that name the fix."""
+    code = _io_errno(exc)
+    if code in _SPACE_ERRNOS:
+        return f"no space left ({os.strerror(code)}); free disk space or choose another --out"
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"not writable ({os.strerror(code)}); choose another --out or fix its permissions"
+    return f"{exc.strerror or exc}; check the disk or choose another --out"
+
+
 def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -131,6 +155,20 @@ def score_rows(rec: CallRecord, *, run_id: str) -> tuple[list[dict], list[dict]]
     return score, items
 
 
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (best effort: not every file system supports it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 class ResultWriter:
     def __init__(self, out_dir: str | os.PathLike, *, run_id: str, config_hash: str, asr_model: str = "",
                  asr_sha: str = "", flush_every: int = 8, compression: str = "zstd",
@@ -143,6 +181,7 @@ class ResultWriter:
         self.partition = f"run_date={(run_date or dt.date.today()).isoformat()}"
         self._rows: dict[str, list[dict]] = {name: [] for name in TABLES}
         self._seq = 0
+        self._failed = False
         self.written_calls = 0
         self._prepare()
 
@@ -153,8 +192,7 @@ class ResultWriter:
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as exc:
-            raise SetupError(f"output folder {self.root} is not writable ({exc.strerror or exc}); "
-                             "choose another --out or fix its permissions") from None
+            raise SetupError(f"output folder {self.root} is not writable: {write_failure_hint(exc)}") from None
         for tmp in self.root.glob("*/run_date=*/*.tmp"):
             tmp.unlink(missing_ok=True)
         committed = {p.relative_to(self.root / "sessions") for p in _parts(self.root, "sessions")}
@@ -177,14 +215,26 @@ class ResultWriter:
         folder = self.root / table / self.partition
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / (name + ".tmp")
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp, compression=self.compression)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, folder / name)
+        try:
+            pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp, compression=self.compression)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, folder / name)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(folder)
+
+    def _discard(self, name: str) -> None:
+        """Best effort after a failed flush: remove this flush's dependent parts (no sessions twin)."""
+        for table in DEPENDENT_TABLES:
+            try:
+                (self.root / table / self.partition / name).unlink(missing_ok=True)
+            except OSError:
+                pass  # removed on the next start anyway
 
     def flush(self) -> None:
         n_calls = len(self._rows["sessions"])
-        if not n_calls:
+        if not n_calls or self._failed:
             return
         name = f"part-{self.run_id}-{self._seq:05d}.parquet"
         try:
@@ -192,9 +242,10 @@ class ResultWriter:
                 self._write(table, TABLES[table], self._rows[table], name)
             self._write("sessions", SESSIONS, self._rows["sessions"], name)
         except OSError as exc:
-            hint = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
-            raise SetupError(f"cannot write results to {self.root}: {hint}. Calls written so far are safe; "
-                             "free space and re-run the same command to resume") from None
+            self._failed = True  # close() must not try again and fail a second time
+            self._discard(name)
+            raise SetupError(f"cannot write results to {self.root}: {write_failure_hint(exc)}. Calls written "
+                             "so far are safe; re-run the same command to resume") from None
         self.written_calls += n_calls
         self._seq += 1
         self._rows = {name: [] for name in TABLES}

@@ -1,0 +1,220 @@
+"""A small process pool that survives worker deaths.
+
+Each worker is a spawned process with its own pipe and holds at most one call, so when a
+worker dies (SIGKILL, the OOM killer, a crash inside a native library) the main process knows
+exactly which call it was on.  The dead worker is replaced and its call is retried; a call
+that was on a worker during ``MAX_CRASHES`` deaths becomes a ``worker_crashed`` error row, so
+one poison file can neither stop the night's batch nor loop forever.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import multiprocessing as mp
+import os
+import signal
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Callable, Iterable, Iterator, Optional
+
+from qc_pipeline.config import PipelineConfig
+from qc_pipeline.errors import Reason, SetupError
+from qc_pipeline.records import CallRecord, CallSource
+
+log = logging.getLogger(__name__)
+
+StageBuilder = Callable[[PipelineConfig], list]   # importable function: cfg -> stage list
+
+MAX_CRASHES = 2          # deaths a call may be present at before it is written as worker_crashed
+STOP_TIMEOUT_S = 5.0
+
+
+# -- worker side ------------------------------------------------------------------------------
+
+def _worker_main(conn: Connection, cfg: PipelineConfig, build: Optional[StageBuilder]) -> None:
+    """Load the stages once, then answer ``CallSource`` messages with ``("done", CallRecord)``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's business
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cfg.asr.cpu_threads)))
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
+    from qc_pipeline.pipeline import Pipeline, build_stages
+
+    try:
+        pipeline = Pipeline((build or build_stages)(cfg))
+        pipeline.setup()
+    except Exception as exc:  # reported to the main process as a run-level problem
+        _send(conn, ("setup_failed", f"{exc.__class__.__name__}: {exc}"))
+        return
+    _send(conn, ("ready", None))
+    while True:
+        try:
+            source = conn.recv()
+        except (EOFError, OSError):  # the main process went away
+            return
+        if source is None:
+            return
+        if not _send(conn, ("done", pipeline.run_one(source))):
+            return
+
+
+def _send(conn: Connection, message: tuple) -> bool:
+    try:
+        conn.send(message)
+        return True
+    except (BrokenPipeError, EOFError, OSError):
+        return False
+
+
+# -- main side --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Worker:
+    process: mp.process.BaseProcess
+    conn: Connection
+
+
+def describe_exit(exitcode: Optional[int]) -> str:
+    """``-9`` → ``"killed by SIGKILL"``; ``1`` → ``"exit code 1"``."""
+    if exitcode is None:
+        return "exit status unknown"
+    if exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+class WorkerPool:
+    """Runs ``sources`` on ``n`` worker processes and calls ``on_result`` in the main process."""
+
+    def __init__(self, cfg: PipelineConfig, n: int, on_result: Callable[[CallRecord], None],
+                 build: Optional[StageBuilder] = None) -> None:
+        self.cfg = cfg
+        self.build = build  # None = pipeline.build_stages; must be importable by a spawned process
+        self.n = n
+        self.on_result = on_result
+        self._ctx = mp.get_context("spawn")
+        self._workers: list[_Worker] = []
+        self._ready: set[int] = set()                          # pids that finished setup
+        self._current: dict[int, CallSource] = {}              # pid -> the call it holds
+        self._crashes: collections.Counter = collections.Counter()  # call_id -> deaths seen
+        self._retry: collections.deque = collections.deque()
+        self._setup_deaths = 0
+
+    # lifecycle
+    def _start(self) -> _Worker:
+        parent, child = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(target=_worker_main, args=(child, self.cfg, self.build), daemon=True, name="qc-worker")
+        proc.start()
+        child.close()
+        return _Worker(proc, parent)
+
+    def _stop_all(self) -> None:
+        for w in self._workers:
+            _send(w.conn, None)
+        for w in self._workers:
+            w.process.join(STOP_TIMEOUT_S)
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join(STOP_TIMEOUT_S)
+            w.conn.close()
+        self._workers = []
+
+    # main loop
+    def run(self, sources: Iterable[CallSource]) -> None:
+        it = iter(sources)
+        self._workers = [self._start() for _ in range(self.n)]
+        try:
+            exhausted = False
+            while True:
+                exhausted = self._dispatch(it) or exhausted
+                busy = [w for w in self._workers if w.process.pid in self._current]
+                if exhausted and not self._retry and not busy:
+                    return
+                self._wait_once()
+        finally:
+            self._stop_all()
+
+    def _next(self, it: Iterator[CallSource]) -> Optional[CallSource]:
+        return self._retry.popleft() if self._retry else next(it, None)
+
+    def _dispatch(self, it: Iterator[CallSource]) -> bool:
+        """Hand a call to every ready, idle worker.  True when ``it`` ran dry."""
+        for w in self._workers:
+            pid = w.process.pid
+            if pid not in self._ready or pid in self._current:
+                continue
+            source = self._next(it)
+            if source is None:
+                return True
+            self._current[pid] = source
+            _send(w.conn, source)  # a failed send shows up as a death on the sentinel
+        return False
+
+    def _wait_once(self) -> None:
+        handles = {}
+        for w in self._workers:
+            handles[w.conn] = w
+            handles[w.process.sentinel] = w
+        ready = wait(list(handles))
+        seen: set[int] = set()
+        for handle in ready:
+            w = handles[handle]
+            if w.process.pid in seen:
+                continue
+            seen.add(w.process.pid)
+            self._service(w)
+
+    def _service(self, w: _Worker) -> None:
+        message = None
+        try:
+            if w.conn.poll():
+                message = w.conn.recv()
+        except (EOFError, OSError):
+            message = None
+        if message is None:
+            self._on_death(w)
+            return
+        kind, payload = message
+        if kind == "ready":
+            self._ready.add(w.process.pid)
+        elif kind == "setup_failed":
+            raise SetupError(f"a worker process could not load the pipeline: {payload}")
+        else:
+            self._current.pop(w.process.pid, None)
+            self.on_result(payload)
+
+    def _on_death(self, w: _Worker) -> None:
+        w.process.join(STOP_TIMEOUT_S)
+        pid, how = w.process.pid, describe_exit(w.process.exitcode)
+        w.conn.close()
+        source = self._current.pop(pid, None)
+        self._ready.discard(pid)
+        if source is None:
+            self._on_idle_death(pid, how)
+        else:
+            self._on_call_death(pid, how, source)
+        self._workers = [x for x in self._workers if x.process.pid != pid] + [self._start()]
+
+    def _on_idle_death(self, pid: int, how: str) -> None:
+        self._setup_deaths += 1
+        log.warning("worker %d died (%s) while idle or loading models; starting a new one", pid, how)
+        if self._setup_deaths > 2 * self.n:
+            raise SetupError(f"worker processes keep dying while loading the models (last: {how}); "
+                             "lower --workers or free memory, then re-run the same command to resume")
+
+    def _on_call_death(self, pid: int, how: str, source: CallSource) -> None:
+        self._crashes[source.call_id] += 1
+        n = self._crashes[source.call_id]
+        if n >= MAX_CRASHES:
+            log.warning("worker %d died (%s) on call %s for the %d. time; writing it as %s and going on",
+                        pid, how, source.call_id, n, Reason.WORKER_CRASHED)
+            record = CallRecord(source=source).failed(
+                Reason.WORKER_CRASHED, f"the worker process died {n} times while on this call (last: {how}); "
+                "often out of memory — check the file, or raise the memory limit")
+            self.on_result(record)
+        else:
+            log.warning("worker %d died (%s) while on call %s; restarting the worker and retrying the call",
+                        pid, how, source.call_id)
+            self._retry.append(source)
