@@ -59,6 +59,9 @@ class AsrConfig:
     hotwords: Optional[str] = _opt("简体", doc="steers whisper towards simplified characters")
     simplified: bool = _opt(True, doc="convert output to simplified Chinese with OpenCC (tw2sp)")
     window_s: float = _opt(28.0, ge=5.0, le=30.0, doc="speech spans are packed into windows this long")
+    batch_size: int = _opt(-1, ge=-1, le=256,
+                           doc="windows decoded together (BatchedInferencePipeline); -1 = auto: 16 on GPU, 0 "
+                               "(sequential, with temperature fallback) on CPU")
     max_no_speech_prob: float = _opt(0.6, ge=0.0, le=1.0,
                                      doc="a segment above this AND below min_avg_logprob is dropped")
     min_avg_logprob: float = _opt(-1.0, le=0.0)

@@ -235,3 +235,17 @@ def test_unwritable_output_is_a_clear_error(tmp_path, samples):
         out.chmod(0o500)
     with pytest.raises(SetupError, match="not writable"):
         run_batch([str(samples / "chats")], str(out), CFG, workers=1)
+
+
+def test_batched_decoding_keeps_channels_and_times_apart(tmp_path, samples, ref_lines):
+    """asr.batch_size > 0 (the GPU default) decodes every window of both channels in one batched pass
+    through one buffer; words must still land on their own channel, turn and time."""
+    cfg = load_config(overrides=("run.progress=false", "asr.batch_size=4", "scoring.enabled=false"))
+    stats = run_batch([str(samples / "calls" / "manifest.csv")], str(tmp_path), cfg, workers=1)
+    assert stats.ok == 2
+    utts = _utts(tmp_path, "demo-stereo-001")
+    assert [u["role"] for u in utts] == ["agent" if spk == "A" else "customer" for spk, _ in ref_lines]
+    for u, (_spk, ref) in zip(utts, ref_lines):
+        errors, n = cer(ref, u["text"])
+        assert errors / n < 0.45, (ref, u["text"])
+        assert all(u["start"] - 0.5 <= w["start"] <= w["end"] <= u["end"] + 0.5 for w in u["words"])

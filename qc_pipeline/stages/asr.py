@@ -16,6 +16,7 @@ import numpy as np
 
 from qc_pipeline.audio import SAMPLE_RATE
 from qc_pipeline.config import AsrConfig, VadConfig
+from qc_pipeline.errors import CallError, Reason
 from qc_pipeline.models import ResolvedModel, resolve_asr_model
 from qc_pipeline.records import ROLE_AGENT, ROLE_CUSTOMER, ROLE_UNKNOWN, CallRecord, SpeechSpan, Utterance, Word
 from qc_pipeline.stages.base import Stage
@@ -59,6 +60,10 @@ class _Piece:
     no_speech_prob: float
 
 
+def _chunks(window: list[SpeechSpan]) -> list[dict]:
+    return [{"start": int(s.start * SAMPLE_RATE), "end": int(s.end * SAMPLE_RATE)} for s in window]
+
+
 class AsrStage(Stage):
     name = "asr"
     kinds = ("audio",)
@@ -69,8 +74,20 @@ class AsrStage(Stage):
         self.model = None
         self.resolved: Optional[ResolvedModel] = None
         self.device = self.compute_type = ""
+        self._batched = None
+
+    @property
+    def batch_size(self) -> int:
+        """``asr.batch_size``; -1 = auto: 16 on GPU, sequential (0) on CPU."""
+        if self.cfg.batch_size >= 0:
+            return self.cfg.batch_size
+        return 16 if self.device == "cuda" else 0
 
     def setup(self) -> None:
+        """Nothing heavy: the model loads on the first audio call, so chat-only batches never pay for
+        it (``run_batch`` checks the model is installed before any worker starts when audio is queued)."""
+
+    def load(self) -> None:
         from faster_whisper import WhisperModel
 
         self.resolved = resolve_asr_model(self.cfg.model)
@@ -80,22 +97,82 @@ class AsrStage(Stage):
                                   cpu_threads=self.cfg.cpu_threads, local_files_only=True)
 
     # -- decoding -------------------------------------------------------------------------
+    def _options(self, speech_s: float) -> dict:
+        opts = dict(language=None if self.cfg.language == "auto" else self.cfg.language, beam_size=self.cfg.beam_size,
+                    hotwords=self.cfg.hotwords or None, word_timestamps=True, vad_filter=False,
+                    repetition_penalty=self.cfg.repetition_penalty, no_repeat_ngram_size=self.cfg.no_repeat_ngram_size)
+        if self.cfg.max_tokens_per_s > 0:
+            opts["max_new_tokens"] = min(440, int(self.cfg.max_tokens_per_s * speech_s) + 20)
+        return opts
+
     def _decode_window(self, channel_audio: np.ndarray, window: list[SpeechSpan], drops: dict) -> list[_Piece]:
+        """Sequential path: one ``transcribe`` per window (temperature fallback available)."""
         from faster_whisper.transcribe import restore_speech_timestamps
 
-        chunks = [{"start": int(s.start * SAMPLE_RATE), "end": int(s.end * SAMPLE_RATE)} for s in window]
+        chunks = _chunks(window)
         clip = np.concatenate([channel_audio[c["start"]:c["end"]] for c in chunks])
-        language = None if self.cfg.language == "auto" else self.cfg.language
-        extra = {}
-        if self.cfg.max_tokens_per_s > 0:
-            extra["max_new_tokens"] = min(440, int(self.cfg.max_tokens_per_s * len(clip) / SAMPLE_RATE) + 20)
         segments, _info = self.model.transcribe(
-            clip, language=language, beam_size=self.cfg.beam_size, hotwords=self.cfg.hotwords or None,
-            condition_on_previous_text=False, word_timestamps=True, vad_filter=False,
-            temperature=list(self.cfg.temperatures), repetition_penalty=self.cfg.repetition_penalty,
-            no_repeat_ngram_size=self.cfg.no_repeat_ngram_size, **extra)
+            clip, condition_on_previous_text=False, temperature=list(self.cfg.temperatures),
+            **self._options(len(clip) / SAMPLE_RATE))
+        return self._pieces(restore_speech_timestamps(segments, chunks, SAMPLE_RATE), drops)
+
+    def _decode_batched(self, audio: np.ndarray, windows: list[tuple[int, list[SpeechSpan]]],
+                        drops: dict) -> list[tuple[int, _Piece]]:
+        """Batched path (``asr.batch_size`` > 0, the default on GPU): every window of every channel of
+        the call goes through faster-whisper's ``BatchedInferencePipeline`` in batches; one buffer
+        holds the windows back to back and each window is one clip of it."""
+        import dataclasses
+
+        from faster_whisper import BatchedInferencePipeline
+        from faster_whisper.transcribe import restore_speech_timestamps
+
+        if self._batched is None:
+            self._batched = BatchedInferencePipeline(self.model)
+        clips, offsets, pos = [], [], 0
+        for ch, window in windows:
+            clip = np.concatenate([audio[ch][c["start"]:c["end"]] for c in _chunks(window)])
+            clips.append(clip)
+            offsets.append(pos)
+            pos += len(clip)
+        buffer = np.concatenate(clips)
+        stamps = [{"start": o / SAMPLE_RATE, "end": (o + len(c)) / SAMPLE_RATE} for o, c in zip(offsets, clips)]
+        longest = max(len(c) for c in clips) / SAMPLE_RATE
+        batch = self.batch_size
+        while True:
+            try:
+                segments, _info = self._batched.transcribe(
+                    buffer, clip_timestamps=stamps, batch_size=batch,
+                    temperature=self.cfg.temperatures[0], **self._options(longest))
+                segments = list(segments)
+                break
+            except RuntimeError as exc:
+                if "out of memory" not in str(exc).lower():
+                    raise
+                if batch <= 1:
+                    raise CallError(Reason.INTERNAL_ERROR, "GPU out of memory even at batch size 1; use a smaller "
+                                    "model or compute_type (asr.compute_type=int8_float16)") from None
+                log.warning("GPU out of memory at asr.batch_size=%d; retrying this call at %d. Set "
+                            "--set asr.batch_size=%d to avoid the retries", batch, batch // 2, batch // 2)
+                batch //= 2
+        starts = [o / SAMPLE_RATE for o in offsets]
+        by_clip: dict[int, list] = {}
+        for seg in segments:
+            # a segment never spans two clips; its midpoint is safe where its start may round early
+            k = max(0, int(np.searchsorted(starts, (seg.start + seg.end) / 2, side="right")) - 1)
+            shift = starts[k]
+            words = [dataclasses.replace(w, start=w.start - shift, end=w.end - shift) for w in seg.words or ()]
+            by_clip.setdefault(k, []).append(
+                dataclasses.replace(seg, start=seg.start - shift, end=seg.end - shift, words=words))
+        out: list[tuple[int, _Piece]] = []
+        for k, (ch, window) in enumerate(windows):
+            restored = restore_speech_timestamps(by_clip.get(k, []), _chunks(window), SAMPLE_RATE)
+            out.extend((ch, p) for p in self._pieces(restored, drops))
+        return out
+
+    def _pieces(self, segments, drops: dict) -> list[_Piece]:
+        """Guards on decoded segments → words with their segment scores."""
         pieces: list[_Piece] = []
-        for seg in restore_speech_timestamps(segments, chunks, SAMPLE_RATE):
+        for seg in segments:
             text = seg.text.strip()
             if not text or not seg.words:
                 continue
@@ -121,19 +198,22 @@ class AsrStage(Stage):
 
     def process(self, record: CallRecord) -> CallRecord:
         if self.model is None:
-            self.setup()
+            self.load()
         drops: dict[str, int] = {}
         # Without known speakers (mono, no diarizer) every speech span stays its own turn.
         known = all(s.speaker != ROLE_UNKNOWN for s in record.spans)
         turns = build_turns(record.spans, self.vad.turn_gap_s if known else 0.0)
         per_turn: dict[int, list[_Piece]] = {}
-        for ch in range(record.audio.shape[0]):
-            channel_spans = [s for s in record.spans if s.channel == ch]
-            for window in pack_windows(channel_spans, self.cfg.window_s):
-                for piece in self._decode_window(record.audio[ch], window, drops):
-                    idx = assign_to_turn(turns, ch, piece.word.start, piece.word.end)
-                    if idx >= 0:
-                        per_turn.setdefault(idx, []).append(piece)
+        windows = [(ch, w) for ch in range(record.audio.shape[0])
+                   for w in pack_windows([s for s in record.spans if s.channel == ch], self.cfg.window_s)]
+        if self.batch_size > 0 and windows:
+            decoded = self._decode_batched(record.audio, windows, drops)
+        else:
+            decoded = [(ch, p) for ch, w in windows for p in self._decode_window(record.audio[ch], w, drops)]
+        for ch, piece in decoded:
+            idx = assign_to_turn(turns, ch, piece.word.start, piece.word.end)
+            if idx >= 0:
+                per_turn.setdefault(idx, []).append(piece)
         utterances: list[Utterance] = []
         for idx, turn in enumerate(turns):
             pieces = per_turn.get(idx)
