@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 def pick_device(device: str, compute_type: str) -> tuple[str, str]:
     """auto → cuda/float16 when CTranslate2 sees a GPU, else cpu/int8."""
+    if device in ("auto", "cuda"):
+        from qc_pipeline.gpu import preload_cuda12_libs
+
+        preload_cuda12_libs()  # CUDA-13-only hosts: cuBLAS 12 / cuDNN 9 from the [gpu] extra's wheels
     if device == "auto":
         import ctranslate2
 
