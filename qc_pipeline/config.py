@@ -123,6 +123,8 @@ class OutputConfig:
 class RunConfig:
     workers: int = _opt(1, ge=0, doc="worker processes; 0 = one per core")
     progress: bool = _opt(True)
+    engine: str = _opt("local", choices=("local", "ray"), doc="local worker processes, or Ray (`ray` extra)")
+    ray_address: Optional[str] = _opt(None, doc="Ray cluster address (else $RAY_ADDRESS, else a local Ray)")
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,7 @@ run summary; workers only compute.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import logging
-import multiprocessing as mp
 import os
 import time
 from collections import Counter
@@ -22,21 +20,6 @@ from qc_pipeline.pipeline import Pipeline, build_stages
 from qc_pipeline.records import CallRecord, CallSource
 
 log = logging.getLogger(__name__)
-
-_WORKER_PIPELINE: Optional[Pipeline] = None
-
-
-def _worker_init(cfg: PipelineConfig) -> None:
-    global _WORKER_PIPELINE
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cfg.asr.cpu_threads)))
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
-    _WORKER_PIPELINE = Pipeline(build_stages(cfg))
-    _WORKER_PIPELINE.setup()
-
-
-def _worker_run(source: CallSource) -> CallRecord:
-    return _WORKER_PIPELINE.run_one(source)
-
 
 @dataclass
 class RunStats:
@@ -140,33 +123,40 @@ class LocalExecutor:
             bar.close()
 
     def _run_pool(self, sources, on_result, bar) -> None:
-        ctx = mp.get_context("spawn")
-        window = self.workers * 4
-        it = iter(sources)
-        with cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_worker_init,
-                                    initargs=(self.cfg,)) as pool:
-            pending = set()
-            try:
-                while True:
-                    while len(pending) < window:
-                        src = next(it, None)
-                        if src is None:
-                            break
-                        pending.add(pool.submit(_worker_run, src))
-                    if not pending:
-                        break
-                    done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                    for fut in done:
-                        on_result(fut.result())
-                        bar.update(1)
-            except cf.process.BrokenProcessPool:
-                raise SetupError("a worker process died (killed or out of memory). Results written so far are "
-                                 "safe; re-run the same command to resume the remaining calls") from None
+        """Spawned workers; a worker that dies is replaced and its call retried (see workerpool)."""
+        from qc_pipeline.workerpool import WorkerPool
+
+        def deliver(rec: CallRecord) -> None:
+            on_result(rec)
+            bar.update(1)
+
+        WorkerPool(self.cfg, self.workers, deliver).run(sources)
+
+
+ENGINES = ("local", "ray")
+
+
+def make_executor(engine: str, cfg: PipelineConfig, workers: Optional[int] = None):
+    """The executor for ``--engine``: ``LocalExecutor`` or ``executor_ray.RayExecutor`` (same ``run`` contract)."""
+    if engine == "local":
+        return LocalExecutor(cfg, workers)
+    if engine == "ray":
+        from qc_pipeline.executor_ray import RayExecutor
+
+        return RayExecutor(cfg, workers, address=cfg.run.ray_address)  # else $RAY_ADDRESS, else a local Ray
+    raise SetupError(f"unknown engine {engine!r}; use one of: {', '.join(ENGINES)}")
 
 
 def run_batch(inputs: list[str], out_dir: str, cfg: PipelineConfig, *, workers: Optional[int] = None,
-              run_id: Optional[str] = None, engine: str = "local") -> RunStats:
-    """Discover inputs, skip calls already done in ``out_dir``, process the rest, write Parquet."""
+              run_id: Optional[str] = None, engine: Optional[str] = None, executor=None) -> RunStats:
+    """Discover inputs, skip calls already done in ``out_dir``, process the rest, write Parquet.
+
+    ``engine`` picks the executor (``local`` or ``ray``); ``executor`` passes a ready one instead
+    (anything with ``run(sources, on_result, total)``, e.g. a ``RayExecutor`` with custom options).
+    Either way this process owns the writer, resume and statistics, so output is engine-independent.
+    """
+    if executor is None:  # built before reading inputs: a missing Ray fails fast
+        executor = make_executor(engine or cfg.run.engine, cfg, workers)
     from qc_pipeline.inputs import discover
     from qc_pipeline.models import resolve_asr_model
     from qc_pipeline.writer import ResultWriter, completed_call_ids, new_run_id
@@ -193,7 +183,7 @@ def run_batch(inputs: list[str], out_dir: str, cfg: PipelineConfig, *, workers: 
 
     try:
         if todo:
-            LocalExecutor(cfg, workers).run(todo, on_result, total=len(todo))
+            executor.run(todo, on_result, total=len(todo))
     finally:
         writer.close()
         stats.wall_s = time.perf_counter() - t0

@@ -1,0 +1,410 @@
+"""Ray executor: the same stage list as :class:`~qc_pipeline.executor.LocalExecutor`, on Ray actors.
+
+Each actor builds the stage list once (``build_stages(cfg)``, models loaded in the actor) and
+runs calls through it.  Two layouts:
+
+* **fused** (default on CPU): one actor type runs the whole stage list per call, exactly like a
+  local worker process.  On a CPU-only node every stage competes for the same cores, so
+  splitting buys no overlap but costs an object-store hop for the decoded audio.
+* **split** (default when ASR runs on GPUs): a CPU pool runs ``decode`` + ``segment``, a GPU pool
+  (``num_gpus=1`` per actor) runs ``asr``, and a CPU pool runs the rest (roles, chat, score).
+  Records travel between pools through Ray's object store; the driver only forwards references.
+
+Either way results stream back to the driver, which calls ``on_result`` — so ``run_batch``
+keeps owning the Parquet writer, resume markers and run statistics, identical across engines.
+A failure inside a stage becomes an error row (``Pipeline.run_one`` semantics); a dead actor
+is replaced and its call resubmitted once, then written as ``worker_crashed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from qc_pipeline.config import PipelineConfig
+from qc_pipeline.errors import CallError, Reason, SetupError
+from qc_pipeline.pipeline import build_stages
+from qc_pipeline.records import CallRecord, CallSource
+from qc_pipeline.stages.base import Stage
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'qc-pipeline[ray]'"
+# Stage names per pool in the split layout; stages not named in FRONT or ASR go to the back pool.
+FRONT_STAGES = ("decode", "segment")
+ASR_STAGES = ("asr",)
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise SetupError(f"the Ray engine needs Ray: {INSTALL_HINT} (or use --engine local)") from None
+    return ray
+
+
+def vm_hwm_mib(pid: str = "self") -> Optional[float]:
+    """Peak resident memory (VmHWM) of a live process, in MiB; None where /proc is unavailable."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return None
+    return next((int(line.split()[1]) / 1024 for line in lines if line.startswith("VmHWM:")), None)
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How the Ray engine lays out its actors.
+
+    ``split``: None = split only when ASR runs on GPUs (see module docstring); True/False forces it.
+    ``in_flight_per_actor``: calls queued per actor; bounds the calls in flight (backpressure).
+    ``max_attempts``: tries per call when its actor dies (2 = resubmit once).
+    ``start_timeout_s``: how long to wait for the actors to load their models.
+    ``build``: the stage-list factory (tests swap in a wrapped ``build_stages``).
+    """
+
+    split: Optional[bool] = None
+    in_flight_per_actor: int = 2
+    max_attempts: int = 2
+    start_timeout_s: float = 900.0
+    build: Callable[[PipelineConfig], Sequence[Stage]] = build_stages
+
+
+def _advance(stages: Sequence[Stage], record: CallRecord, final: bool) -> CallRecord:
+    """Run ``stages`` on a record already part-way through the list (``Pipeline.run_one`` semantics).
+
+    Used by the split layout only; the fused layout calls ``Pipeline.run_one`` itself.
+    """
+    timings = list(record.timings)
+    for stage in stages:
+        if not stage.applies_to(record):
+            continue
+        t0 = time.perf_counter()
+        try:
+            record = stage.process(record)
+        except CallError as exc:
+            record = record.failed(exc.reason, exc.detail)
+        except MemoryError:
+            record = record.failed(Reason.INTERNAL_ERROR, f"out of memory in stage {stage.name}")
+        except Exception as exc:  # one bad call must not stop the batch
+            log.error("call %s: stage %s crashed:\n%s", record.call_id, stage.name, traceback.format_exc())
+            record = record.failed(Reason.INTERNAL_ERROR, f"{stage.name}: {exc.__class__.__name__}: {exc}")
+        timings.append((stage.name, round(time.perf_counter() - t0, 4)))
+        if not record.ok:
+            break
+    record = record.replace(timings=tuple(timings))
+    return record.replace(audio=None) if final or not record.ok else record
+
+
+class StageActor:
+    """Runs a slice of the stage list (or all of it).  Wrapped with ``ray.remote`` at run time."""
+
+    def __init__(self, cfg: PipelineConfig, names: Optional[tuple[str, ...]], first: bool, last: bool,
+                 build: Callable[[PipelineConfig], Sequence[Stage]], cwd: Optional[str]) -> None:
+        from qc_pipeline.pipeline import Pipeline
+
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
+        if cwd and os.path.isdir(cwd):  # relative config paths (scorecard, models) resolve like on the driver
+            os.chdir(cwd)
+        self.first, self.last, self.error = first, last, None
+        self.pipeline = None
+        try:
+            stages = list(build(cfg))
+            if names is not None:
+                stages = [s for s in stages if s.name in names]
+            self.pipeline = Pipeline(stages)
+            self.pipeline.setup()
+        except Exception as exc:  # reported by ready(); the driver turns it into a SetupError
+            self.error = f"{exc.__class__.__name__}: {exc}"
+
+    def ready(self) -> Optional[str]:
+        return self.error
+
+    def run(self, item) -> tuple[bool, CallRecord]:
+        """``item`` is a CallSource for the first pool, else the record from the previous pool."""
+        if self.pipeline is None:
+            raise RuntimeError(f"worker setup failed: {self.error}")
+        if self.first and self.last:
+            rec = self.pipeline.run_one(item)
+        else:
+            if self.first:
+                rec = CallRecord(source=item)
+                if item.input_error:
+                    rec = rec.failed(*item.input_error)
+            else:
+                rec = item
+            rec = _advance(self.pipeline.stages, rec, self.last)
+        return rec.ok, rec
+
+    def peak_rss_mib(self) -> tuple[int, Optional[float]]:
+        return os.getpid(), vm_hwm_mib()
+
+
+@dataclass
+class _Pool:
+    name: str
+    names: Optional[tuple[str, ...]]
+    options: dict
+    size: int
+    actors: list = field(default_factory=list)
+    load: list = field(default_factory=list)
+    peaks: dict = field(default_factory=dict)   # pid -> VmHWM MiB, kept across actor replacements
+
+
+@dataclass
+class _Job:
+    source: CallSource
+    pool: int
+    actor: int
+    handle: Any
+    attempt: int
+    record_ref: Any = None
+    seq: int = 0        # submission order; an actor runs its calls in this order
+
+
+class RayExecutor:
+    """``run(sources, on_result, total)`` on Ray actors; same contract as ``LocalExecutor``.
+
+    ``address``: a Ray cluster to connect to; default ``$RAY_ADDRESS``, else a local Ray started
+    (and shut down) for this run.  An already initialised Ray session is reused and left running.
+    """
+
+    def __init__(self, cfg: PipelineConfig, workers: Optional[int] = None, address: Optional[str] = None,
+                 options: Optional[RayOptions] = None) -> None:
+        _import_ray()  # fail before any input is read
+        self.cfg = cfg
+        n = cfg.run.workers if workers is None else workers
+        self.workers = n if n > 0 else (os.cpu_count() or 1)
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.options = options or RayOptions()
+        if self.options.in_flight_per_actor < 1 or self.options.max_attempts < 1:
+            raise SetupError("RayOptions: in_flight_per_actor and max_attempts must be >= 1")
+        # per pool: peak RSS (MiB) of every actor that ran, filled at the end of run()
+        self.worker_peaks_mib: dict[str, list[float]] = {}
+        self.layout = ""
+        self._seq = 0
+
+    # -- cluster and actors -----------------------------------------------------------------
+    def _cpu_per_actor(self) -> int:
+        return max(1, self.cfg.asr.cpu_threads)
+
+    def _init_ray(self, ray) -> bool:
+        """Start or connect to Ray; True when this run owns the session (and shuts it down)."""
+        if ray.is_initialized():
+            return False
+        kwargs: dict = {"log_to_driver": False, "logging_level": logging.WARNING}
+        if self.address:
+            kwargs["address"] = self.address
+        else:
+            # logical CPUs for Ray's scheduler: enough for the largest layout (split: front + asr + back)
+            need = self.workers * self._cpu_per_actor() + (2 * self.workers if self.options.split is not False else 0)
+            kwargs.update(include_dashboard=False, num_cpus=max(os.cpu_count() or 1, need))
+        try:
+            ray.init(**kwargs)
+        except Exception as exc:
+            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
+            raise SetupError(f"cannot start {where} ({exc.__class__.__name__}: {exc}); check RAY_ADDRESS / "
+                             "`ray status`, or use --engine local") from None
+        return True
+
+    def _plan(self, ray) -> list[_Pool]:
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        device = self.cfg.asr.device
+        if device == "cuda" and gpus == 0:
+            raise SetupError("asr.device=cuda but the Ray cluster has no GPUs; add GPU nodes or set asr.device=cpu")
+        asr_gpu = gpus > 0 and device in ("cuda", "auto")
+        split = asr_gpu if self.options.split is None else self.options.split
+        env = self._actor_env()
+        cpu = {"num_cpus": self._cpu_per_actor(), "runtime_env": {"env_vars": env}}
+        if not split:
+            self.layout = f"fused x{self.workers}" + (" (gpu)" if asr_gpu else "")
+            opts = dict(cpu, num_gpus=1) if asr_gpu else cpu
+            n = min(self.workers, gpus) if asr_gpu else self.workers
+            return [_Pool("pipeline", None, opts, n)]
+        if asr_gpu:
+            asr_opts, n_asr = {"num_cpus": 1, "num_gpus": 1, "runtime_env": {"env_vars": env}}, min(self.workers, gpus)
+        else:
+            asr_opts, n_asr = cpu, self.workers
+        light = {"num_cpus": 1, "runtime_env": {"env_vars": env}}
+        self.layout = f"split: front x{self.workers}, asr x{n_asr}{' (gpu)' if asr_gpu else ''}, back x{self.workers}"
+        return [_Pool("front", FRONT_STAGES, light, self.workers), _Pool("asr", ASR_STAGES, asr_opts, n_asr),
+                _Pool("back", None, light, self.workers)]
+
+    def _actor_env(self) -> dict:
+        """Environment for the actors: the driver's models folder when it is the same machine (local Ray)
+        or set explicitly; on a remote cluster the nodes' own ``QC_PIPELINE_MODELS_DIR`` / ./models apply."""
+        from qc_pipeline.models import MODELS_DIR_ENV, models_dir
+
+        if self.address and not os.environ.get(MODELS_DIR_ENV):
+            return {}
+        return {MODELS_DIR_ENV: str(models_dir())}
+
+    def _new_actor(self, ray, pools: list[_Pool], k: int):
+        pool = pools[k]
+        names = pool.names
+        if pool.name == "back":  # everything not in the front or ASR pools, in stage-list order
+            names = tuple(s.name for s in self.options.build(self.cfg) if s.name not in FRONT_STAGES + ASR_STAGES)
+        cls = ray.remote(StageActor).options(max_restarts=0, max_task_retries=0, **pool.options)
+        return cls.remote(self.cfg, names, k == 0, k == len(pools) - 1, self.options.build, os.getcwd())
+
+    def _check_resources(self, ray, pools: list[_Pool]) -> None:
+        """Actors that can never be placed would wait forever: refuse the layout up front."""
+        have = ray.cluster_resources()
+        for res, key in (("CPU", "num_cpus"), ("GPU", "num_gpus")):
+            need = sum(p.size * p.options.get(key, 0) for p in pools)
+            if need > have.get(res, 0):
+                msg = (f"the Ray layout ({self.layout}) needs {need:g} {res} but the cluster has "
+                       f"{have.get(res, 0):g}; lower --workers or asr.cpu_threads, or add nodes")
+                if not self.address:
+                    raise SetupError(msg)
+                log.warning("%s (waiting for the autoscaler, if any)", msg)
+
+    def _start(self, ray, pools: list[_Pool]) -> None:
+        self._check_resources(ray, pools)
+        for k, pool in enumerate(pools):
+            pool.actors = [self._new_actor(ray, pools, k) for _ in range(pool.size)]
+            pool.load = [0] * pool.size
+        try:
+            errors = ray.get([a.ready.remote() for p in pools for a in p.actors], timeout=self.options.start_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise SetupError(f"Ray workers did not start within {self.options.start_timeout_s:g} s (layout "
+                             f"{self.layout}); check `ray status` for free resources, or lower --workers") from None
+        except ray.exceptions.RayError as exc:
+            raise SetupError(f"a Ray worker died while loading the models ({exc.__class__.__name__}); check "
+                             "memory per node and the worker logs under /tmp/ray/session_latest/logs") from None
+        problem = next((e for e in errors if e), None)
+        if problem:
+            raise SetupError(f"a Ray worker could not set up the stage list: {problem}")
+        log.info("ray layout: %s", self.layout)
+
+    def _collect_peaks(self, ray, pools: list[_Pool]) -> None:
+        for pool in pools:
+            refs = [a.peak_rss_mib.remote() for a in pool.actors]
+            for ref in refs:
+                try:
+                    pid, mib = ray.get(ref, timeout=30)
+                except Exception:  # a dead actor has no peak to report
+                    continue
+                if mib is not None:
+                    pool.peaks[pid] = max(mib, pool.peaks.get(pid, 0.0))
+            self.worker_peaks_mib[pool.name] = sorted(pool.peaks.values(), reverse=True)
+
+    # -- the run ----------------------------------------------------------------------------
+    def run(self, sources: Iterable[CallSource], on_result: Callable[[CallRecord], None],
+            total: Optional[int] = None) -> None:
+        from tqdm import tqdm
+
+        ray = _import_ray()
+        owns = self._init_ray(ray)
+        pools: list[_Pool] = []
+        bar = tqdm(total=total, unit="call", disable=not self.cfg.run.progress, dynamic_ncols=True)
+        try:
+            pools = self._plan(ray)
+            self._start(ray, pools)
+            self._loop(ray, pools, iter(sources), on_result, bar)
+            self._collect_peaks(ray, pools)
+        finally:
+            bar.close()
+            for pool in pools:
+                for actor in pool.actors:
+                    try:
+                        ray.kill(actor, no_restart=True)
+                    except Exception as exc:  # never mask the run's own error
+                        log.debug("could not stop a ray worker: %s", exc)
+            if owns:
+                ray.shutdown()
+
+    def _submit(self, ray, pools: list[_Pool], job: _Job, k: int, item) -> Any:
+        pool = pools[k]
+        idx = min(range(len(pool.actors)), key=pool.load.__getitem__)
+        pool.load[idx] += 1
+        job.pool, job.actor, job.handle = k, idx, pool.actors[idx]
+        self._seq += 1
+        job.seq = self._seq
+        ok_ref, job.record_ref = job.handle.run.options(num_returns=2).remote(item)
+        return ok_ref
+
+    def _replace_dead(self, ray, pools: list[_Pool], job: _Job) -> None:
+        pool = pools[job.pool]
+        if pool.actors[job.actor] is not job.handle:
+            return  # already replaced on behalf of another call that was queued on it
+        ray.kill(job.handle, no_restart=True)
+        pool.actors[job.actor] = self._new_actor(ray, pools, job.pool)
+        pool.load[job.actor] = 0
+        log.warning("ray worker %d of pool %s died; started a replacement", job.actor, pool.name)
+
+    @staticmethod
+    def _running_seq(ray, in_flight: dict, job: _Job) -> int:
+        """The call a dead actor was running: its oldest call that did not finish (actors run in order)."""
+        seqs = [job.seq]
+        for ref, other in in_flight.items():
+            if other.handle is not job.handle:
+                continue
+            if ray.wait([ref], timeout=0)[0]:
+                try:
+                    ray.get(ref)
+                    continue  # finished before the death; not processed by the loop yet
+                except Exception:
+                    pass
+            seqs.append(other.seq)
+        return min(seqs)
+
+    def _loop(self, ray, pools: list[_Pool], it, on_result, bar) -> None:
+        from ray.exceptions import ObjectLostError, RayActorError, WorkerCrashedError
+
+        window = sum(p.size for p in pools) * self.options.in_flight_per_actor
+        in_flight: dict[Any, _Job] = {}
+        retry: list[_Job] = []
+        # id(dead actor handle) -> (handle, seq of the call it was running when it died)
+        dead: dict[int, tuple[Any, int]] = {}
+        last = len(pools) - 1
+
+        def finish(rec: CallRecord) -> None:
+            on_result(rec)
+            bar.update(1)
+
+        while True:
+            while len(in_flight) < window:
+                job = retry.pop() if retry else None
+                if job is None:
+                    src = next(it, None)
+                    if src is None:
+                        break
+                    job = _Job(src, 0, 0, None, 1)
+                in_flight[self._submit(ray, pools, job, 0, job.source)] = job
+            if not in_flight:
+                break
+            (ref,), _ = ray.wait(list(in_flight), num_returns=1)
+            job = in_flight.pop(ref)
+            pools[job.pool].load[job.actor] = max(0, pools[job.pool].load[job.actor] - 1)
+            try:
+                ok = ray.get(ref)
+                if ok and job.pool < last:  # forward the record reference; the driver never fetches audio
+                    in_flight[self._submit(ray, pools, job, job.pool + 1, job.record_ref)] = job
+                    continue
+                finish(ray.get(job.record_ref))
+            except (RayActorError, WorkerCrashedError, ObjectLostError) as exc:
+                self._replace_dead(ray, pools, job)
+                if id(job.handle) not in dead:
+                    dead[id(job.handle)] = (job.handle, self._running_seq(ray, in_flight, job))
+                # only the running call is charged an attempt; calls merely queued behind it just go again
+                charged = dead[id(job.handle)][1] == job.seq
+                if not charged or job.attempt < self.options.max_attempts:
+                    log.warning("call %s: ray worker died (%s); resubmitting", job.source.call_id,
+                                exc.__class__.__name__)
+                    retry.append(_Job(job.source, 0, 0, None, job.attempt + charged))
+                else:
+                    finish(CallRecord(source=job.source).failed(
+                        Reason.WORKER_CRASHED, f"ray worker died {job.attempt} times while processing this call "
+                                               f"(killed or out of memory; last: {exc.__class__.__name__})"))
+            except ray.exceptions.RayTaskError as exc:  # an exception escaped the actor method
+                finish(CallRecord(source=job.source).failed(
+                    Reason.INTERNAL_ERROR, f"ray task failed: {str(exc.cause or exc)[:500]}"))
+
+
+__all__ = ["RayExecutor", "RayOptions", "StageActor", "vm_hwm_mib", "INSTALL_HINT"]

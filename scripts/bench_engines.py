@@ -1,0 +1,173 @@
+"""Engines side by side on the same audio, in one run: bare faster-whisper, local 1 worker, local N
+workers, Ray N workers (and optionally Ray split layout).
+
+For each: wall time, RTF (wall / call audio s), throughput (audio hours per hour), per-stage RTF
+(summed stage seconds / audio s, from the run summary), ratio to bare, ray/local overhead and peak
+RSS per worker (local workers: VmHWM of the spawned children, polled from /proc; Ray actors report
+their own VmHWM).  Wall times include worker start-up and model loading (what a nightly run pays).
+
+Bare faster-whisper uses the AsrStage's model and decoding options over each whole channel, with
+faster-whisper's own VAD standing in for the segment stage.
+
+Default inputs: samples/calls/manifest.csv and ../shared/data/synthetic_calls (if present);
+``--copies`` symlinks each audio file under distinct names for a longer run.  Run on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_pipeline import WorkerPeaks, fmt, phase, rtf  # noqa: E402  (same folder: /proc helpers)
+
+from qc_pipeline.audio import load_audio  # noqa: E402
+from qc_pipeline.config import PipelineConfig, load_config  # noqa: E402
+from qc_pipeline.executor import LocalExecutor, RunStats, run_batch  # noqa: E402
+from qc_pipeline.inputs import discover  # noqa: E402
+
+log = logging.getLogger("bench_engines")
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_INPUTS = (REPO / "samples/calls/manifest.csv", REPO.parent / "shared/data/synthetic_calls")
+
+
+def audio_paths(inputs: list[str]) -> list[str]:
+    return [s.path for s in discover(inputs)[0] if s.kind == "audio" and s.path and s.input_error is None]
+
+
+def copy_inputs(tmp: Path, paths: list[str], copies: int) -> list[str]:
+    """``copies`` symlinks of every audio file under distinct names (distinct call_ids)."""
+    (folder := tmp / "in").mkdir()
+    for i, p in enumerate(paths):
+        for c in range(copies):
+            (folder / f"{i:03d}_{Path(p).stem}_{c:02d}{Path(p).suffix}").symlink_to(Path(p).resolve())
+    return [str(folder)]
+
+
+def bench_bare(paths: list[str], cfg: PipelineConfig) -> dict:
+    """Sequential decode + WhisperModel.transcribe per channel, AsrStage options; model load timed apart."""
+    from faster_whisper import WhisperModel
+
+    from qc_pipeline.models import resolve_asr_model
+    from qc_pipeline.stages.asr import pick_device
+
+    a = cfg.asr
+    device, compute_type = pick_device(a.device, a.compute_type)
+    t0 = time.perf_counter()
+    model = WhisperModel(str(resolve_asr_model(a.model).path), device=device, compute_type=compute_type,
+                         cpu_threads=a.cpu_threads, local_files_only=True)
+    load_s = time.perf_counter() - t0
+    audio_s = decode_s = asr_s = 0.0
+    for path in paths:
+        t0 = time.perf_counter()
+        audio, info = load_audio(path)
+        decode_s += time.perf_counter() - t0
+        audio_s += info.duration_s
+        for ch in range(audio.shape[0]):
+            t0 = time.perf_counter()
+            segments, _ = model.transcribe(
+                audio[ch], language=None if a.language == "auto" else a.language, beam_size=a.beam_size,
+                hotwords=a.hotwords or None, condition_on_previous_text=False, word_timestamps=True,
+                vad_filter=True, temperature=list(a.temperatures), repetition_penalty=a.repetition_penalty,
+                no_repeat_ngram_size=a.no_repeat_ngram_size)
+            for _ in segments:  # the generator does the decoding
+                pass
+            asr_s += time.perf_counter() - t0
+    wall = decode_s + asr_s
+    return {"model_load_s": load_s, "decode_s": decode_s, "asr_s": asr_s, "wall_s": wall, "audio_s": audio_s,
+            "rtf": rtf(wall, audio_s), "stage_rtf": {"decode": rtf(decode_s, audio_s), "asr": rtf(asr_s, audio_s)}}
+
+
+def run_engine(inputs: list[str], out: Path, cfg: PipelineConfig, engine: str, workers: int,
+               split: Optional[bool] = None) -> tuple[RunStats, list[float]]:
+    """One engine run; returns its stats and the peak RSS (MiB) of each of its workers."""
+    if engine == "local":
+        monitor = WorkerPeaks() if workers > 1 else None
+        stats = run_batch(inputs, str(out), cfg, executor=LocalExecutor(cfg, workers))
+        return stats, monitor.stop() if monitor else []
+    from qc_pipeline.executor_ray import RayExecutor, RayOptions
+
+    ex = RayExecutor(cfg, workers, options=RayOptions(split=split))
+    stats = run_batch(inputs, str(out), cfg, executor=ex)
+    log.info("ray layout: %s; worker peaks %s", ex.layout, ex.worker_peaks_mib)
+    return stats, [v for peaks in ex.worker_peaks_mib.values() for v in peaks]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--inputs", nargs="+", help="audio files/folders/manifests (default: sample calls + "
+                                                "../shared/data/synthetic_calls)")
+    ap.add_argument("--copies", type=int, default=1, help="symlinked copies of each audio file (default 1)")
+    ap.add_argument("--limit", type=int, help="use only the first N audio files (smoke runs)")
+    ap.add_argument("--workers", type=int, default=2, help="workers for the parallel runs (default 2)")
+    ap.add_argument("--ray-split", action="store_true", help="also run Ray with the split (front/asr/back) layout")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    args = ap.parse_args()
+    if args.workers < 2:
+        ap.error("--workers must be at least 2 (1 worker is always measured)")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)
+
+    cfg = load_config(None, ("run.progress=false", *args.set))
+    inputs = args.inputs or [str(p) for p in DEFAULT_INPUTS if p.exists()]
+    paths = audio_paths(inputs)[: args.limit]
+    if not paths:
+        raise SystemExit(f"no readable audio under {inputs}")
+    tmp, w = Path(tempfile.mkdtemp(prefix="qc-bench-engines-")), args.workers
+    inputs = copy_inputs(tmp, paths, args.copies)
+    paths = audio_paths(inputs)
+    log.info("%d audio calls; scratch folder %s", len(paths), tmp)
+
+    bare, rss_bare, busy_bare = phase("bare faster-whisper", bench_bare, paths, cfg)
+    runs = [("local", 1, None), ("local", w, None), ("ray", w, False)]
+    runs += [("ray", w, True)] if args.ray_split else []
+    rows = [{"mode": "bare faster-whisper", "wall_s": bare["wall_s"], "rtf": bare["rtf"],
+             "stage_rtf": bare["stage_rtf"], "peak_rss_mib": [rss_bare], "other_cores": busy_bare,
+             "ok": len(paths), "failed": {}}]
+    for i, (engine, n, split) in enumerate(runs):
+        name = f"{engine} {n} worker{'s' * (n > 1)}" + (" (split)" if split else "")
+        (stats, peaks), rss_main, busy = phase(name, run_engine, inputs, tmp / f"out{i}", cfg, engine, n, split)
+        rows.append({"mode": name, "wall_s": stats.wall_s, "rtf": stats.rtf, "ok": stats.ok,
+                     "failed": dict(stats.failed),
+                     "stage_rtf": {k: rtf(v, stats.audio_s) for k, v in stats.stage_s.items()},
+                     "peak_rss_mib": peaks or [rss_main], "main_rss_mib": rss_main, "other_cores": busy})
+    audio_s = bare["audio_s"]
+    for r in rows:
+        r["audio_h_per_h"] = 1 / r["rtf"] if r["rtf"] else None
+        r["rtf_vs_bare"] = r["rtf"] / bare["rtf"] if r["rtf"] and bare["rtf"] else None
+    by = {r["mode"]: r for r in rows}
+    local_1, local_n, ray_n = by["local 1 worker"], by.get(f"local {w} workers"), by.get(f"ray {w} workers")
+    ratios = {
+        f"local_{w}_over_1_throughput": (local_1["rtf"] / local_n["rtf"]) if local_n and local_n["rtf"] else None,
+        f"ray_over_local_{w}_wall": (ray_n["wall_s"] / local_n["wall_s"]) if ray_n and local_n else None,
+    }
+
+    stages = sorted({k for r in rows for k in r["stage_rtf"]})
+    print(f"\n{len(paths)} calls, {audio_s:.1f} s call audio; bare model load {bare['model_load_s']:.2f} s "
+          "(not in its wall); engine walls include worker start-up and model loads\n")
+    print(f"{'mode':<24}{'wall s':>8}{'RTF':>8}{'audio h/h':>10}{'x bare':>8}"
+          + "".join(f"{s[:7]:>8}" for s in stages) + "  peak RSS MiB per worker")
+    for r in rows:
+        print(f"{r['mode']:<24}{r['wall_s']:>8.2f}{fmt(r['rtf']):>8}{fmt(r['audio_h_per_h'], '.1f'):>10}"
+              f"{fmt(r['rtf_vs_bare'], '.2f'):>8}" + "".join(f"{fmt(r['stage_rtf'].get(s)):>8}" for s in stages)
+              + "  " + ", ".join(f"{v:.0f}" for v in r["peak_rss_mib"] if v is not None))
+    print("\nper-stage columns: stage seconds summed over workers / audio s (CPU-time-like; bare: decode, asr)")
+    print(", ".join(f"{k} = {fmt(v, '.3f')}" for k, v in ratios.items()))
+    print("CPU cores used by other processes: " + ", ".join(f"{r['mode']} {r['other_cores']:.2f}" for r in rows)
+          + " (above ~0.1 means contended timings)")
+    bad = {r["mode"]: r["failed"] for r in rows if r["failed"]}
+    if bad:
+        print(f"FAILED calls: {bad}")
+    res = {"calls": len(paths), "audio_s": audio_s, "workers": w, "bare": bare, "rows": rows, "ratios": ratios,
+           "scratch": str(tmp)}
+    print(json.dumps(json.loads(json.dumps(res), parse_float=lambda x: round(float(x), 4)), ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

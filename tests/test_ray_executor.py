@@ -1,0 +1,197 @@
+"""The Ray engine on a local Ray: same Parquet content as the local engine, resume across engines,
+error rows for bad inputs and for dead workers, and ``qc-pipeline run --engine ray``."""
+
+import functools
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from qc_pipeline.config import load_config
+from qc_pipeline.errors import SetupError
+from qc_pipeline.executor import run_batch
+from qc_pipeline.pipeline import build_stages
+from qc_pipeline.records import CallRecord
+from qc_pipeline.stages.base import Stage
+from qc_pipeline.writer import read_table
+
+CFG = load_config(overrides=("run.progress=false",))
+# Columns that legitimately differ between two runs of the same inputs.
+VOLATILE = {"run_id", "processed_at", "stage_seconds"}
+SORT_KEYS = {"sessions": ("call_id",), "utterances": ("call_id", "turn_index"), "scores": ("call_id",),
+             "item_results": ("call_id", "item_id")}
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One local Ray for the module (start-up is ~5-10 s); executors reuse it and leave it running."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+def content(out) -> dict:
+    tables = {}
+    for name, keys in SORT_KEYS.items():
+        rows = [{k: v for k, v in r.items() if k not in VOLATILE} for r in read_table(out, name).to_pylist()]
+        tables[name] = sorted(rows, key=lambda r: tuple(str(r[k]) for k in keys))
+    return tables
+
+
+def ray_executor(workers=2, **options):
+    from qc_pipeline.executor_ray import RayExecutor, RayOptions
+
+    return RayExecutor(CFG, workers, options=RayOptions(**options))
+
+
+@pytest.fixture(scope="module")
+def mixed_inputs(tmp_path_factory, samples):
+    """Chat sessions plus bad rows: a text file named .wav, a manifest row with a missing file / no path."""
+    inp = tmp_path_factory.mktemp("mixed")
+    shutil.copy(samples / "chats" / "jddc_3.jsonl", inp / "chats.jsonl")
+    (inp / "notes.wav").write_text("not audio at all\n" * 100, encoding="utf-8")
+    (inp / "manifest.csv").write_text("call_id,path\nmissing-001,does_not_exist.wav\nno-path-002,\n", "utf-8")
+    return [str(inp / "chats.jsonl"), str(inp / "notes.wav"), str(inp / "manifest.csv")]
+
+
+@pytest.fixture(scope="module")
+def local_mixed(tmp_path_factory, mixed_inputs, whisper_base):
+    out = tmp_path_factory.mktemp("local_mixed")
+    stats = run_batch(mixed_inputs, str(out), CFG, workers=1)
+    return out, stats
+
+
+# -- no model needed -----------------------------------------------------------------------------
+def test_missing_ray_is_a_setup_error(monkeypatch):
+    from qc_pipeline.executor import make_executor
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(SetupError, match=r"pip install 'qc-pipeline\[ray\]'"):
+        make_executor("ray", CFG, 2)
+
+
+def test_unknown_engine_is_a_setup_error(tmp_path):
+    with pytest.raises(SetupError, match="unknown engine 'spark'; use one of: local, ray"):
+        run_batch([], str(tmp_path), CFG, engine="spark")
+
+
+# -- local Ray ---------------------------------------------------------------------------------------
+@pytest.mark.model
+@pytest.mark.parametrize("split", [None, True], ids=["engine-ray", "split-1"])
+def test_ray_matches_local_on_chats_and_bad_inputs(ray_session, tmp_path, mixed_inputs, local_mixed, split):
+    local_out, local_stats = local_mixed
+    if split:  # chats and input errors pass through the front/asr pools untouched
+        stats = run_batch(mixed_inputs, str(tmp_path), CFG, executor=ray_executor(1, split=True))
+    else:
+        stats = run_batch(mixed_inputs, str(tmp_path), CFG, engine="ray", workers=2)
+    assert (stats.ok, stats.chat_sessions, dict(stats.failed)) == (3, 3, dict(local_stats.failed))
+    assert dict(stats.failed) == {"not_audio": 1, "file_not_found": 1, "bad_manifest_row": 1}
+    got, want = content(tmp_path), content(local_out)
+    assert got == want
+    bad = {r["call_id"]: r["error_reason"] for r in got["sessions"] if r["status"] == "failed"}
+    assert bad == {"notes": "not_audio", "missing-001": "file_not_found", "no-path-002": "bad_manifest_row"}
+    assert len(got["scores"]) == 3 and len(got["utterances"]) > 10
+
+
+def test_layout_that_cannot_be_placed_is_a_setup_error(ray_session):
+    ex = ray_executor(8, split=False)  # 8 one-CPU actors on a 4-CPU local Ray would wait forever
+    with pytest.raises(SetupError, match="needs 8 CPU but the cluster has 4; lower --workers"):
+        ex.run(iter([]), lambda rec: None)
+
+
+@pytest.mark.model
+def test_resume_across_engines(ray_session, tmp_path, samples, whisper_base):
+    chats = (samples / "chats" / "jddc_3.jsonl").read_text("utf-8").splitlines()
+    part = tmp_path / "part.jsonl"
+    part.write_text(chats[0] + "\n", "utf-8")
+    out = tmp_path / "out"
+    first = run_batch([str(part)], str(out), CFG, engine="local", workers=1)
+    assert first.ok == 1
+    second = run_batch([str(samples / "chats" / "jddc_3.jsonl")], str(out), CFG, engine="ray", workers=2)
+    assert (second.skipped_done, second.ok) == (1, 2)
+    third = run_batch([str(samples / "chats" / "jddc_3.jsonl")], str(out), CFG, engine="ray", workers=2)
+    assert (third.skipped_done, third.ok) == (3, 0)
+    ids = read_table(out, "sessions").column("call_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 3
+    score_ids = read_table(out, "scores").column("call_id").to_pylist()
+    assert sorted(score_ids) == sorted(ids)
+
+
+class CrashStage(Stage):
+    """Kills its worker process on chosen calls: ``always`` every time, ``once`` on the first try only."""
+
+    name = "crash"
+    kinds = ("chat",)
+
+    def __init__(self, always: str, once: str, marker_dir: str) -> None:
+        self.always, self.once, self.marker = always, once, Path(marker_dir) / "crashed-once"
+
+    def process(self, record: CallRecord) -> CallRecord:
+        if record.call_id == self.always:
+            os._exit(1)
+        if record.call_id == self.once and not self.marker.exists():
+            self.marker.touch()
+            os._exit(1)
+        return record
+
+
+def build_with_crash(cfg, *, always, once, marker_dir):
+    return build_stages(cfg) + [CrashStage(always, once, marker_dir)]
+
+
+@pytest.mark.model
+def test_dead_worker_is_resubmitted_once_then_an_error_row(ray_session, tmp_path, samples, whisper_base):
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # tests/ is not importable in workers
+    ids = [json.loads(line)["dialogue_id"] for line in (samples / "chats" / "jddc_3.jsonl").read_text("utf-8")
+           .splitlines()]
+    build = functools.partial(build_with_crash, always=ids[0], once=ids[1], marker_dir=str(tmp_path))
+    stats = run_batch([str(samples / "chats" / "jddc_3.jsonl")], str(tmp_path / "out"), CFG,
+                      executor=ray_executor(2, build=build))
+    rows = {r["call_id"]: r for r in read_table(tmp_path / "out", "sessions").to_pylist()}
+    assert len(rows) == 3 and (tmp_path / "crashed-once").exists()
+    assert rows[ids[0]]["status"] == "failed" and rows[ids[0]]["error_reason"] == "worker_crashed"
+    assert "worker died 2 times" in rows[ids[0]]["error_detail"]
+    assert rows[ids[1]]["status"] == rows[ids[2]]["status"] == "ok"
+    assert (stats.ok, dict(stats.failed)) == (2, {"worker_crashed": 1})
+
+
+@pytest.mark.model
+def test_cli_engine_ray(ray_session, tmp_path, samples, whisper_base):
+    from qc_pipeline.cli import main
+
+    out = tmp_path / "out"
+    rc = main(["run", str(samples / "chats" / "jddc_3.jsonl"), "--out", str(out), "--engine", "ray",
+               "--workers", "2", "--no-progress"])
+    assert rc == 0
+    summary = json.loads((out / "_runs" / "last_summary.json").read_text("utf-8"))
+    assert (summary["ok"], summary["chat_sessions"], summary["scored_sessions"]) == (3, 3, 3)
+
+
+@pytest.fixture(scope="module")
+def local_calls(tmp_path_factory, samples, whisper_base):
+    out = tmp_path_factory.mktemp("local_calls")
+    stats = run_batch([str(samples / "calls" / "manifest.csv")], str(out), CFG, workers=1)
+    assert stats.ok == 2
+    return out
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("workers,split", [(2, False), (1, True)], ids=["fused-2", "split-1"])
+def test_ray_matches_local_on_audio(ray_session, tmp_path, samples, local_calls, workers, split):
+    ex = ray_executor(workers, split=split)
+    stats = run_batch([str(samples / "calls" / "manifest.csv")], str(tmp_path), CFG, executor=ex)
+    assert stats.ok == 2 and stats.audio_s > 100
+    assert ex.layout.startswith("split" if split else "fused")
+    assert set(ex.worker_peaks_mib) == ({"front", "asr", "back"} if split else {"pipeline"})
+    assert all(v > 50 for peaks in ex.worker_peaks_mib.values() for v in peaks)
+    got, want = content(tmp_path), content(local_calls)
+    assert [r["text"] for r in got["utterances"]] == [r["text"] for r in want["utterances"]]
+    assert got == want
+    stage_names = {k for k, _ in stats.stage_s.items()}
+    assert {"decode", "segment", "asr", "roles", "score"} <= stage_names
