@@ -50,9 +50,10 @@ def copy_inputs(tmp: Path, paths: list[str], copies: int) -> list[str]:
     return [str(folder)]
 
 
-def bench_bare(paths: list[str], cfg: PipelineConfig) -> dict:
-    """Sequential decode + WhisperModel.transcribe per channel, AsrStage options; model load timed apart."""
-    from faster_whisper import WhisperModel
+def bench_bare(paths: list[str], cfg: PipelineConfig, batch_size: int = 0) -> dict:
+    """Sequential decode + WhisperModel.transcribe per channel, AsrStage options; model load timed apart.
+    ``batch_size`` > 0: faster-whisper's own BatchedInferencePipeline (its VAD chunks, batched) instead."""
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     from qc_pipeline.models import resolve_asr_model
     from qc_pipeline.stages.asr import pick_device
@@ -63,6 +64,7 @@ def bench_bare(paths: list[str], cfg: PipelineConfig) -> dict:
     model = WhisperModel(str(resolve_asr_model(a.model).path), device=device, compute_type=compute_type,
                          cpu_threads=a.cpu_threads, local_files_only=True)
     load_s = time.perf_counter() - t0
+    batched = BatchedInferencePipeline(model) if batch_size > 0 else None
     audio_s = decode_s = asr_s = 0.0
     for path in paths:
         t0 = time.perf_counter()
@@ -71,11 +73,15 @@ def bench_bare(paths: list[str], cfg: PipelineConfig) -> dict:
         audio_s += info.duration_s
         for ch in range(audio.shape[0]):
             t0 = time.perf_counter()
-            segments, _ = model.transcribe(
-                audio[ch], language=None if a.language == "auto" else a.language, beam_size=a.beam_size,
-                hotwords=a.hotwords or None, condition_on_previous_text=False, word_timestamps=True,
-                vad_filter=True, temperature=list(a.temperatures), repetition_penalty=a.repetition_penalty,
-                no_repeat_ngram_size=a.no_repeat_ngram_size)
+            opts = dict(language=None if a.language == "auto" else a.language, beam_size=a.beam_size,
+                        hotwords=a.hotwords or None, word_timestamps=True, vad_filter=True,
+                        repetition_penalty=a.repetition_penalty, no_repeat_ngram_size=a.no_repeat_ngram_size)
+            if batched is not None:
+                segments, _ = batched.transcribe(audio[ch], batch_size=batch_size, temperature=a.temperatures[0],
+                                                 **opts)
+            else:
+                segments, _ = model.transcribe(audio[ch], condition_on_previous_text=False,
+                                               temperature=list(a.temperatures), **opts)
             for _ in segments:  # the generator does the decoding
                 pass
             asr_s += time.perf_counter() - t0
@@ -108,6 +114,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="workers for the parallel runs (default 2)")
     ap.add_argument("--ray-split", action="store_true", help="also run Ray with the split (front/asr/back) layout")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    ap.add_argument("--batch-size", type=int, default=8,
+                    help="also run bare faster-whisper batched and the pipeline with asr.batch_size=N (0 = skip)")
     args = ap.parse_args()
     if args.workers < 2:
         ap.error("--workers must be at least 2 (1 worker is always measured)")
@@ -125,14 +133,23 @@ def main() -> None:
     log.info("%d audio calls; scratch folder %s", len(paths), tmp)
 
     bare, rss_bare, busy_bare = phase("bare faster-whisper", bench_bare, paths, cfg)
-    runs = [("local", 1, None), ("local", w, None), ("ray", w, False)]
-    runs += [("ray", w, True)] if args.ray_split else []
+    runs = [("local", 1, None, cfg), ("local", w, None, cfg), ("ray", w, False, cfg)]
+    runs += [("ray", w, True, cfg)] if args.ray_split else []
     rows = [{"mode": "bare faster-whisper", "wall_s": bare["wall_s"], "rtf": bare["rtf"],
              "stage_rtf": bare["stage_rtf"], "peak_rss_mib": [rss_bare], "other_cores": busy_bare,
              "ok": len(paths), "failed": {}}]
-    for i, (engine, n, split) in enumerate(runs):
-        name = f"{engine} {n} worker{'s' * (n > 1)}" + (" (split)" if split else "")
-        (stats, peaks), rss_main, busy = phase(name, run_engine, inputs, tmp / f"out{i}", cfg, engine, n, split)
+    if args.batch_size > 0:
+        bb, rss_bb, busy_bb = phase("bare batched", bench_bare, paths, cfg, args.batch_size)
+        rows.append({"mode": f"bare batched (b={args.batch_size})", "wall_s": bb["wall_s"], "rtf": bb["rtf"],
+                     "stage_rtf": bb["stage_rtf"], "peak_rss_mib": [rss_bb], "other_cores": busy_bb,
+                     "ok": len(paths), "failed": {}})
+        runs.insert(1, ("local", 1, "batched", load_config(None, ("run.progress=false", *args.set,
+                                                                   f"asr.batch_size={args.batch_size}"))))
+    for i, (engine, n, split, run_cfg) in enumerate(runs):
+        name = f"{engine} {n} worker{'s' * (n > 1)}" + (" (split)" if split is True else "") \
+            + (f" batched (b={args.batch_size})" if split == "batched" else "")
+        (stats, peaks), rss_main, busy = phase(name, run_engine, inputs, tmp / f"out{i}", run_cfg, engine, n,
+                                               None if split == "batched" else split)
         rows.append({"mode": name, "wall_s": stats.wall_s, "rtf": stats.rtf, "ok": stats.ok,
                      "failed": dict(stats.failed),
                      "stage_rtf": {k: rtf(v, stats.audio_s) for k, v in stats.stage_s.items()},
