@@ -17,6 +17,7 @@ as an error row in ``sessions`` instead of stopping the batch.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
@@ -27,6 +28,7 @@ from typing import Iterator, Optional
 
 from qc_pipeline.errors import Reason, SetupError
 from qc_pipeline.records import KIND_AUDIO, KIND_CHAT, ROLE_AGENT, ROLE_CUSTOMER, CallSource, ChatTurn
+from qc_pipeline.text_safety import utf8_text as _utf8_text
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +162,7 @@ def chat_to_source(obj, fallback_id: str) -> CallSource:
         text = t.get("text")
         if not isinstance(text, str):
             return _bad(call_id, Reason.BAD_CHAT_SESSION, f"turn {i} has no text string", kind=KIND_CHAT)
-        turns.append(ChatTurn(role=role, text=text, start=_seconds(t.get("start")), end=_seconds(t.get("end"))))
+        turns.append(ChatTurn(role=role, text=_utf8_text(text), start=_seconds(t.get("start")), end=_seconds(t.get("end"))))
     meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
     return CallSource(call_id=call_id, kind=KIND_CHAT, path=None,
                       agent_id=_clean(obj.get("agent_id") or meta.get("agent_id")),
@@ -308,6 +310,9 @@ def discover(inputs: list[str]) -> tuple[list[CallSource], int]:
     seen: set[str] = set()
     unique, dups = [], 0
     for s in sources:
+        safe_id = _utf8_text(s.call_id)  # e.g. GBK file names on a Linux mount: the id is what Parquet stores
+        if safe_id != s.call_id:
+            s = dataclasses.replace(s, call_id=safe_id)
         if s.call_id in seen:
             dups += 1
             log.warning("duplicate call_id %r (%s) skipped", s.call_id, s.path or "chat")

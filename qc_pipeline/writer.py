@@ -29,6 +29,7 @@ from qc_pipeline import __version__
 from qc_pipeline.errors import SetupError
 from qc_pipeline.records import ROLE_AGENT, ROLE_CUSTOMER, CallRecord
 from qc_pipeline.schema import SESSIONS, TABLES
+from qc_pipeline.text_safety import utf8_safe
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +204,11 @@ class ResultWriter:
                     part.unlink()
 
     def add(self, rec: CallRecord) -> None:
-        self._rows["sessions"].append(session_row(rec, **self.meta))
-        self._rows["utterances"].extend(utterance_rows(rec, run_id=self.run_id))
+        self._rows["sessions"].append(utf8_safe(session_row(rec, **self.meta)))
+        self._rows["utterances"].extend(utf8_safe(list(utterance_rows(rec, run_id=self.run_id))))
         scores, items = score_rows(rec, run_id=self.run_id)
-        self._rows["scores"].extend(scores)
-        self._rows["item_results"].extend(items)
+        self._rows["scores"].extend(utf8_safe(scores))
+        self._rows["item_results"].extend(utf8_safe(items))
         if len(self._rows["sessions"]) >= self.flush_every:
             self.flush()
 
@@ -241,9 +242,11 @@ class ResultWriter:
             for table in DEPENDENT_TABLES:  # sessions last: it is the commit marker
                 self._write(table, TABLES[table], self._rows[table], name)
             self._write("sessions", SESSIONS, self._rows["sessions"], name)
-        except OSError as exc:
+        except Exception as exc:
             self._failed = True  # close() must not try again and fail a second time
             self._discard(name)
+            if not isinstance(exc, OSError):
+                raise
             raise SetupError(f"cannot write results to {self.root}: {write_failure_hint(exc)}. Calls written "
                              "so far are safe; re-run the same command to resume") from None
         self.written_calls += n_calls

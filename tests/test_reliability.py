@@ -440,3 +440,29 @@ def test_manifest_traps_at_read_time(tmp_path):
     (tmp_path / "bigfield.csv").write_text("path\n" + "x" * 200_000 + "\nok.wav\n", encoding="utf-8")
     sources, _ = discover([str(tmp_path / "bigfield.csv")])
     assert sources[0].input_error[0] == Reason.BAD_MANIFEST_ROW and sources[-1].call_id == "ok"
+
+
+def test_undecodable_names_and_broken_unicode_are_stored_and_resumed(tmp_path):
+    """A GBK file name on a Linux mount and a chat with a lone surrogate (half an emoji) must not abort
+    the flush; the stored ids are stable, so a re-run skips them instead of failing or duplicating."""
+    from qc_pipeline.executor import run_batch
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    gbk_name = "客服通话".encode("gbk") + b".wav"              # not valid UTF-8
+    with open(os.path.join(os.fsencode(inp), gbk_name), "wb"):  # empty: an error row, no model needed
+        pass
+    chat = {"dialogue_id": "half-emoji-\ud83d", "turns": [{"role": "customer", "text": "你好\ud83d"},
+                                                          {"role": "agent", "text": "您好，请问有什么可以帮您"}]}
+    (inp / "chats.jsonl").write_text(json.dumps(chat) + "\n", encoding="utf-8")  # json escapes the surrogate
+    cfg = load_config(overrides=("run.progress=false",))
+    first = run_batch([str(inp)], str(tmp_path / "out"), cfg, workers=1)
+    assert first.ok == 1 and dict(first.failed) == {"empty_file": 1}
+    rows = read_table(tmp_path / "out", "sessions").to_pylist()
+    ids = sorted(r["call_id"] for r in rows)
+    assert len(ids) == 2 and all(i.encode("utf-8") for i in ids)
+    assert any(i.startswith("half-emoji-") for i in ids) and any("\ufffd" in i for i in ids)
+    text = [r["text"] for r in read_table(tmp_path / "out", "utterances").to_pylist()]
+    assert "你好?" in text  # the lone surrogate became a replacement mark; the rest of the turn is kept
+    again = run_batch([str(inp)], str(tmp_path / "out"), cfg, workers=1)
+    assert again.skipped_done == 2 and len(read_table(tmp_path / "out", "sessions")) == 2
