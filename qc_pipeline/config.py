@@ -44,7 +44,7 @@ class VadConfig:
     min_silence_ms: int = _opt(300, ge=0, doc="silence that ends a speech span")
     speech_pad_ms: int = _opt(100, ge=0)
     min_span_s: float = _opt(0.25, ge=0.0, doc="speech spans shorter than this are dropped before ASR")
-    max_span_s: float = _opt(20.0, ge=1.0, doc="long spans are split (at silences when possible)")
+    max_span_s: float = _opt(20.0, ge=1.0, le=30.0, doc="long spans are split (at silences when possible)")
     turn_gap_s: float = _opt(1.5, ge=0.0, doc="same-speaker spans closer than this form one turn")
 
 

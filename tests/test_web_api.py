@@ -87,6 +87,13 @@ def test_login_cookie_flags_and_failures(base):
     status, h, _b = c.request("POST", "/login", form={"csrf": _token(page), "username": "rev",
                                                       "password": "correct-horse-9", "next": "//evil.example/"})
     assert status == 303 and h["location"] == "/queue"  # open redirect refused
+    for nxt in ("/\\evil.example/", "/%0d%0aSet-Cookie:%20x=1", "/\r\nSet-Cookie: x=1", "/\tfoo", "/队列"):
+        c2 = client(base)
+        _s, _h, p2 = c2.get("/login")
+        status, h2, _b = c2.request("POST", "/login", form={"csrf": _token(p2), "username": "rev",
+                                                            "password": "correct-horse-9", "next": nxt})
+        assert status == 303 and h2["location"] in ("/queue", nxt) and "\n" not in h2["location"], nxt
+        assert "x=1" not in h2.get("set-cookie", ""), nxt
     session_cookie = next(v for v in h["set-cookie"].split("\n") if v.startswith("qc_session="))
     assert "HttpOnly" in session_cookie and "SameSite=Strict" in session_cookie and c.cookies["qc_session"]
 
@@ -216,6 +223,9 @@ def test_override_appeal_decision_flow(base):
     assert post(admin, item_id="attitude", action="appeal_decision", new_points=15, comment="x")[0] == 409
     assert post(ag, item_id="attitude", action="appeal", comment="客户先辱骂")[0] == 201
     assert post(ag, item_id="attitude", action="appeal", comment="again")[0] == 409
+    # while the appeal is pending a reviewer cannot quietly close it with a new confirm/override
+    assert post(rev, item_id="attitude", action="confirm")[0] == 409
+    assert post(rev, item_id="attitude", action="override", new_points=6, comment="x")[0] == 409
     assert post(rev, item_id="attitude", action="appeal_decision", new_points=15, comment="x")[0] == 403
     status, r = post(admin, item_id="attitude", action="appeal_decision", new_points=12, comment="申诉部分成立")
     assert status == 201 and r["current"]["attitude"]["points"] == 12

@@ -182,8 +182,9 @@ def test_export_html_audio_clip_fragment(tmp_path):
                                       "rule_id": "g", "role": "agent"},)),))
     _write_html(tmp_path / "p.html", "A1", [s], tmp_path, copy_audio=True)
     page = (tmp_path / "p.html").read_text("utf-8")
-    assert 'src="audio/c_1.wav#t=1.50,6.25"' in page and "您好&lt;x&gt;" in page and "00:01–00:06" in page
-    assert (tmp_path / "audio" / "c_1.wav").read_bytes() == wav.read_bytes()
+    clip = next((tmp_path / "audio").glob("c_1-*.wav"))  # "c/1" sanitised, plus a hash that keeps it unique
+    assert f'src="audio/{clip.name}#t=1.50,6.25"' in page and "您好&lt;x&gt;" in page and "00:01–00:06" in page
+    assert clip.read_bytes() == wav.read_bytes()
 
 
 def test_export_no_match_is_an_error(store, tmp_path):
@@ -244,3 +245,12 @@ def test_report_weeks_include_gaps():
                                                                          "2026-W44"]
     assert _week_range([dt.date(2025, 12, 31), dt.date(2026, 1, 5)]) == ["2026-W01", "2026-W02"]
     assert _week_range([]) == []
+
+
+def test_spreadsheet_cells_never_run_as_formulas_and_names_stay_apart():
+    from qc_pipeline.web.export import _cell, _safe_name
+
+    assert _cell('=HYPERLINK("http://evil","点我")') == '\'=HYPERLINK("http://evil","点我")'
+    assert [_cell(v) for v in ("+1", "-2", "@x", "好的", 3.5, None)] == ["'+1", "'-2", "'@x", "好的", 3.5, None]
+    assert _safe_name("call_1") == "call_1" and _safe_name("call/1") != _safe_name("call_1")
+    assert _safe_name("call/1").startswith("call_1-")

@@ -159,14 +159,21 @@ class AsrStage(Stage):
                             "--set asr.batch_size=%d to avoid the retries", batch, batch // 2, batch // 2)
                 batch //= 2
         starts = [o / SAMPLE_RATE for o in offsets]
+        # the batched pipeline stamps each segment with its clip's offset in frames (``seek``): exact, where
+        # segment times may run past the clip's end (timestamps are not clamped to the clip)
+        fps = self.model.frames_per_second
+        seeks = [int(t * fps) for t in starts]
         by_clip: dict[int, list] = {}
         for seg in segments:
-            # a segment never spans two clips; its midpoint is safe where its start may round early
-            k = max(0, int(np.searchsorted(starts, (seg.start + seg.end) / 2, side="right")) - 1)
-            shift = starts[k]
-            words = [dataclasses.replace(w, start=w.start - shift, end=w.end - shift) for w in seg.words or ()]
+            k = max(0, int(np.searchsorted(seeks, seg.seek, side="right")) - 1)
+            shift, length = starts[k], len(clips[k]) / SAMPLE_RATE
+
+            def local(t: float) -> float:
+                return min(max(t - shift, 0.0), length)
+
+            words = [dataclasses.replace(w, start=local(w.start), end=local(w.end)) for w in seg.words or ()]
             by_clip.setdefault(k, []).append(
-                dataclasses.replace(seg, start=seg.start - shift, end=seg.end - shift, words=words))
+                dataclasses.replace(seg, start=local(seg.start), end=local(seg.end), words=words))
         out: list[tuple[int, _Piece]] = []
         for k, (ch, window) in enumerate(windows):
             restored = restore_speech_timestamps(by_clip.get(k, []), _chunks(window), SAMPLE_RATE)

@@ -9,6 +9,7 @@ No matching case is an error (:class:`SetupError`), never a silent empty pack.
 from __future__ import annotations
 
 import csv
+import hashlib
 import datetime as dt
 import logging
 import re
@@ -69,7 +70,18 @@ def case_rows(s: SessionView) -> list[dict]:
 
 
 def _safe_name(value: str) -> str:
-    return re.sub(r"[^\w.-]", "_", value)[:80] or "_"
+    """A file-name-safe form of an id; a short hash keeps ids that sanitise alike (``a/1``, ``a_1``) apart."""
+    clean = re.sub(r"[^\w.-]", "_", value)[:64] or "_"
+    if clean == value:
+        return clean
+    return f"{clean}-{hashlib.sha1(value.encode('utf-8', 'replace')).hexdigest()[:8]}"
+
+
+def _cell(value):
+    """Spreadsheet-safe: text starting with = + - @ (or a tab/CR) would run as a formula in Excel; quote it."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -77,7 +89,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         w = csv.writer(fh)
         w.writerow([zh for _k, zh in COLUMNS])
         for r in rows:
-            w.writerow([r[k] if r[k] is not None else "" for k, _zh in COLUMNS])
+            w.writerow([_cell(r[k]) if r[k] is not None else "" for k, _zh in COLUMNS])
 
 
 def _write_xlsx(path: Path, agent: str, sessions: list[SessionView], rows: list[dict]) -> None:
@@ -87,19 +99,19 @@ def _write_xlsx(path: Path, agent: str, sessions: list[SessionView], rows: list[
     wb = Workbook()
     ws = wb.active
     ws.title = "概览"
-    ws.append(["坐席", agent])
+    ws.append(["坐席", _cell(agent)])
     ws.append(["会话数", len(sessions)])
     ws.append(["平均分", round(sum(s.total for s in sessions) / len(sessions), 1)])
     ws.append([])
     ws.append(["会话", "时间", "总分", "等级", "未通过项"])
     for s in sessions:
-        ws.append([s.call_id, s.started_at, s.total, s.grade, "、".join(s.failed_items)])
+        ws.append([_cell(s.call_id), _cell(s.started_at), s.total, s.grade, "、".join(s.failed_items)])
     cases = wb.create_sheet("案例")
     cases.append([zh for _k, zh in COLUMNS])
     for c in cases[1]:
         c.font = Font(bold=True)
     for r in rows:
-        cases.append([r[k] for k, _zh in COLUMNS])
+        cases.append([_cell(r[k]) for k, _zh in COLUMNS])
     widths = {"C": 26, "D": 22, "H": 12, "M": 60, "P": 40}
     for col, wd in widths.items():
         cases.column_dimensions[col].width = wd

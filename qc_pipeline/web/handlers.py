@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 import secrets
 import tempfile
 from pathlib import Path
@@ -35,9 +36,15 @@ class HttpError(Exception):
 
 
 # -- login -------------------------------------------------------------------------------------------
+_LOCAL_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*")
+
+
 def _safe_next(url: str) -> str:
-    parts = urlsplit(url or "/")
-    if parts.scheme or parts.netloc or not url.startswith("/") or url.startswith("//"):
+    """Only a same-site path: no scheme/host, no ``//`` or ``/\\`` (browsers read both as a host), no
+    whitespace, control characters (header injection) or non-ASCII."""
+    url = url or "/"
+    parts = urlsplit(url)
+    if parts.scheme or parts.netloc or not _LOCAL_PATH.fullmatch(url):
         return "/"
     return url
 
@@ -57,7 +64,7 @@ def login_form(h) -> None:
 def login_submit(h) -> None:
     form = h.body()
     given, expected = str(form.get("csrf") or ""), h.cookie(LOGIN_COOKIE) or ""
-    if not given or not expected or not hmac.compare_digest(given, expected):
+    if not given or not expected or not hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode()):
         return _login_page(h, "表单已过期，请重试 (CSRF check failed)", 403)
     name, password = str(form.get("username") or ""), str(form.get("password") or "")
     nxt = str(form.get("next") or "/")
@@ -232,6 +239,8 @@ def _add_review(h, call_id: str) -> int:
         raise HttpError(409, "no pending appeal on this item")
     if action == "appeal" and latest is not None and latest["action"] == "appeal":
         raise HttpError(409, "an appeal on this item is already pending")
+    if action in ("confirm", "override") and latest is not None and latest["action"] == "appeal":
+        raise HttpError(409, "an appeal on this item is pending; only the final decision (admin) may follow")
     return h.app.db.add_review(call_id=call_id, item_id=item.item_id, action=action, machine_points=item.points,
                                new_points=new, comment=comment, user=h.user)
 

@@ -106,6 +106,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     server_version = "qc-review"
     sys_version = ""
     protocol_version = "HTTP/1.1"
+    timeout = 30  # idle keep-alive connections give their thread back
 
     # -- plumbing ------------------------------------------------------------------------------------
     def log_message(self, fmt: str, *args) -> None:  # route http.server's stderr lines to logging
@@ -157,6 +158,13 @@ class RequestHandler(BaseHTTPRequestHandler):
             self.error(exc.status, exc.message, api=route.api if route else parts.path.startswith("/api/"))
         except (BrokenPipeError, ConnectionResetError):
             pass
+        except Exception:  # a bug or e.g. "database is locked": a 500 for the client, a traceback in the log
+            log.exception("%s %s failed", method, parts.path)
+            self.close_connection = True
+            try:
+                self.error(500, "internal error", api=route.api if route else parts.path.startswith("/api/"))
+            except Exception:  # headers may already be out
+                pass
         finally:
             log.debug("%s %s %.1f ms", method, parts.path, 1000 * (time.perf_counter() - t0))
 
@@ -195,7 +203,7 @@ class RequestHandler(BaseHTTPRequestHandler):
 
     def check_csrf(self) -> None:
         given = self.headers.get("X-CSRF-Token") or str(self.body().get("csrf") or "")
-        if not given or not hmac.compare_digest(given, self.csrf):
+        if not given or not hmac.compare_digest(given.encode("utf-8", "replace"), self.csrf.encode()):
             raise HttpError(403, "CSRF token missing or wrong; reload the page")
 
     # -- responses -----------------------------------------------------------------------------------
@@ -212,6 +220,8 @@ class RequestHandler(BaseHTTPRequestHandler):
                          "form-action 'self'; frame-ancestors 'none'")
         for k, v in (extra or {}).items():
             for value in (v if isinstance(v, list) else [v]):
+                if "\r" in value or "\n" in value:  # never let data split a header
+                    raise ValueError(f"refusing a header value with a line break for {k}")
                 self.send_header(k, value)
         self.end_headers()
 
