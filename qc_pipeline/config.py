@@ -123,6 +123,9 @@ class OutputConfig:
 class RunConfig:
     workers: int = _opt(1, ge=0, doc="worker processes; 0 = one per core")
     progress: bool = _opt(True)
+    call_timeout_s: float = _opt(1800.0, ge=0.0,
+                                 doc="a call still running after this is killed and written as call_timeout "
+                                     "(0 = no limit; multi-worker runs only)")
     engine: str = _opt("local", choices=("local", "ray"), doc="local worker processes, or Ray (`ray` extra)")
     ray_address: Optional[str] = _opt(None, doc="Ray cluster address (else $RAY_ADDRESS, else a local Ray)")
 

@@ -28,12 +28,13 @@ class Reason:
     BAD_HEADER = "bad_header"            # header claims far more audio than the file holds (and > max_duration_s)
     INPUT_TOO_LARGE = "input_too_large"  # manifest/chat line or chat session over the reader's limits
     WORKER_CRASHED = "worker_crashed"    # the worker process died (killed, OOM) twice while on this call
+    CALL_TIMEOUT = "call_timeout"        # still running after run.call_timeout_s; its worker was killed
 
     ALL = (
         FILE_NOT_FOUND, EMPTY_FILE, NOT_AUDIO, DECODE_ERROR, NO_AUDIO_STREAM,
         UNSUPPORTED_CHANNELS, TOO_LONG, TOO_SHORT, NO_SPEECH, BAD_MANIFEST_ROW,
         BAD_CHAT_SESSION, PATH_OUTSIDE_ROOT, INTERNAL_ERROR,
-        NOT_A_FILE, BAD_HEADER, INPUT_TOO_LARGE, WORKER_CRASHED,
+        NOT_A_FILE, BAD_HEADER, INPUT_TOO_LARGE, WORKER_CRASHED, CALL_TIMEOUT,
     )
 
 

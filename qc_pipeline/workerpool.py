@@ -4,7 +4,9 @@ Each worker is a spawned process with its own pipe and holds at most one call, s
 worker dies (SIGKILL, the OOM killer, a crash inside a native library) the main process knows
 exactly which call it was on.  The dead worker is replaced and its call is retried; a call
 that was on a worker during ``MAX_CRASHES`` deaths becomes a ``worker_crashed`` error row, so
-one poison file can neither stop the night's batch nor loop forever.
+one poison file can neither stop the night's batch nor loop forever.  A call still running after
+``run.call_timeout_s`` (a decoder livelock on a crafted file, say) has its worker killed and is
+written as ``call_timeout`` without a retry.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Callable, Iterable, Iterator, Optional
@@ -98,6 +101,9 @@ class WorkerPool:
         self._workers: list[_Worker] = []
         self._ready: set[int] = set()                          # pids that finished setup
         self._current: dict[int, CallSource] = {}              # pid -> the call it holds
+        self._since: dict[int, float] = {}                     # pid -> when it got that call (monotonic)
+        self._timed_out: set[int] = set()                      # pids killed for running over the limit
+        self.call_timeout_s = cfg.run.call_timeout_s
         self._crashes: collections.Counter = collections.Counter()  # call_id -> deaths seen
         self._retry: collections.deque = collections.deque()
         self._setup_deaths = 0
@@ -149,6 +155,7 @@ class WorkerPool:
             if source is None:
                 return True
             self._current[pid] = source
+            self._since[pid] = time.monotonic()
             _send(w.conn, source)  # a failed send shows up as a death on the sentinel
         return False
 
@@ -157,7 +164,10 @@ class WorkerPool:
         for w in self._workers:
             handles[w.conn] = w
             handles[w.process.sentinel] = w
-        ready = wait(list(handles))
+        ready = wait(list(handles), timeout=self._wait_timeout())
+        if not ready:
+            self._kill_overdue()
+            return
         seen: set[int] = set()
         for handle in ready:
             w = handles[handle]
@@ -165,6 +175,22 @@ class WorkerPool:
                 continue
             seen.add(w.process.pid)
             self._service(w)
+
+    def _wait_timeout(self) -> Optional[float]:
+        if not self.call_timeout_s or not self._since:
+            return None
+        oldest = min(self._since.values())
+        return max(0.05, oldest + self.call_timeout_s - time.monotonic())
+
+    def _kill_overdue(self) -> None:
+        now = time.monotonic()
+        for w in self._workers:
+            pid = w.process.pid
+            if pid in self._current and now - self._since.get(pid, now) >= self.call_timeout_s:
+                log.warning("call %s still running after %.0f s (run.call_timeout_s); killing worker %d",
+                            self._current[pid].call_id, self.call_timeout_s, pid)
+                self._timed_out.add(pid)
+                w.process.kill()  # its sentinel fires: handled as a death below
 
     def _service(self, w: _Worker) -> None:
         message = None
@@ -183,6 +209,7 @@ class WorkerPool:
             raise SetupError(f"a worker process could not load the pipeline: {payload}")
         else:
             self._current.pop(w.process.pid, None)
+            self._since.pop(w.process.pid, None)
             self.on_result(payload)
 
     def _on_death(self, w: _Worker) -> None:
@@ -190,8 +217,14 @@ class WorkerPool:
         pid, how = w.process.pid, describe_exit(w.process.exitcode)
         w.conn.close()
         source = self._current.pop(pid, None)
+        self._since.pop(pid, None)
         self._ready.discard(pid)
-        if source is None:
+        if pid in self._timed_out and source is not None:
+            self._timed_out.discard(pid)
+            self.on_result(CallRecord(source=source).failed(
+                Reason.CALL_TIMEOUT, f"still running after {self.call_timeout_s:.0f} s (run.call_timeout_s); "
+                "the worker was killed. Check the file, or raise the limit for very long calls"))
+        elif source is None:
             self._on_idle_death(pid, how)
         else:
             self._on_call_death(pid, how, source)

@@ -466,3 +466,37 @@ def test_undecodable_names_and_broken_unicode_are_stored_and_resumed(tmp_path):
     assert "你好?" in text  # the lone surrogate became a replacement mark; the rest of the turn is kept
     again = run_batch([str(inp)], str(tmp_path / "out"), cfg, workers=1)
     assert again.skipped_done == 2 and len(read_table(tmp_path / "out", "sessions")) == 2
+
+
+class HangOnPoison(Stage):
+    """Test stage: a call whose id starts with 'hang' never returns (a decoder livelock, say)."""
+
+    name = "hang"
+    kinds = ("chat",)
+
+    def process(self, record):
+        if record.source.call_id.startswith("hang"):
+            time.sleep(3600)
+        return record
+
+
+def hang_stages(cfg):
+    from qc_pipeline.stages.chat import ChatStage
+
+    return [HangOnPoison(), ChatStage()]
+
+
+def test_a_hung_call_is_killed_after_the_timeout_and_the_rest_finish(caplog):
+    from qc_pipeline.workerpool import WorkerPool
+
+    cfg = load_config(overrides=("run.progress=false", "run.call_timeout_s=3"))
+    sources = [_chat(f"c{i}") for i in range(4)] + [_chat("hang_1")] + [_chat(f"d{i}") for i in range(4)]
+    results = []
+    t0 = time.monotonic()
+    with caplog.at_level("WARNING", logger="qc_pipeline.workerpool"):
+        WorkerPool(cfg, 2, results.append, build=hang_stages).run(sources)
+    assert time.monotonic() - t0 < 60
+    assert collections.Counter(r.call_id for r in results) == collections.Counter(s.call_id for s in sources)
+    bad = [r for r in results if not r.ok]
+    assert [(r.call_id, r.error_reason) for r in bad] == [("hang_1", Reason.CALL_TIMEOUT)]
+    assert any("still running after 3 s" in r.getMessage() for r in caplog.records)
