@@ -123,6 +123,10 @@ class OutputConfig:
 class RunConfig:
     workers: int = _opt(1, ge=0, doc="worker processes; 0 = one per core")
     progress: bool = _opt(True)
+    calls_per_task: int = _opt(0, ge=0, le=64,
+                               doc="calls a worker takes at once; with batched ASR their windows share batches "
+                                   "(keeps a GPU busy on short calls). 0 = auto: 8 when asr.batch_size > 0 "
+                                   "or resolves to GPU batching, else 1")
     call_timeout_s: float = _opt(1800.0, ge=0.0,
                                  doc="a call still running after this is killed and written as call_timeout "
                                      "(0 = no limit; multi-worker runs only)")

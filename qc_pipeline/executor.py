@@ -99,11 +99,43 @@ class RunStats:
         return "\n".join(lines)
 
 
+def calls_per_task(cfg: PipelineConfig) -> int:
+    """``run.calls_per_task``, auto (0): 8 when ASR decodes in batches (explicit ``asr.batch_size`` > 0, or
+    auto on a machine where CTranslate2 sees a GPU), else 1."""
+    if cfg.run.calls_per_task > 0:
+        return cfg.run.calls_per_task
+    if cfg.asr.batch_size > 0:
+        return 8
+    if cfg.asr.batch_size < 0 and cfg.asr.device in ("auto", "cuda"):
+        try:
+            import ctranslate2
+
+            from qc_pipeline.gpu import preload_cuda12_libs
+
+            preload_cuda12_libs()
+            return 8 if ctranslate2.get_cuda_device_count() > 0 else 1
+        except ImportError:
+            return 1
+    return 1
+
+
+def _groups(sources: Iterable[CallSource], size: int):
+    group: list[CallSource] = []
+    for src in sources:
+        group.append(src)
+        if len(group) >= size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
 class LocalExecutor:
     def __init__(self, cfg: PipelineConfig, workers: Optional[int] = None) -> None:
         self.cfg = cfg
         n = cfg.run.workers if workers is None else workers
         self.workers = n if n > 0 else (os.cpu_count() or 1)
+        self.group_size = calls_per_task(cfg)
 
     def run(self, sources: Iterable[CallSource], on_result: Callable[[CallRecord], None],
             total: Optional[int] = None) -> None:
@@ -114,9 +146,10 @@ class LocalExecutor:
             if self.workers <= 1:
                 pipeline = Pipeline(build_stages(self.cfg))
                 pipeline.setup()
-                for src in sources:
-                    on_result(pipeline.run_one(src))
-                    bar.update(1)
+                for group in _groups(sources, self.group_size):
+                    for rec in pipeline.run_many(group):
+                        on_result(rec)
+                        bar.update(1)
             else:
                 self._run_pool(sources, on_result, bar)
         finally:
@@ -130,7 +163,7 @@ class LocalExecutor:
             on_result(rec)
             bar.update(1)
 
-        WorkerPool(self.cfg, self.workers, deliver).run(sources)
+        WorkerPool(self.cfg, self.workers, deliver, group_size=self.group_size).run(sources)
 
 
 ENGINES = ("local", "ray")

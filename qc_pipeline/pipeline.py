@@ -50,26 +50,61 @@ class Pipeline:
             self._ready = True
 
     def run_one(self, source: CallSource) -> CallRecord:
+        return self.run_many([source])[0]
+
+    def run_many(self, sources: Sequence[CallSource]) -> list[CallRecord]:
+        """Several calls through the stage list together.  A stage with ``process_many`` (the ASR stage:
+        one batched decoding pass over the windows of all these calls) gets them as a group; if the
+        group fails, each call is retried alone so the failure lands on the call that caused it.
+        Results are the same as ``run_one`` per call (one failed call is one error record)."""
         self.setup()
-        record = CallRecord(source=source)
-        if source.input_error:
-            reason, detail = source.input_error
-            return record.failed(reason, detail)
-        timings = []
+        records: list[CallRecord] = []
+        for source in sources:
+            record = CallRecord(source=source)
+            if source.input_error:
+                record = record.failed(*source.input_error)
+            records.append(record)
+        timings: list[list[tuple[str, float]]] = [[] for _ in records]
         for stage in self.stages:
-            if not stage.applies_to(record):
+            idx = [i for i, r in enumerate(records) if r.ok and stage.applies_to(r)]
+            if not idx:
                 continue
-            t0 = time.perf_counter()
-            try:
-                record = stage.process(record)
-            except CallError as exc:
-                record = record.failed(exc.reason, exc.detail)
-            except MemoryError:
-                record = record.failed(Reason.INTERNAL_ERROR, f"out of memory in stage {stage.name}")
-            except Exception as exc:  # one bad call must not stop the batch
-                log.error("call %s: stage %s crashed:\n%s", source.call_id, stage.name, traceback.format_exc())
-                record = record.failed(Reason.INTERNAL_ERROR, f"{stage.name}: {exc.__class__.__name__}: {exc}")
-            timings.append((stage.name, round(time.perf_counter() - t0, 4)))
-            if not record.ok:
-                break
-        return record.replace(audio=None, timings=tuple(timings))
+            group = self._group(stage, [records[i] for i in idx]) if len(idx) > 1 else None
+            if group is not None:
+                outs, seconds = group
+                for i, out in zip(idx, outs):
+                    records[i] = out
+                    timings[i].append((stage.name, round(seconds / len(idx), 4)))
+                continue
+            for i in idx:
+                t0 = time.perf_counter()
+                records[i] = self._step(stage, records[i])
+                timings[i].append((stage.name, round(time.perf_counter() - t0, 4)))
+        return [r.replace(audio=None, timings=tuple(t)) for r, t in zip(records, timings)]
+
+    @staticmethod
+    def _group(stage: Stage, records: list[CallRecord]):
+        """``(records, seconds)`` from the stage's ``process_many``, or None to go one by one."""
+        many = getattr(stage, "process_many", None)
+        if many is None:
+            return None
+        t0 = time.perf_counter()
+        try:
+            outs = many(records)
+        except Exception as exc:  # isolate the culprit: the caller retries each call alone
+            log.warning("stage %s failed on a group of %d calls (%s: %s); retrying them one by one",
+                        stage.name, len(records), exc.__class__.__name__, exc)
+            return None
+        return outs, time.perf_counter() - t0
+
+    @staticmethod
+    def _step(stage: Stage, record: CallRecord) -> CallRecord:
+        try:
+            return stage.process(record)
+        except CallError as exc:
+            return record.failed(exc.reason, exc.detail)
+        except MemoryError:
+            return record.failed(Reason.INTERNAL_ERROR, f"out of memory in stage {stage.name}")
+        except Exception as exc:  # one bad call must not stop the batch
+            log.error("call %s: stage %s crashed:\n%s", record.call_id, stage.name, traceback.format_exc())
+            return record.failed(Reason.INTERNAL_ERROR, f"{stage.name}: {exc.__class__.__name__}: {exc}")

@@ -36,7 +36,7 @@ STOP_TIMEOUT_S = 5.0
 # -- worker side ------------------------------------------------------------------------------
 
 def _worker_main(conn: Connection, cfg: PipelineConfig, build: Optional[StageBuilder]) -> None:
-    """Load the stages once, then answer ``CallSource`` messages with ``("done", CallRecord)``."""
+    """Load the stages once, then answer each group of ``CallSource`` with ``("done", [CallRecord, ...])``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's business
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cfg.asr.cpu_threads)))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
@@ -51,12 +51,12 @@ def _worker_main(conn: Connection, cfg: PipelineConfig, build: Optional[StageBui
     _send(conn, ("ready", None))
     while True:
         try:
-            source = conn.recv()
+            group = conn.recv()
         except (EOFError, OSError):  # the main process went away
             return
-        if source is None:
+        if group is None:
             return
-        if not _send(conn, ("done", pipeline.run_one(source))):
+        if not _send(conn, ("done", pipeline.run_many(group))):
             return
 
 
@@ -92,7 +92,7 @@ class WorkerPool:
     """Runs ``sources`` on ``n`` worker processes and calls ``on_result`` in the main process."""
 
     def __init__(self, cfg: PipelineConfig, n: int, on_result: Callable[[CallRecord], None],
-                 build: Optional[StageBuilder] = None) -> None:
+                 build: Optional[StageBuilder] = None, group_size: int = 1) -> None:
         self.cfg = cfg
         self.build = build  # None = pipeline.build_stages; must be importable by a spawned process
         self.n = n
@@ -100,7 +100,8 @@ class WorkerPool:
         self._ctx = mp.get_context("spawn")
         self._workers: list[_Worker] = []
         self._ready: set[int] = set()                          # pids that finished setup
-        self._current: dict[int, CallSource] = {}              # pid -> the call it holds
+        self.group_size = max(1, group_size)  # calls per task: their ASR windows share batched passes
+        self._current: dict[int, tuple[CallSource, ...]] = {}  # pid -> the calls it holds
         self._since: dict[int, float] = {}                     # pid -> when it got that call (monotonic)
         self._timed_out: set[int] = set()                      # pids killed for running over the limit
         self.call_timeout_s = cfg.run.call_timeout_s
@@ -142,8 +143,12 @@ class WorkerPool:
         finally:
             self._stop_all()
 
-    def _next(self, it: Iterator[CallSource]) -> Optional[CallSource]:
-        return self._retry.popleft() if self._retry else next(it, None)
+    def _next(self, it: Iterator[CallSource]) -> Optional[tuple[CallSource, ...]]:
+        """A retry (always a single call), else the next group of up to ``group_size`` calls."""
+        if self._retry:
+            return (self._retry.popleft(),)
+        group = tuple(s for s in (next(it, None) for _ in range(self.group_size)) if s is not None)
+        return group or None
 
     def _dispatch(self, it: Iterator[CallSource]) -> bool:
         """Hand a call to every ready, idle worker.  True when ``it`` ran dry."""
@@ -151,12 +156,12 @@ class WorkerPool:
             pid = w.process.pid
             if pid not in self._ready or pid in self._current:
                 continue
-            source = self._next(it)
-            if source is None:
+            group = self._next(it)
+            if group is None:
                 return True
-            self._current[pid] = source
+            self._current[pid] = group
             self._since[pid] = time.monotonic()
-            _send(w.conn, source)  # a failed send shows up as a death on the sentinel
+            _send(w.conn, list(group))  # a failed send shows up as a death on the sentinel
         return False
 
     def _wait_once(self) -> None:
@@ -179,16 +184,19 @@ class WorkerPool:
     def _wait_timeout(self) -> Optional[float]:
         if not self.call_timeout_s or not self._since:
             return None
-        oldest = min(self._since.values())
-        return max(0.05, oldest + self.call_timeout_s - time.monotonic())
+        deadline = min(t + self._limit(pid) for pid, t in self._since.items())
+        return max(0.05, deadline - time.monotonic())
+
+    def _limit(self, pid: int) -> float:
+        return self.call_timeout_s * len(self._current.get(pid, ()) or (None,))
 
     def _kill_overdue(self) -> None:
         now = time.monotonic()
         for w in self._workers:
             pid = w.process.pid
-            if pid in self._current and now - self._since.get(pid, now) >= self.call_timeout_s:
-                log.warning("call %s still running after %.0f s (run.call_timeout_s); killing worker %d",
-                            self._current[pid].call_id, self.call_timeout_s, pid)
+            if pid in self._current and now - self._since.get(pid, now) >= self._limit(pid):
+                log.warning("call(s) %s still running after %.0f s (run.call_timeout_s); killing worker %d",
+                            ", ".join(s.call_id for s in self._current[pid]), self._limit(pid), pid)
                 self._timed_out.add(pid)
                 w.process.kill()  # its sentinel fires: handled as a death below
 
@@ -210,29 +218,40 @@ class WorkerPool:
         else:
             self._current.pop(w.process.pid, None)
             self._since.pop(w.process.pid, None)
-            self.on_result(payload)
+            for record in payload:
+                self.on_result(record)
 
     def _on_death(self, w: _Worker) -> None:
         w.process.join(STOP_TIMEOUT_S)
+        if w.process.is_alive():  # the pipe broke but the process hangs on: make sure it is gone
+            w.process.kill()
+            w.process.join(STOP_TIMEOUT_S)
         pid, how = w.process.pid, describe_exit(w.process.exitcode)
         w.conn.close()
-        source = self._current.pop(pid, None)
+        group = self._current.pop(pid, ())
         self._since.pop(pid, None)
+        was_ready = pid in self._ready
         self._ready.discard(pid)
-        if pid in self._timed_out and source is not None:
-            self._timed_out.discard(pid)
-            self.on_result(CallRecord(source=source).failed(
+        timed_out = pid in self._timed_out
+        self._timed_out.discard(pid)
+        if len(group) > 1:  # which call was at fault is unknown: each goes again alone, uncharged
+            log.warning("worker %d died (%s) on a group of %d calls; retrying each alone", pid, how, len(group))
+            self._retry.extend(group)
+        elif group and timed_out:
+            self.on_result(CallRecord(source=group[0]).failed(
                 Reason.CALL_TIMEOUT, f"still running after {self.call_timeout_s:.0f} s (run.call_timeout_s); "
                 "the worker was killed. Check the file, or raise the limit for very long calls"))
-        elif source is None:
-            self._on_idle_death(pid, how)
+        elif group:
+            self._on_call_death(pid, how, group[0])
+        elif was_ready:
+            log.warning("worker %d died (%s) while idle; starting a new one", pid, how)
         else:
-            self._on_call_death(pid, how, source)
+            self._on_idle_death(pid, how)
         self._workers = [x for x in self._workers if x.process.pid != pid] + [self._start()]
 
     def _on_idle_death(self, pid: int, how: str) -> None:
         self._setup_deaths += 1
-        log.warning("worker %d died (%s) while idle or loading models; starting a new one", pid, how)
+        log.warning("worker %d died (%s) while loading models; starting a new one", pid, how)
         if self._setup_deaths > 2 * self.n:
             raise SetupError(f"worker processes keep dying while loading the models (last: {how}); "
                              "lower --workers or free memory, then re-run the same command to resume")

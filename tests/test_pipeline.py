@@ -249,3 +249,24 @@ def test_batched_decoding_keeps_channels_and_times_apart(tmp_path, samples, ref_
         errors, n = cer(ref, u["text"])
         assert errors / n < 0.45, (ref, u["text"])
         assert all(u["start"] - 0.5 <= w["start"] <= w["end"] <= u["end"] + 0.5 for w in u["words"])
+
+
+def test_cross_call_batching_gives_each_call_its_own_words(tmp_path, samples):
+    """run.calls_per_task > 1 with batched ASR: several calls' windows share batched passes; every call
+    must still get exactly its own transcript (same as decoding it alone), and a bad call in the group
+    stays an error row of its own."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    stereo, _ = load_audio(samples / "calls" / "stereo_call_8k.wav")
+    for i, (a, b) in enumerate([(0, 13), (7, 20), (25, 40)]):
+        write_audio(inp / f"call{i}.wav", stereo[:, 16000 * a: 16000 * b], 16000)
+    (inp / "zero.wav").write_bytes(b"")
+    base = ("run.progress=false", "asr.batch_size=4", "scoring.enabled=false")
+    alone = run_batch([str(inp)], str(tmp_path / "alone"), load_config(overrides=base + ("run.calls_per_task=1",)),
+                      workers=1)
+    grouped = run_batch([str(inp)], str(tmp_path / "grouped"),
+                        load_config(overrides=base + ("run.calls_per_task=4",)), workers=2)
+    assert (alone.ok, dict(alone.failed)) == (grouped.ok, dict(grouped.failed)) == (3, {"empty_file": 1})
+    key = lambda t: sorted((r["call_id"], r["turn_index"], r["channel"], r["text"]) for r in t.to_pylist())  # noqa: E731
+    a, g = key(read_table(tmp_path / "alone", "utterances")), key(read_table(tmp_path / "grouped", "utterances"))
+    assert a == g and {r[0] for r in a} == {"call0", "call1", "call2"}

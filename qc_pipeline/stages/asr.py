@@ -120,11 +120,11 @@ class AsrStage(Stage):
             **self._options(len(clip) / SAMPLE_RATE))
         return self._pieces(restore_speech_timestamps(segments, chunks, SAMPLE_RATE), drops)
 
-    def _decode_batched(self, audio: np.ndarray, windows: list[tuple[int, list[SpeechSpan]]],
-                        drops: dict) -> list[tuple[int, _Piece]]:
-        """Batched path (``asr.batch_size`` > 0, the default on GPU): every window of every channel of
-        the call goes through faster-whisper's ``BatchedInferencePipeline`` in batches; one buffer
-        holds the windows back to back and each window is one clip of it."""
+    def _decode_batched(self, items: list[tuple[np.ndarray, list[SpeechSpan], dict]]) -> list[list[_Piece]]:
+        """Batched path (``asr.batch_size`` > 0, the default on GPU): windows — of every channel of a
+        call, and of several calls when the executor hands over a group — go through faster-whisper's
+        ``BatchedInferencePipeline`` in batches; one buffer holds the windows back to back and each
+        window is one clip of it.  ``items``: (channel audio, window, that call's drop counters)."""
         import dataclasses
 
         from faster_whisper import BatchedInferencePipeline
@@ -133,8 +133,8 @@ class AsrStage(Stage):
         if self._batched is None:
             self._batched = BatchedInferencePipeline(self.model)
         clips, offsets, pos = [], [], 0
-        for ch, window in windows:
-            clip = np.concatenate([audio[ch][c["start"]:c["end"]] for c in _chunks(window)])
+        for channel_audio, window, _drops in items:
+            clip = np.concatenate([channel_audio[c["start"]:c["end"]] for c in _chunks(window)])
             clips.append(clip)
             offsets.append(pos)
             pos += len(clip)
@@ -174,10 +174,10 @@ class AsrStage(Stage):
             words = [dataclasses.replace(w, start=local(w.start), end=local(w.end)) for w in seg.words or ()]
             by_clip.setdefault(k, []).append(
                 dataclasses.replace(seg, start=local(seg.start), end=local(seg.end), words=words))
-        out: list[tuple[int, _Piece]] = []
-        for k, (ch, window) in enumerate(windows):
+        out: list[list[_Piece]] = []
+        for k, (_audio, window, drops) in enumerate(items):
             restored = restore_speech_timestamps(by_clip.get(k, []), _chunks(window), SAMPLE_RATE)
-            out.extend((ch, p) for p in self._pieces(restored, drops))
+            out.append(self._pieces(restored, drops))
         return out
 
     def _pieces(self, segments, drops: dict) -> list[_Piece]:
@@ -207,20 +207,44 @@ class AsrStage(Stage):
         """Stereo turns carry their role as speaker; diarized speakers get roles in the role stage."""
         return turn.speaker if turn.speaker in (ROLE_AGENT, ROLE_CUSTOMER) else ROLE_UNKNOWN
 
+    def _windows(self, record: CallRecord) -> list[tuple[int, list[SpeechSpan]]]:
+        return [(ch, w) for ch in range(record.audio.shape[0])
+                for w in pack_windows([s for s in record.spans if s.channel == ch], self.cfg.window_s)]
+
     def process(self, record: CallRecord) -> CallRecord:
         if self.model is None:
             self.load()
         drops: dict[str, int] = {}
+        windows = self._windows(record)
+        if self.batch_size > 0 and windows:
+            pieces = self._decode_batched([(record.audio[ch], w, drops) for ch, w in windows])
+        else:
+            pieces = [self._decode_window(record.audio[ch], w, drops) for ch, w in windows]
+        return self._assemble(record, [(ch, p) for (ch, _w), ps in zip(windows, pieces) for p in ps], drops)
+
+    def process_many(self, records: list[CallRecord]) -> list[CallRecord]:
+        """Several calls' windows in one batched pass (cross-call batching keeps a GPU busy when calls
+        are short).  Sequential decoding (``batch_size`` 0) just goes call by call."""
+        if self.batch_size <= 0:
+            return [self.process(r) for r in records]
+        if self.model is None:
+            self.load()
+        drops: list[dict[str, int]] = [{} for _ in records]
+        windows = [self._windows(r) for r in records]
+        items = [(r.audio[ch], w, d) for r, ws, d in zip(records, windows, drops) for ch, w in ws]
+        decoded = iter(self._decode_batched(items) if items else [])
+        out = []
+        for record, ws, d in zip(records, windows, drops):
+            pieces = [(ch, p) for ch, _w in ws for p in next(decoded)]
+            out.append(self._assemble(record, pieces, d))
+        return out
+
+    def _assemble(self, record: CallRecord, decoded: list[tuple[int, _Piece]], drops: dict) -> CallRecord:
+        """Decoded words → turns → utterances."""
         # Without known speakers (mono, no diarizer) every speech span stays its own turn.
         known = all(s.speaker != ROLE_UNKNOWN for s in record.spans)
         turns = build_turns(record.spans, self.vad.turn_gap_s if known else 0.0)
         per_turn: dict[int, list[_Piece]] = {}
-        windows = [(ch, w) for ch in range(record.audio.shape[0])
-                   for w in pack_windows([s for s in record.spans if s.channel == ch], self.cfg.window_s)]
-        if self.batch_size > 0 and windows:
-            decoded = self._decode_batched(record.audio, windows, drops)
-        else:
-            decoded = [(ch, p) for ch, w in windows for p in self._decode_window(record.audio[ch], w, drops)]
         for ch, piece in decoded:
             idx = assign_to_turn(turns, ch, piece.word.start, piece.word.end)
             if idx >= 0:
