@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
 import http.client
+import io
 import json
+import threading
 import time
 from urllib.parse import quote, urlsplit
 
@@ -11,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from qc_pipeline.schema import SESSIONS
+from qc_pipeline.schema import SESSIONS, TABLES
 from qc_pipeline.web.server import App, AppConfig
-from qc_pipeline.web.testing import REPO, Client, ServerThread, add_users, build_chat_results
+from qc_pipeline.web.testing import PASSWORD, REPO, Client, ServerThread, add_users, build_chat_results
 
 WAV = REPO / "samples" / "calls" / "stereo_call_8k.wav"
 
@@ -34,16 +38,22 @@ def _add_audio_sessions(results, audio_root, outside):
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
+def served(tmp_path_factory):
+    """(base URL, results folder) of one server shared by the module."""
     tmp = tmp_path_factory.mktemp("api")
     results = build_chat_results(tmp)
     audio_root, outside = tmp / "audio", tmp / "outside"
     audio_root.mkdir(), outside.mkdir()
     _add_audio_sessions(results, audio_root, outside)
-    add_users(tmp / "db.sqlite")
+    add_users(tmp / "db.sqlite").add_user("burst", PASSWORD, "reviewer")
     app = App(AppConfig(results=results, db_path=tmp / "db.sqlite", audio_roots=(audio_root,)))
     with ServerThread(app) as url:
-        yield url
+        yield url, results
+
+
+@pytest.fixture(scope="module")
+def base(served):
+    return served[0]
 
 
 def client(base, user=None):
@@ -116,6 +126,28 @@ ROLE_MATRIX = {  # path -> roles allowed (others: 403)
     "/api/calibration": {"rev", "admin"}, "/reports": {"admin"}, "/api/reports?level=team": {"admin"},
     "/export": {"admin"}, "/users": {"admin"}, "/api/users": {"admin"},
 }
+
+
+
+def test_parallel_logins_cannot_pass_the_lockout(base):
+    """12 wrong passwords at once: at most 5 are checked (401), the rest are refused up front (429)."""
+    clients = [Client(base) for _ in range(12)]
+    tokens = [_token(c.get("/login")[2]) for c in clients]
+    gate, statuses = threading.Barrier(len(clients)), []
+
+    def attempt(c, token):
+        gate.wait()
+        statuses.append(c.request("POST", "/login", form={"csrf": token, "username": "burst",
+                                                           "password": "wrong-password"})[0])
+
+    threads = [threading.Thread(target=attempt, args=ct) for ct in zip(clients, tokens)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(statuses) == [401] * 5 + [429] * 7, statuses
+    c = Client(base)
+    assert c.login("burst") == 429 and "qc_session" not in c.cookies  # the right password is refused while locked
 
 
 @pytest.mark.parametrize("user", ["rev", "ag1", "admin"])
@@ -250,6 +282,51 @@ def test_html_form_review_redirects_and_persists(base):
     assert "<td>greeting</td><td>确认</td>" in html
 
 
+
+def _rerun(results, call_id: str) -> str:
+    """A committed re-run of ``call_id`` (new run_id, later processed_at) in all tables, like `qc-pipeline run`."""
+    run_id = "rerun-" + call_id
+    for table, schema in TABLES.items():
+        parts = sorted((results / table).glob("run_date=*/part-*.parquet"))
+        rows = [r for part in parts for r in pq.read_table(part, schema=schema).to_pylist() if r["call_id"] == call_id]
+        assert rows, (table, call_id)
+        for r in rows:
+            r["run_id"] = run_id
+            if table == "sessions":
+                r["processed_at"] += dt.timedelta(hours=1)
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), parts[0].parent / f"part-{run_id}-00000.parquet")
+    return run_id
+
+
+def test_rerun_call_does_not_inherit_old_reviews(served):
+    base, results = served
+    rev = client(base, "rev")
+    url = "/api/sessions/own-silent-w3/reviews"
+
+    def post(**body):
+        return _json(rev.request("POST", url, json_body=body, headers={"X-CSRF-Token": rev.csrf}))
+
+    assert post(item_id="greeting", action="override", new_points=1, comment="旧运行")[0] == 201
+    status, before = _json(rev.get(url))
+    assert before["current"]["greeting"]["points"] == 1 and before["history"][0]["current_run"]
+    run_id = _rerun(results, "own-silent-w3")
+    for _ in range(50):  # the store re-reads changed parts within 2 s
+        status, after = _json(rev.get(url))
+        if after["run_id"] == run_id:
+            break
+        time.sleep(0.1)
+    assert after["run_id"] == run_id and after["current"] == {}
+    assert [(h["comment"], h["current_run"], h["run_id"]) for h in after["history"]] == [
+        ("旧运行", False, before["run_id"])]
+    _s, sess = _json(rev.get("/api/sessions/own-silent-w3"))
+    assert sess["items"] and all(i["review"] is None for i in sess["items"])
+    html = rev.get("/sessions/own-silent-w3")[2].decode()
+    assert "早前运行" in html and "→ <strong>1</strong>" not in html
+    assert post(item_id="greeting", action="confirm")[0] == 201
+    _s, now = _json(rev.get(url))
+    assert now["current"]["greeting"]["run_id"] == run_id and now["current"]["greeting"]["action"] == "confirm"
+
+
 # -- audio -------------------------------------------------------------------------------------------
 def test_audio_served_with_ranges(base):
     c = client(base, "rev")
@@ -294,6 +371,11 @@ def test_reports_and_export_download(base):
     assert status == 200 and "coaching_A1001.csv" in h["content-disposition"]
     assert "own-rude" in body.decode("utf-8-sig")
     assert c.get("/export/download?agent=A1001&below=0&format=csv")[0] == 404
+    status, _h, body = c.get("/export/download?agent=A1001&below=60&format=csv&since=2026-10-12&until=2026-10-25")
+    dates = {r["时间"][:10] for r in csv.DictReader(io.StringIO(body.decode("utf-8-sig")))}
+    assert status == 200 and dates and all("2026-10-12" <= d <= "2026-10-25" for d in dates), dates
+    assert c.get("/export/download?agent=A1001&format=csv&since=2027-01-01")[0] == 404
+    assert c.get("/export/download?agent=A1001&format=csv&until=next-week")[0] == 400
 
 
 def test_html_output_is_escaped(base):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
+import functools
 import io
 import sqlite3
 import subprocess
@@ -39,7 +41,7 @@ def store(results):
 def test_reviews_are_append_only(tmp_path):
     db = ReviewDB(tmp_path / "r.sqlite")
     rid = db.add_review(call_id="c1", item_id="greeting", action="override", machine_points=10, new_points=4,
-                        comment="没问候", user=REV)
+                        comment="没问候", user=REV, run_id="r1")
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         db.con.execute("UPDATE reviews SET new_points=10 WHERE id=?", (rid,))
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
@@ -52,7 +54,7 @@ def test_reviews_are_append_only(tmp_path):
 def test_current_state_and_calibration(tmp_path):
     db = ReviewDB(tmp_path / "r.sqlite")
     agent = User("ag", "agent", "A1")
-    add = db.add_review
+    add = functools.partial(db.add_review, run_id="r1")
     add(call_id="c1", item_id="greeting", action="confirm", machine_points=10, new_points=10, comment="", user=REV)
     add(call_id="c2", item_id="greeting", action="override", machine_points=10, new_points=4, comment="x", user=REV)
     add(call_id="c3", item_id="closing", action="override", machine_points=0, new_points=10, comment="x", user=REV)
@@ -63,6 +65,95 @@ def test_current_state_and_calibration(tmp_path):
     assert cal["greeting"] == {"item_id": "greeting", "n_reviewed": 2, "agreement": 0.5, "mean_abs_change": 3.0,
                                "n_override": 1}
     assert cal["closing"]["agreement"] == 0.0 and cal["closing"]["mean_abs_change"] == 10.0
+
+
+
+def test_rerun_call_starts_unreviewed(tmp_path):
+    db = ReviewDB(tmp_path / "r.sqlite")
+    add = functools.partial(db.add_review, call_id="c1", item_id="greeting", comment="x", user=REV)
+    add(action="override", machine_points=10, new_points=4, run_id="r1")
+    add(action="override", machine_points=6, new_points=6, run_id="r1")
+    assert db.current("c1", "r1")["greeting"]["points"] == 6
+    assert db.current("c1", "r2") == {}  # re-processed: the old verdicts judged other machine points
+    assert [h["current_run"] for h in db.history("c1", "r2")] == [False, False]
+    add(action="confirm", machine_points=8, new_points=8, run_id="r2")
+    assert db.current("c1", "r2")["greeting"]["points"] == 8
+    assert [h["current_run"] for h in db.history("c1", "r2")] == [False, False, True]
+    assert [h["current_run"] for h in db.history("c1", "r1")] == [True, True, False]
+    old = {r["item_id"]: r for r in db.calibration({"c1": "r1"})}["greeting"]
+    assert old["n_override"] == 1 and old["agreement"] == 1.0  # r1's latest: override to the same points
+    new = {r["item_id"]: r for r in db.calibration({"c1": "r2"})}["greeting"]
+    assert new == {"item_id": "greeting", "n_reviewed": 1, "agreement": 1.0, "mean_abs_change": 0.0,
+                   "n_override": 0}
+    assert db.calibration({"other": "r1"}) == []  # calls no longer in the results are left out
+
+
+def test_old_database_file_gains_run_id(tmp_path):
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript("""
+        CREATE TABLE reviews (id INTEGER PRIMARY KEY AUTOINCREMENT, call_id TEXT NOT NULL, item_id TEXT NOT NULL,
+            action TEXT NOT NULL CHECK (action IN ('confirm','override','appeal','appeal_decision')),
+            machine_points REAL, new_points REAL, comment TEXT NOT NULL DEFAULT '',
+            user TEXT NOT NULL, role TEXT NOT NULL, created_at TEXT NOT NULL);
+        CREATE TRIGGER reviews_no_update BEFORE UPDATE ON reviews
+            BEGIN SELECT RAISE(ABORT, 'reviews is append-only'); END;
+        CREATE TRIGGER reviews_no_delete BEFORE DELETE ON reviews
+            BEGIN SELECT RAISE(ABORT, 'reviews is append-only'); END;
+        INSERT INTO reviews (call_id, item_id, action, machine_points, new_points, user, role, created_at)
+            VALUES ('c1', 'greeting', 'confirm', 10, 10, 'rev', 'reviewer', '2026-01-01T00:00:00+00:00');""")
+    con.commit()
+    con.close()
+    db = ReviewDB(path)
+    assert db.history("c1", "r9")[0]["run_id"] is None
+    assert db.current("c1", "r9")["greeting"]["points"] == 10  # before run tracking: counts for any run
+    db.add_review(call_id="c1", item_id="greeting", action="override", machine_points=10, new_points=2,
+                  comment="x", user=REV, run_id="r9")
+    assert [h["run_id"] for h in ReviewDB(path).history("c1")] == [None, "r9"]
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        db.con.execute("UPDATE reviews SET run_id='r9'")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        db.con.execute("DELETE FROM reviews")
+
+
+def test_expired_login_sessions_are_deleted_on_login(tmp_path, monkeypatch):
+    import qc_pipeline.web.db as dbmod
+
+    db = ReviewDB(tmp_path / "r.sqlite")
+    user = db.add_user("rev", "longpassword", "reviewer")
+    old = db.create_session(user)
+    kept = db.create_session(user)  # logging in again does not revoke the first session
+    assert db.get_session(old.token) and db.get_session(kept.token)
+    later = dbmod._now() + dbmod.SESSION_TTL + dt.timedelta(minutes=1)
+    monkeypatch.setattr(dbmod, "_now", lambda: later)
+    assert db.get_session(old.token) is None
+    db.create_session(user)
+    assert db.con.execute("SELECT COUNT(*) FROM login_sessions").fetchone()[0] == 1
+
+
+def test_login_throttle_reserves_attempts_and_stays_bounded(monkeypatch):
+    import qc_pipeline.web.access as access
+
+    clock = [1000.0]
+    monkeypatch.setattr(access.time, "monotonic", lambda: clock[0])
+    t = access.LoginThrottle(max_failures=5, window_s=300, lock_s=300)
+    assert [t.try_acquire("u") for _ in range(7)] == [True] * 5 + [False] * 2  # pending checks count
+    t.release("u")  # one check ended without a verdict: its slot is free again
+    assert t.try_acquire("u") and not t.try_acquire("u")
+    for _ in range(5):
+        t.failed("u")
+    assert t.locked("u") and not t.try_acquire("u")
+    clock[0] += 301
+    assert not t.locked("u") and t.try_acquire("u")
+    t.succeeded("u")
+    assert len(t) == 0
+    for n in range(1000):  # a spray of names: expired ones are dropped on every call
+        assert t.try_acquire(f"n{n}" + "x" * 500)
+        t.failed(f"n{n}" + "x" * 500)
+        clock[0] += 1
+    assert len(t) == 300
+    assert all(len(k) <= 65 for k in t._failures)
+    assert not t.locked("n999" + "x" * 500) and t.try_acquire("n999" + "x" * 500)
 
 
 def test_users_and_passwords(tmp_path):

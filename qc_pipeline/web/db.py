@@ -1,8 +1,10 @@
 """Durable review store (SQLite, WAL): users, login sessions and the append-only review history.
 
 ``reviews`` is an event log: confirm | override | appeal | appeal_decision.  Triggers make
-UPDATE and DELETE raise, so history can only grow; the current state of an item is its
-latest event.  The Parquet results are never rewritten.
+UPDATE and DELETE raise, so history can only grow.  Each event records the ``run_id`` of the
+session it was made on; the current state of an item is its latest event *of the session's
+current run* (a re-processed call starts unreviewed; events from before run tracking, with an
+empty run_id, count for any run).  The Parquet results are never rewritten.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 ROLES = ("reviewer", "trainer", "agent", "admin")
 ACTIONS = ("confirm", "override", "appeal", "appeal_decision")
 SESSION_TTL = dt.timedelta(hours=12)
+_HASHING = threading.BoundedSemaphore(4)  # scrypt takes ~16 MiB per hash: cap the concurrent ones
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -38,7 +41,7 @@ CREATE TABLE IF NOT EXISTS reviews (
     id INTEGER PRIMARY KEY AUTOINCREMENT, call_id TEXT NOT NULL, item_id TEXT NOT NULL,
     action TEXT NOT NULL CHECK (action IN ('confirm','override','appeal','appeal_decision')),
     machine_points REAL, new_points REAL, comment TEXT NOT NULL DEFAULT '',
-    user TEXT NOT NULL, role TEXT NOT NULL, created_at TEXT NOT NULL);
+    user TEXT NOT NULL, role TEXT NOT NULL, created_at TEXT NOT NULL, run_id TEXT);
 CREATE INDEX IF NOT EXISTS reviews_call ON reviews(call_id, item_id, id);
 CREATE TRIGGER IF NOT EXISTS reviews_no_update BEFORE UPDATE ON reviews
     BEGIN SELECT RAISE(ABORT, 'reviews is append-only'); END;
@@ -62,7 +65,8 @@ class LoginSession:
 
 
 def hash_password(password: str, salt: bytes) -> bytes:
-    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=2 ** 14, r=8, p=1, dklen=32)
+    with _HASHING:
+        return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=2 ** 14, r=8, p=1, dklen=32)
 
 
 def _now() -> dt.datetime:
@@ -71,6 +75,19 @@ def _now() -> dt.datetime:
 
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _migrate(con: sqlite3.Connection) -> None:
+    """Bring a database file of an older version up to date (columns are only ever added)."""
+    cols = {r["name"] for r in con.execute("PRAGMA table_info(reviews)")}
+    if "run_id" not in cols:
+        con.execute("ALTER TABLE reviews ADD COLUMN run_id TEXT")
+        log.info("review database: added reviews.run_id (older events keep an empty run id)")
+
+
+def _in_run(ev, run_id: Optional[str]) -> bool:
+    """Whether an event counts for the session's current ``run_id`` (None: every event counts)."""
+    return run_id is None or ev["run_id"] is None or ev["run_id"] == run_id
 
 
 class ReviewDB:
@@ -82,6 +99,7 @@ class ReviewDB:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self._connect() as con:
                 con.executescript(_SCHEMA)
+                _migrate(con)
         except (sqlite3.Error, OSError) as exc:
             raise SetupError(f"cannot open the review database {self.path} ({exc}); "
                              "pass a writable --db path") from None
@@ -134,6 +152,7 @@ class ReviewDB:
     # -- login sessions ------------------------------------------------------------------------------
     def create_session(self, user: User) -> LoginSession:
         token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        self.con.execute("DELETE FROM login_sessions WHERE expires_at < ?", (_now().isoformat(),))
         self.con.execute("INSERT INTO login_sessions VALUES (?,?,?,?)",
                          (_token_hash(token), user.username, csrf, (_now() + SESSION_TTL).isoformat()))
         return LoginSession(token, csrf, user)
@@ -153,38 +172,48 @@ class ReviewDB:
 
     # -- reviews -------------------------------------------------------------------------------------
     def add_review(self, *, call_id: str, item_id: str, action: str, machine_points: Optional[float],
-                   new_points: Optional[float], comment: str, user: User) -> int:
+                   new_points: Optional[float], comment: str, user: User, run_id: Optional[str]) -> int:
         if action not in ACTIONS:
             raise ValueError(f"unknown review action {action!r}")
         cur = self.con.execute(
             "INSERT INTO reviews (call_id, item_id, action, machine_points, new_points, comment, user, role, "
-            "created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            "created_at, run_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (call_id, item_id, action, machine_points, new_points, comment, user.username, user.role,
-             _now().isoformat(timespec="seconds")))
+             _now().isoformat(timespec="seconds"), run_id))
         log.info("review %s by %s on %s/%s", action, user.username, call_id, item_id)
         return int(cur.lastrowid)
 
-    def history(self, call_id: str) -> list[dict]:
+    def history(self, call_id: str, run_id: Optional[str] = None) -> list[dict]:
+        """Every event of one call; ``current_run`` is False for events made on an earlier run."""
         rows = self.con.execute("SELECT * FROM reviews WHERE call_id=? ORDER BY id", (call_id,)).fetchall()
-        return [dict(r) for r in rows]
+        return [{**r, "current_run": _in_run(r, run_id)} for r in map(dict, rows)]
 
-    def current(self, call_id: str) -> dict[str, dict]:
-        """Latest event per item of one call, plus ``points``: the effective (reviewed) points."""
+    def current(self, call_id: str, run_id: Optional[str] = None) -> dict[str, dict]:
+        """Latest event per item of one call's ``run_id``, plus ``points``: the effective (reviewed) points."""
         state: dict[str, dict] = {}
-        for ev in self.history(call_id):
+        for ev in self.history(call_id, run_id):
+            if not ev["current_run"]:
+                continue
             prev = state.get(ev["item_id"], {})
             points = ev["new_points"] if ev["action"] != "appeal" else prev.get("points")
             state[ev["item_id"]] = {**ev, "points": points}
         return state
 
-    def calibration(self) -> list[dict]:
-        """Per item: reviewer agreement with the machine over each item's latest confirm/override."""
+    def calibration(self, runs: Optional[dict[str, str]] = None) -> list[dict]:
+        """Per item: reviewer agreement with the machine over each item's latest confirm/override.
+
+        ``runs`` maps call_id -> the session's current run_id: only events of that run count (calls
+        not in ``runs`` are left out).  None counts every event.
+        """
         rows = self.con.execute(
-            "SELECT r.item_id, r.action, r.machine_points, r.new_points FROM reviews r JOIN ("
-            " SELECT MAX(id) AS id FROM reviews WHERE action IN ('confirm','override') GROUP BY call_id, item_id"
-            ") last USING (id) ORDER BY r.item_id").fetchall()
-        per: dict[str, list] = {}
+            "SELECT call_id, item_id, action, machine_points, new_points, run_id FROM reviews "
+            "WHERE action IN ('confirm','override') ORDER BY id").fetchall()
+        latest: dict[tuple[str, str], sqlite3.Row] = {}
         for r in rows:
+            if runs is None or (r["call_id"] in runs and _in_run(r, runs[r["call_id"]])):
+                latest[(r["call_id"], r["item_id"])] = r
+        per: dict[str, list] = {}
+        for r in sorted(latest.values(), key=lambda r: r["item_id"]):
             per.setdefault(r["item_id"], []).append(r)
         out = []
         for item_id, evs in per.items():

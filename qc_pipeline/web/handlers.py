@@ -68,10 +68,14 @@ def login_submit(h) -> None:
         return _login_page(h, "表单已过期，请重试 (CSRF check failed)", 403)
     name, password = str(form.get("username") or ""), str(form.get("password") or "")
     nxt = str(form.get("next") or "/")
-    if h.app.throttle.locked(name):
+    if not h.app.throttle.try_acquire(name):  # reserved before hashing: parallel attempts count too
         log.warning("login for %r refused: locked out after repeated failures", name)
         return _login_page(h, "失败次数过多，请 5 分钟后再试", 429, nxt)
-    user = h.app.db.check_password(name, password)
+    try:
+        user = h.app.db.check_password(name, password)
+    except BaseException:
+        h.app.throttle.release(name)
+        raise
     if user is None:
         h.app.throttle.failed(name)
         log.info("failed login for %r from %s", name, h.client_address[0])
@@ -160,25 +164,26 @@ def _session(h, call_id: str) -> SessionView:
 
 def session_page(h, call_id: str) -> None:
     s = _session(h, call_id)
-    h.html(pages.session_page(s, h.app.store.utterances(call_id), h.app.db.current(call_id),
-                              h.app.db.history(call_id), threshold=h.app.cfg.threshold, user=h.user,
+    h.html(pages.session_page(s, h.app.store.utterances(call_id), h.app.db.current(call_id, s.run_id),
+                              h.app.db.history(call_id, s.run_id), threshold=h.app.cfg.threshold, user=h.user,
                               csrf=h.csrf, nonce=h.nonce))
 
 
 def session_api(h, call_id: str) -> None:
     s = _session(h, call_id)
-    state = h.app.db.current(call_id)
+    state = h.app.db.current(call_id, s.run_id)
     items = [{"item_id": i.item_id, "item_name": i.item_name, "points": i.points, "max_points": i.max_points,
               "applicable": i.applicable, "failed": i.failed, "vetoed": i.vetoed, "evidence": list(i.evidence),
               "review": state.get(i.item_id)} for i in s.items]
     h.json({**s.summary(h.app.cfg.threshold), "source_kind": s.kind, "duration_s": s.duration_s,
             "role_confidence": s.role_confidence, "items": items, "utterances": h.app.store.utterances(call_id),
-            "history": h.app.db.history(call_id)})
+            "run_id": s.run_id, "history": h.app.db.history(call_id, s.run_id)})
 
 
 def reviews_api(h, call_id: str) -> None:
-    _session(h, call_id)
-    h.json({"call_id": call_id, "history": h.app.db.history(call_id), "current": h.app.db.current(call_id)})
+    run_id = _session(h, call_id).run_id
+    h.json({"call_id": call_id, "run_id": run_id, "history": h.app.db.history(call_id, run_id),
+            "current": h.app.db.current(call_id, run_id)})
 
 
 def audio(h, call_id: str) -> None:
@@ -215,7 +220,7 @@ def _points(value, max_points: float) -> Optional[float]:
     return v
 
 
-def _add_review(h, call_id: str) -> int:
+def _add_review(h, call_id: str) -> tuple[int, SessionView]:
     s = _session(h, call_id)
     form = h.body()
     action = str(form.get("action") or "")
@@ -228,7 +233,7 @@ def _add_review(h, call_id: str) -> int:
         raise HttpError(400, f"unknown or not applicable item {form.get('item_id')!r}")
     comment = str(form.get("comment") or "").strip()[:2000]
     new = _points(form.get("new_points"), item.max_points)
-    latest = h.app.db.current(call_id).get(item.item_id)
+    latest = h.app.db.current(call_id, s.run_id).get(item.item_id)
     if action == "confirm":
         new = item.points
     elif action in ("override", "appeal_decision") and new is None:
@@ -241,8 +246,9 @@ def _add_review(h, call_id: str) -> int:
         raise HttpError(409, "an appeal on this item is already pending")
     if action in ("confirm", "override") and latest is not None and latest["action"] == "appeal":
         raise HttpError(409, "an appeal on this item is pending; only the final decision (admin) may follow")
-    return h.app.db.add_review(call_id=call_id, item_id=item.item_id, action=action, machine_points=item.points,
-                               new_points=new, comment=comment, user=h.user)
+    rid = h.app.db.add_review(call_id=call_id, item_id=item.item_id, action=action, machine_points=item.points,
+                              new_points=new, comment=comment, user=h.user, run_id=s.run_id)
+    return rid, s
 
 
 def review_form(h, call_id: str) -> None:
@@ -251,17 +257,22 @@ def review_form(h, call_id: str) -> None:
 
 
 def review_api(h, call_id: str) -> None:
-    rid = _add_review(h, call_id)
-    h.json({"id": rid, "current": h.app.db.current(call_id)}, 201)
+    rid, s = _add_review(h, call_id)
+    h.json({"id": rid, "current": h.app.db.current(call_id, s.run_id)}, 201)
 
 
 # -- calibration, reports, export, users -------------------------------------------------------------
+def _calibration(h) -> list[dict]:
+    """Only reviews of each call's current run: a re-run call's old verdicts judged other machine points."""
+    return h.app.db.calibration({cid: s.run_id for cid, s in h.app.store.sessions().items()})
+
+
 def calibration_page(h) -> None:
-    h.html(pages.calibration_page(h.app.db.calibration(), h.app.store.item_names(), h.user, h.csrf))
+    h.html(pages.calibration_page(_calibration(h), h.app.store.item_names(), h.user, h.csrf))
 
 
 def calibration_api(h) -> None:
-    h.json({"items": h.app.db.calibration()})
+    h.json({"items": _calibration(h)})
 
 
 def _report(h) -> dict:
@@ -287,6 +298,14 @@ def export_page(h) -> None:
     h.html(pages.export_page(h.app.store.agents(), h.app.store.teams(), h.user, h.csrf))
 
 
+def _query_date(h, name: str):
+    value = h.query.get(name) or ""
+    day = parse_date(value)
+    if value and (day is None or len(value) != 10):
+        raise HttpError(400, f"{name} must be a date YYYY-MM-DD")
+    return day
+
+
 def export_download(h) -> None:
     from qc_pipeline.web.export import ExportOptions, export_cases
 
@@ -296,10 +315,11 @@ def export_download(h) -> None:
     if fmt not in ("csv", "xlsx"):
         raise HttpError(400, "format must be csv or xlsx (html packs with audio: use `qc-pipeline export`)")
     try:
-        opts = ExportOptions(below=float(h.query.get("below") or 60), team=h.query.get("team") or None,
-                             agent_id=h.query.get("agent") or None, fmt=fmt)
+        below = float(h.query.get("below") or 60)
     except ValueError:
         raise HttpError(400, "below must be a number") from None
+    opts = ExportOptions(below=below, team=h.query.get("team") or None, agent_id=h.query.get("agent") or None,
+                         since=_query_date(h, "since"), until=_query_date(h, "until"), fmt=fmt)
     with tempfile.TemporaryDirectory(prefix="qc-export-") as tmp:
         try:
             res = export_cases(h.app.store, tmp, opts)

@@ -151,6 +151,18 @@ var on=t>=parseFloat(el.dataset.start)&&t<parseFloat(el.dataset.end);if(on&&!el.
 el.scrollIntoView({block:'nearest'});}el.classList.toggle('playing',on);});});}})();"""
 
 
+def _history_row(h: dict) -> str:
+    """One review event; events made on an earlier run of the call are marked as not in force."""
+    attr, run = "", ""
+    if not h.get("current_run", True):
+        attr = ' class="earlier-run muted"'
+        run = f'<span class="tag warn" title="run {escape(h.get("run_id") or "")}">早前运行 · 不计入</span>'
+    return (f'<tr{attr}><td>{h["id"]}</td><td>{escape(h["created_at"])}</td><td>{escape(h["item_id"])}</td>'
+            f'<td>{ACTION_ZH.get(h["action"], h["action"])}</td><td>{_num(h["machine_points"])}</td>'
+            f'<td>{_num(h["new_points"])}</td><td>{escape(h["comment"])}</td>'
+            f'<td>{escape(h["user"])} ({escape(h["role"])})</td><td>{run}</td></tr>')
+
+
 def session_page(s: SessionView, utterances: list[dict], state: dict[str, dict], history: list[dict], *,
                  threshold: float, user: User, csrf: str, nonce: str) -> str:
     marks: dict[int, list[str]] = {}
@@ -202,11 +214,7 @@ def session_page(s: SessionView, utterances: list[dict], state: dict[str, dict],
         items_html.append(f'<tr class="{"failed" if it.failed else ""}" data-item="{escape(it.item_id)}"><td>'
                           f'{escape(it.item_name)} <span class="muted">{escape(it.item_id)}</span><div>{status}</div>'
                           f'</td><td>{it.points:g}/{it.max_points:g}{reviewed}</td><td>{evs}{form}</td></tr>')
-    hist = "".join(f'<tr><td>{h["id"]}</td><td>{escape(h["created_at"])}</td><td>{escape(h["item_id"])}</td>'
-                   f'<td>{ACTION_ZH.get(h["action"], h["action"])}</td><td>{_num(h["machine_points"])}'
-                   f'</td><td>{_num(h["new_points"])}</td>'
-                   f'<td>{escape(h["comment"])}</td><td>{escape(h["user"])} ({escape(h["role"])})</td></tr>'
-                   for h in history)
+    hist = "".join(_history_row(h) for h in history)
     score = "未评分" if s.total is None else f"{s.total:g} 分 · {escape(s.grade or '')}"
     meta = " · ".join(x for x in (s.started_at, s.team and f"班组 {s.team}", s.agent_id and f"坐席 {s.agent_id}",
                                   s.queue, s.role_confidence is not None and f"角色置信度 {s.role_confidence:.2f}",
@@ -219,7 +227,7 @@ def session_page(s: SessionView, utterances: list[dict], state: dict[str, dict],
             f'<th>证据 / 复核</th></tr></thead><tbody>{"".join(items_html)}</tbody></table></div></div>'
             f'<div class="card" style="margin-top:16px"><h3>复核记录</h3><table class="history"><thead><tr>'
             f'<th>#</th><th>时间</th><th>质检项</th><th>操作</th><th>机器分</th><th>新分</th><th>意见</th>'
-            f'<th>人员</th></tr></thead><tbody>{hist}</tbody></table></div>')
+            f'<th>人员</th><th>运行</th></tr></thead><tbody>{hist}</tbody></table></div>')
     return layout(s.call_id, body, user, csrf, nonce, PLAYER_JS)
 
 
@@ -253,5 +261,7 @@ def export_page(agents: list[str], teams: list[str], user: User, csrf: str) -> s
                   f'action="/export/download"><label>坐席<select name="agent" required>{ag}</select></label>'
                   f'<label>班组<select name="team"><option value="">全部</option>{tm}</select></label>'
                   f'<label>低于<input name="below" type="number" value="60" style="width:5em"></label>'
+                  f'<label>开始日期<input type="date" name="since"></label>'
+                  f'<label>结束日期<input type="date" name="until"></label>'
                   f'<label>格式<select name="format"><option>csv</option><option>xlsx</option></select></label>'
                   f'<button>下载</button></form>', user, csrf)
