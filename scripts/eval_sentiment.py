@@ -15,6 +15,10 @@
   customer emotion index (customer turns, recency weighted) and its Spearman correlation with the
   19-annotator mean quality ratings (S = customer satisfaction, also A and E); the same for a
   snownlp-based index.  JDDC dev (87 JD chats, no labels): distribution only.
+* In-domain neutral questions: the held-out (md5 test split) part of the weak-labelled neutral
+  customer turns of JDDC/CSDS/MobileCS (``train_sentiment.is_weak_neutral``; the hand-labelled
+  evaluation dialogues excluded): mean utterance emotion index and share under the flag threshold,
+  plus a few fixed example service questions.
 """
 
 from __future__ import annotations
@@ -161,6 +165,21 @@ def main() -> None:
     a_idx = [s.emotion_index for s, t in zip(scores, ey)]
     by = {c: np.mean([v for v, t in zip(a_idx, ey) if t == c]) for c in EMOTIONS}
     print("mean utterance emotion index by true class: " + "  ".join(f"{c} {v:.1f}" for c, v in by.items()))
+
+    # ---- in-domain neutral questions --------------------------------------------------------
+    weak = tr.load_weak_neutral(args.data, tr.labelled_dialogue_ids())
+    weak_test = [t for t, _ in weak if tr.split_of(t) == "test"]
+    if weak_test:
+        wi = [s.emotion_index for s in model.score(weak_test)]
+        print(f"\n== Held-out weak-labelled neutral customer turns (JDDC/CSDS/MobileCS, md5 test split; "
+              f"{len(weak)} in all): n={len(wi)} mean index {np.mean(wi):.1f}, "
+              f"< {FLAG_THRESHOLD:g}: {sum(v < FLAG_THRESHOLD for v in wi)}/{len(wi)} = "
+              f"{100 * np.mean([v < FLAG_THRESHOLD for v in wi]):.1f}%")
+        print("  " + describe(wi))
+    examples = ["请问什么时候发货", "我的订单什么时候到", "在吗", "发票怎么开", "可以帮我查一下物流吗",
+                "我的订单号是12345678", "我想查一下物流", "为什么还没有发货"]
+    print("  fixed examples: " + "  ".join(f"{t} {s.emotion_index:.1f}"
+                                           for t, s in zip(examples, model.score(examples))))
 
     # ---- throughput -----------------------------------------------------------------------
     if not args.no_throughput:

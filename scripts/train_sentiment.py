@@ -12,7 +12,14 @@ same side.  ``scripts/eval_sentiment.py`` uses the same rule.
   sentiment_online_shopping_10_cats, and sentiment_bdci_car_2018 texts whose aspect sentiments
   are all −1 or all +1 (mixed/neutral texts dropped).  Optionally (selected by CV, see below)
   SMP2020-EWECT posts mapped happy → positive, angry/sad/fear → negative.
-* emotion head (6 classes): sentiment_smp2020_ewect.
+* emotion head (6 classes): sentiment_smp2020_ewect, plus (``--weak-neutral emotion``, the
+  default) weak-labelled in-domain neutral customer turns from jddc_sample / csds_jd /
+  mobilecs_sample (:func:`is_weak_neutral`: question/request form, no negative or escalation cue;
+  dialogues of eval/item_labels/labels_*.jsonl excluded; same md5 split, the test part is held out
+  for scripts/eval_sentiment.py).  They are added to every CV training fold but never scored, and
+  the calibration anchors are still computed on the SMP2020 training split only.
+  ``--weak-neutral both`` also feeds them to the polarity head (half-weight rows of each class);
+  it was tried and not adopted (pooled polarity accuracy −1.2 points).
 
 Model: one shared FeatureUnion of TF-IDF on jieba words+bigrams and on char 1–3-grams (both
 sublinear tf, capped vocabularies), fitted on all training texts; two LogisticRegression heads
@@ -29,6 +36,7 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 import time
 from collections import Counter
@@ -42,7 +50,8 @@ if str(REPO) not in sys.path:
 
 from qc_pipeline.models import sha256_file  # noqa: E402
 from qc_pipeline.sentiment import (  # noqa: E402
-    ARTIFACT_FORMAT, ARTIFACT_NAME, CARD_NAME, EMOTIONS, normalize_text, split_of, word_analyzer,
+    ARTIFACT_FORMAT, ARTIFACT_NAME, CARD_NAME, EMOTIONS, escalation_cues, normalize_text, split_of,
+    word_analyzer,
 )
 
 log = logging.getLogger("train_sentiment")
@@ -57,6 +66,76 @@ CHAR_MAX_FEATURES = 120_000
 POLARITY_C_GRID = (1.0, 3.0, 10.0, 30.0)
 EMOTION_C_GRID = (0.3, 1.0, 3.0, 10.0)
 N_JOBS = 2  # CV folds in parallel (each fit is deterministic, so results do not depend on this)
+
+# In-domain weak-labelled neutral customer turns (emotion head, class "neutral").
+#: Real customer-service dialogue corpora of the shared DEV package; only customer turns are used.
+DIALOGUE_CORPORA = ("jddc_sample", "csds_jd", "mobilecs_sample")
+#: Dialogue ids in these files are hand-labelled evaluation items (scorecard items): never trained on.
+LABELLED_IDS_DIR = REPO / "eval" / "item_labels"
+LABELLED_IDS_GLOB = "labels_*.jsonl"
+#: Placeholders of the anonymised corpora ("[数字x]", "[订单x]", "[姓名]" …), removed before the rule.
+_PLACEHOLDER = re.compile(r"\[[^\[\]]{1,8}\]")
+#: System-generated customer turns (order cards, links), not customer speech.
+_SYSTEM_TURN = re.compile(r"^(?:顾客通过|咨询订单号)|https?://|www\.|\.com")
+#: Question / request form.
+WEAK_NEUTRAL_FORM = re.compile(
+    r"[?？]|吗|么|呢|请问|想问|问一?下|咨询|怎么|如何|什么|多少|多久|多长|哪|几[天个号点时]|能不能|能否"
+    r"|可不可以|可以|是否|有没有|是不是|帮我|帮忙|麻烦|查一?下|看一?下|我想|我要|需要|申请|你好|您好")
+#: Fixed negative-cue lexicon: any match (or an escalation cue) rejects the turn.  Deliberately broad —
+#: a missed neutral costs nothing, a complaint labelled "neutral" teaches the model the bias we fix.
+WEAK_NEUTRAL_NEGATIVE = re.compile(
+    r"投诉|差评|垃圾|骗|生气|气死|太慢|慢|怎么还|还没|还不|到底|不满|退货|退款|换货|退换|为什么|为啥|凭什么"
+    r"|怎么回事|什么意思|啥意思|搞什么|坑|差|烂|破|坏|失望|无语|态度|恶心|耽误|受不了|(?<!行)不行|(?<!能)不能"
+    r"|不给|不让|没人|没有人|拒|扣|虚假|假|质量|问题|故障|催|急|赶紧|快点|丢|少了|错|漏|难|贵|烦|别|郁闷"
+    r"|傻|一直|重复|到现在|不到|没找到|没有找到|没买|没收到|没到|不通过|咋|[!！]|[?？]{2,}|[。.…]{2,}")
+WEAK_NEUTRAL_MAX_CHARS = 40
+WEAK_NEUTRAL_MODES = ("none", "emotion", "both")
+WEAK_NEUTRAL_DEFAULT = "emotion"
+
+
+def labelled_dialogue_ids(root: Path = LABELLED_IDS_DIR) -> set[str]:
+    """Ids of the hand-labelled evaluation dialogues (``eval/item_labels/labels_*.jsonl``)."""
+    files = sorted(root.glob(LABELLED_IDS_GLOB))
+    if not files:
+        raise SystemExit(f"no {LABELLED_IDS_GLOB} under {root}: refusing to build weak labels without the "
+                         "evaluation ids to exclude")
+    return {r["dialogue_id"] for f in files for r in _read_jsonl(f)}
+
+
+def is_weak_neutral(text: str) -> bool:
+    """The weak-labelling rule: a customer turn is "neutral" when, after removing anonymisation
+    placeholders and whitespace, it has 2..WEAK_NEUTRAL_MAX_CHARS characters (≥ 2 CJK), is not a
+    system-generated card/link, has a question/request form (:data:`WEAK_NEUTRAL_FORM`) and has no
+    negative cue (:data:`WEAK_NEUTRAL_NEGATIVE`) and no escalation cue."""
+    core = re.sub(r"\s+", "", _PLACEHOLDER.sub("", normalize_text(text)))
+    if not 2 <= len(core) <= WEAK_NEUTRAL_MAX_CHARS or len(re.findall(r"[\u4e00-\u9fff]", core)) < 2:
+        return False
+    if _SYSTEM_TURN.search(core) or WEAK_NEUTRAL_NEGATIVE.search(core) or escalation_cues(text):
+        return False
+    return bool(WEAK_NEUTRAL_FORM.search(core))
+
+
+def load_weak_neutral(data: Path, exclude_ids: set[str]) -> list[tuple[str, str]]:
+    """(text, "neutral") for the customer turns of :data:`DIALOGUE_CORPORA` that pass
+    :func:`is_weak_neutral`, skipping every dialogue in ``exclude_ids``; normalized-text duplicates
+    dropped (first kept), file order."""
+    out, seen = [], set()
+    for name in DIALOGUE_CORPORA:
+        path = data / name / "dev.jsonl"
+        if not path.is_file():
+            continue
+        for d in _read_jsonl(path):
+            if d["dialogue_id"] in exclude_ids:
+                continue
+            for t in d["turns"]:
+                text = (t.get("text") or "").strip()
+                if t.get("role") != "customer" or not is_weak_neutral(text):
+                    continue
+                k = normalize_text(text)
+                if k not in seen:
+                    seen.add(k)
+                    out.append((text, "neutral"))
+    return out
 
 
 def default_data_dir() -> Path:
@@ -144,9 +223,9 @@ def make_lr(C: float, multiclass: bool):
                               random_state=SEED)
 
 
-def cv_macro_f1(X, y, C: float, multiclass: bool, X_extra=None, y_extra=None) -> float:
+def cv_macro_f1(X, y, C: float, multiclass: bool, X_extra=None, y_extra=None, w_extra=None) -> float:
     """Mean macro-F1 over 5 stratified folds of (X, y).  (X_extra, y_extra) are added to every
-    training fold but never scored."""
+    training fold (with sample weights ``w_extra``, default 1) but never scored."""
     import scipy.sparse as sp
     from sklearn.metrics import f1_score
     from sklearn.model_selection import StratifiedKFold
@@ -154,10 +233,12 @@ def cv_macro_f1(X, y, C: float, multiclass: bool, X_extra=None, y_extra=None) ->
     from joblib import Parallel, delayed
 
     def one_fold(tr, va):
-        Xtr, ytr = X[tr], y[tr]
+        Xtr, ytr, wtr = X[tr], y[tr], None
         if X_extra is not None:
             Xtr, ytr = sp.vstack([Xtr, X_extra]).tocsr(), np.concatenate([ytr, y_extra])
-        clf = make_lr(C, multiclass).fit(Xtr, ytr)
+            if w_extra is not None:
+                wtr = np.concatenate([np.ones(len(tr)), w_extra])
+        clf = make_lr(C, multiclass).fit(Xtr, ytr, sample_weight=wtr)
         return f1_score(y[va], clf.predict(X[va]), average="macro")
 
     skf = StratifiedKFold(n_splits=5, shuffle=True, random_state=SEED)
@@ -177,6 +258,11 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=default_data_dir(), help="shared DEV data folder")
     ap.add_argument("--out", type=Path, default=None,
                     help="output folder (default: $QC_PIPELINE_MODELS_DIR/sentiment or ./models/sentiment)")
+    ap.add_argument("--weak-neutral", choices=WEAK_NEUTRAL_MODES, default=WEAK_NEUTRAL_DEFAULT,
+                    help="use the weak-labelled in-domain neutral customer turns (train split): 'none'; "
+                         "'emotion' = extra class-neutral rows for the emotion head; 'both' = also for the "
+                         "polarity head as half-weight rows of each class (pulls P(neg) towards 0.5) "
+                         f"(default {WEAK_NEUTRAL_DEFAULT})")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
@@ -202,11 +288,22 @@ def main() -> None:
     pol_train = dedup(pol_train_raw)
     emo_train = dedup(emo_train_raw)
     pol_extra = dedup([(t, EMO_TO_POLARITY[e]) for t, e in emo_train if e in EMO_TO_POLARITY])
+    # In-domain weak-labelled neutral customer turns: train split only (the test split is the
+    # held-out neutral-question set of scripts/eval_sentiment.py); texts already in SMP2020 skipped.
+    weak_all = load_weak_neutral(args.data, labelled_dialogue_ids())
+    weak_train_all, weak_test = split(weak_all)
+    smp_keys = {normalize_text(t) for t, _ in emo_train_raw}
+    weak_train = [x for x in weak_train_all if normalize_text(x[0]) not in smp_keys]
+    if args.weak_neutral == "none":
+        weak_train = []
+    log.info("weak-labelled neutral customer turns: %d (train %d used, test %d held out), mode %s",
+             len(weak_all), len(weak_train), len(weak_test), args.weak_neutral)
     log.info("polarity train %d (raw %d), +%d mapped from SMP2020; emotion train %d (raw %d)",
              len(pol_train), len(pol_train_raw), len(pol_extra), len(emo_train), len(emo_train_raw))
 
     # Shared vectorizer, fitted (unsupervised) on every training text.
-    all_texts = list(dict.fromkeys([t for t, _ in pol_train] + [t for t, _ in emo_train]))
+    all_texts = list(dict.fromkeys([t for t, _ in pol_train] + [t for t, _ in emo_train]
+                                   + [t for t, _ in weak_train]))
     vec = build_vectorizer().fit(all_texts)
     for _, v in vec.transformer_list:
         v.stop_words_ = None  # the pruned-terms set is only for introspection and can be huge
@@ -220,16 +317,36 @@ def main() -> None:
     ype = np.array([y for _, y in pol_extra])
     Xe = vec.transform([t for t, _ in emo_train])
     ye = np.array([y for _, y in emo_train])
+    import scipy.sparse as sp
+    Xw = vec.transform([t for t, _ in weak_train]) if weak_train else None
+    yw = np.array([y for _, y in weak_train]) if weak_train else None
+    # Polarity view of the weak neutrals ('both'): each text once as negative and once as positive,
+    # weight 0.5 each — "no polarity" for a binary head.
+    if weak_train and args.weak_neutral == "both":
+        Xpw = sp.vstack([Xw, Xw]).tocsr()
+        ypw = np.concatenate([np.zeros(len(weak_train), dtype=int), np.ones(len(weak_train), dtype=int)])
+        wpw = np.full(2 * len(weak_train), 0.5)
+    else:
+        Xpw = ypw = wpw = None
+
+    def pol_extra_rows(aug: bool):
+        """(X, y, w) added to the polarity training rows (None when nothing is added)."""
+        parts = ([(Xpe, ype, np.ones(len(ype)))] if aug else []) + ([(Xpw, ypw, wpw)] if Xpw is not None else [])
+        if not parts:
+            return None, None, None
+        return (sp.vstack([p[0] for p in parts]).tocsr(), np.concatenate([p[1] for p in parts]),
+                np.concatenate([p[2] for p in parts]))
 
     # Model selection: CV on the train split only (polarity scored on polarity-corpus rows only).
     cv = {"polarity": {}, "emotion": {}}
     for aug in (False, True):
         for C in POLARITY_C_GRID:
-            f1 = cv_macro_f1(Xp, yp, C, False, X_extra=Xpe if aug else None, y_extra=ype if aug else None)
+            Xx, yx, wx = pol_extra_rows(aug)
+            f1 = cv_macro_f1(Xp, yp, C, False, X_extra=Xx, y_extra=yx, w_extra=wx)
             cv["polarity"][f"C={C},smp_aug={aug}"] = round(f1, 4)
             log.info("cv polarity C=%s aug=%s macro-F1 %.4f", C, aug, f1)
     for C in EMOTION_C_GRID:
-        f1 = cv_macro_f1(Xe, ye, C, True)
+        f1 = cv_macro_f1(Xe, ye, C, True, X_extra=Xw, y_extra=yw)
         cv["emotion"][f"C={C}"] = round(f1, 4)
         log.info("cv emotion C=%s macro-F1 %.4f", C, f1)
     best_pol = max(((aug, C) for aug in (False, True) for C in POLARITY_C_GRID),
@@ -238,13 +355,17 @@ def main() -> None:
     aug, pol_C = best_pol
     log.info("selected polarity C=%s smp_aug=%s; emotion C=%s", pol_C, aug, best_emo_C)
 
-    import scipy.sparse as sp
-    if aug:
-        Xfit, yfit = sp.vstack([Xp, Xpe]).tocsr(), np.concatenate([yp, ype])
+    Xx, yx, wx = pol_extra_rows(aug)
+    if Xx is not None:
+        Xfit, yfit = sp.vstack([Xp, Xx]).tocsr(), np.concatenate([yp, yx])
+        wfit = np.concatenate([np.ones(len(yp)), wx])
     else:
-        Xfit, yfit = Xp, yp
-    polarity = make_lr(pol_C, False).fit(Xfit, yfit)
-    emotion = make_lr(best_emo_C, True).fit(Xe, ye)
+        Xfit, yfit, wfit = Xp, yp, None
+    polarity = make_lr(pol_C, False).fit(Xfit, yfit, sample_weight=wfit)
+    if Xw is not None:
+        emotion = make_lr(best_emo_C, True).fit(sp.vstack([Xe, Xw]).tocsr(), np.concatenate([ye, yw]))
+    else:
+        emotion = make_lr(best_emo_C, True).fit(Xe, ye)
     train_s = time.perf_counter() - t0
 
     # Held-out metrics for the card (the eval script reports the same plus the snownlp baseline).
@@ -274,6 +395,15 @@ def main() -> None:
     calibration = {c: round(float(np.mean([s.emotion_index for s, (_, y) in zip(raw, emo_train) if y == c])), 3)
                    for c, _ in CALIBRATION_TARGETS}
     log.info("calibration anchors (train split mean raw index): %s", calibration)
+    if weak_test:
+        cal_model = SentimentModel(vectorizer=vec, polarity=polarity, emotion=emotion,
+                                   meta={"calibration": calibration})
+        idx = np.array([s.emotion_index for s in cal_model.score([t for t, _ in weak_test])])
+        test_metrics["weak_neutral_customer_turns"] = {
+            "n": len(weak_test), "mean_index": round(float(idx.mean()), 2),
+            "share_below_flag_threshold": round(float((idx < 60).mean()), 4)}
+        log.info("held-out weak-neutral customer turns: n=%d mean index %.1f, %.1f%% < 60",
+                 len(weak_test), idx.mean(), 100 * (idx < 60).mean())
 
     meta = {
         "calibration": calibration,
@@ -281,6 +411,9 @@ def main() -> None:
         "sklearn": sklearn.__version__,
         "jieba": jieba.__version__,
         "polarity_C": pol_C, "polarity_smp_aug": aug, "emotion_C": best_emo_C,
+        # interned: the pickle memoizes by object identity, so "--weak-neutral emotion" and the default
+        # must be the same str object for the artifact to stay byte-identical
+        "weak_neutral": {"mode": sys.intern(args.weak_neutral), "n_train": len(weak_train)},
         "features": {"word": n_word, "char": n_char},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -316,6 +449,22 @@ def main() -> None:
             "polarity_train_after_dedup": len(pol_train),
             "smp2020_polarity_mapping": {"used": aug, "n": len(pol_extra), "map": EMO_TO_POLARITY},
             "emotion_train_after_dedup": len(emo_train),
+            "weak_neutral_customer_turns": {
+                "mode": args.weak_neutral,
+                "files": {name: sha256_file(args.data / name / "dev.jsonl") for name in DIALOGUE_CORPORA
+                          if (args.data / name / "dev.jsonl").is_file()},
+                "rule": "customer turns of " + ", ".join(DIALOGUE_CORPORA) + " (dialogues listed in "
+                        f"eval/{LABELLED_IDS_DIR.name}/{LABELLED_IDS_GLOB} excluded); after removing [..] "
+                        f"placeholders: 2..{WEAK_NEUTRAL_MAX_CHARS} chars, >=2 CJK, not a system card/link, "
+                        "question/request form, no negative-lexicon or escalation cue "
+                        "(scripts/train_sentiment.py is_weak_neutral); labelled 'neutral'",
+                "total": len(weak_all), "train": len(weak_train), "test": len(weak_test),
+                "emotion_head": "train rows added as class 'neutral' (CV scores SMP2020 rows only)"
+                                if weak_train else "not used",
+                "polarity_head": "train rows added once as 0 and once as 1, sample weight 0.5 each"
+                                 if weak_train and args.weak_neutral == "both" else "not used",
+                "calibration": "anchors still from the SMP2020 training split only",
+            },
         },
         "split": "md5(NFKC-lowercased text) % 5 == 0 -> test (~20%), else train; "
                  "qc_pipeline.sentiment.split_of",
@@ -336,7 +485,8 @@ def main() -> None:
                         "targets": dict(CALIBRATION_TARGETS)},
         "metrics_test_split": test_metrics,
         "intended_use": "utterance-level negativity/anger for call-center QC (customer emotion index, "
-                        "agent attitude). Trained on reviews and Weibo posts, not call transcripts.",
+                        "agent attitude). Trained on reviews and Weibo posts plus weak-labelled neutral "
+                        "customer turns of JD/China Mobile service dialogues (no labelled call transcripts).",
     }
     (out_dir / CARD_NAME).write_text(json.dumps(card, ensure_ascii=False, indent=2) + "\n", "utf-8")
     print(f"wrote {art} ({size / 1e6:.2f} MB, sha256 {card['artifact']['sha256'][:16]}…) and "
