@@ -13,7 +13,10 @@ runs calls through it.  Two layouts:
 Either way results stream back to the driver, which calls ``on_result`` — so ``run_batch``
 keeps owning the Parquet writer, resume markers and run statistics, identical across engines.
 A failure inside a stage becomes an error row (``Pipeline.run_one`` semantics); a dead actor
-is replaced and its call resubmitted once, then written as ``worker_crashed``.
+is replaced and its call resubmitted once, then written as ``worker_crashed``.  A call still
+running after ``run.call_timeout_s`` has its actor killed and replaced and is written as
+``call_timeout`` (no retry); calls queued behind it on that actor go again uncharged.  A
+replacement actor that cannot set up (after a few tries) stops the run with a ``SetupError``.
 """
 
 from __future__ import annotations
@@ -64,7 +67,9 @@ class RayOptions:
     ``split``: None = split only when ASR runs on GPUs (see module docstring); True/False forces it.
     ``in_flight_per_actor``: calls queued per actor; bounds the calls in flight (backpressure).
     ``max_attempts``: tries per call when its actor dies (2 = resubmit once).
-    ``start_timeout_s``: how long to wait for the actors to load their models.
+    ``start_timeout_s``: how long to wait for the actors (and each replacement) to load their models.
+    ``replace_attempts``: tries to start a replacement for a dead actor before the run stops.
+    ``replace_backoff_s``: pause before the n-th retry of a replacement is n times this.
     ``build``: the stage-list factory (tests swap in a wrapped ``build_stages``).
     """
 
@@ -72,6 +77,8 @@ class RayOptions:
     in_flight_per_actor: int = 2
     max_attempts: int = 2
     start_timeout_s: float = 900.0
+    replace_attempts: int = 3
+    replace_backoff_s: float = 2.0
     build: Callable[[PipelineConfig], Sequence[Stage]] = build_stages
 
 
@@ -165,6 +172,9 @@ class _Job:
     attempt: int
     record_ref: Any = None
     seq: int = 0        # submission order; an actor runs its calls in this order
+    started: Optional[float] = None  # monotonic time it became its actor's running call (as seen here)
+    timed_out: bool = False          # its actor was killed for running it past run.call_timeout_s
+    lost: int = 0                    # times an intermediate result of it was lost (resubmitted from pool 0)
 
 
 class RayExecutor:
@@ -182,8 +192,8 @@ class RayExecutor:
         self.workers = n if n > 0 else (os.cpu_count() or 1)
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.options = options or RayOptions()
-        if self.options.in_flight_per_actor < 1 or self.options.max_attempts < 1:
-            raise SetupError("RayOptions: in_flight_per_actor and max_attempts must be >= 1")
+        if min(self.options.in_flight_per_actor, self.options.max_attempts, self.options.replace_attempts) < 1:
+            raise SetupError("RayOptions: in_flight_per_actor, max_attempts and replace_attempts must be >= 1")
         # per pool: peak RSS (MiB) of every actor that ran, filled at the end of run()
         self.worker_peaks_mib: dict[str, list[float]] = {}
         self.layout = ""
@@ -323,20 +333,97 @@ class RayExecutor:
         pool = pools[k]
         idx = min(range(len(pool.actors)), key=pool.load.__getitem__)
         pool.load[idx] += 1
-        job.pool, job.actor, job.handle = k, idx, pool.actors[idx]
+        job.pool, job.actor, job.handle, job.started, job.timed_out = k, idx, pool.actors[idx], None, False
         self._seq += 1
         job.seq = self._seq
         ok_ref, job.record_ref = job.handle.run.options(num_returns=2).remote(item)
         return ok_ref
 
-    def _replace_dead(self, ray, pools: list[_Pool], job: _Job) -> None:
+    def _replace_dead(self, ray, pools: list[_Pool], job: _Job, why: str = "died") -> None:
         pool = pools[job.pool]
         if pool.actors[job.actor] is not job.handle:
             return  # already replaced on behalf of another call that was queued on it
         ray.kill(job.handle, no_restart=True)
-        pool.actors[job.actor] = self._new_actor(ray, pools, job.pool)
-        pool.load[job.actor] = 0
-        log.warning("ray worker %d of pool %s died; started a replacement", job.actor, pool.name)
+        self._replace_actor(ray, pools, job.pool, job.actor, why)
+
+    def _replace_actor(self, ray, pools: list[_Pool], k: int, idx: int, why: str) -> None:
+        """Start a new actor in slot ``idx`` of pool ``k`` and wait until it has set up.
+
+        A replacement can fail where the first actors did not (the dead actor's GPU memory not yet
+        freed, say): it is tried ``replace_attempts`` times with a growing pause, then the run stops
+        with a ``SetupError`` -- results so far are written and a re-run resumes -- rather than
+        turning every call routed to a broken actor into an error row.
+        """
+        pool, opts = pools[k], self.options
+        problem = ""
+        for attempt in range(1, opts.replace_attempts + 1):
+            new = self._new_actor(ray, pools, k)
+            try:
+                problem = ray.get(new.ready.remote(), timeout=opts.start_timeout_s)
+            except ray.exceptions.GetTimeoutError:
+                problem = f"not ready within {opts.start_timeout_s:g} s"
+            except ray.exceptions.RayError as exc:
+                problem = f"died while loading the models ({exc.__class__.__name__})"
+            if not problem:
+                pool.actors[idx] = new
+                pool.load[idx] = 0
+                log.warning("ray worker %d of pool %s %s; started a replacement", idx, pool.name, why)
+                return
+            try:
+                ray.kill(new, no_restart=True)
+            except Exception as exc:  # never mask the setup problem
+                log.debug("could not stop a failed ray worker: %s", exc)
+            log.warning("replacement for ray worker %d of pool %s failed to start (try %d of %d): %s",
+                        idx, pool.name, attempt, opts.replace_attempts, problem)
+            if attempt < opts.replace_attempts:
+                time.sleep(opts.replace_backoff_s * attempt)
+        raise SetupError(f"a replacement Ray worker (pool {pool.name}) could not set up the stage list after "
+                         f"{opts.replace_attempts} tries: {problem}; results so far are written, re-run the same "
+                         "command to resume (check memory / GPU memory and the worker logs under "
+                         "/tmp/ray/session_latest/logs)")
+
+    @staticmethod
+    def _heads(in_flight: dict) -> dict[int, tuple[Any, _Job]]:
+        """id(actor handle) -> (ref, job) of the call that actor is running: its oldest one in flight."""
+        heads: dict[int, tuple[Any, _Job]] = {}
+        for ref, job in in_flight.items():
+            cur = heads.get(id(job.handle))
+            if cur is None or job.seq < cur[1].seq:
+                heads[id(job.handle)] = (ref, job)
+        return heads
+
+    def _wait_timeout(self, in_flight: dict, limit: float) -> Optional[float]:
+        """Seconds until the first running call is overdue; None without a limit.
+
+        A call's clock starts when the driver first sees it at the head of its actor's queue (at
+        dispatch to an idle actor, else when the previous call's result was taken): never earlier
+        than it really started, so queued calls are not charged for the call ahead of them.
+        """
+        if not limit:
+            return None
+        now, deadline = time.monotonic(), None
+        for _, job in self._heads(in_flight).values():
+            if job.timed_out:
+                continue  # being killed; its queue comes back as actor errors
+            if job.started is None:
+                job.started = now
+            deadline = job.started + limit if deadline is None else min(deadline, job.started + limit)
+        return None if deadline is None else max(0.05, deadline - now)
+
+    def _kill_overdue(self, ray, pools: list[_Pool], in_flight: dict, dead: dict, limit: float) -> None:
+        """Kill and replace every actor whose running call is past ``limit``; the loop then sees
+        the call (``timed_out``) and those queued behind it come back as actor errors."""
+        now = time.monotonic()
+        for ref, job in self._heads(in_flight).values():
+            if job.timed_out or job.started is None or now - job.started < limit:
+                continue
+            if pools[job.pool].actors[job.actor] is not job.handle or ray.wait([ref], timeout=0)[0]:
+                continue  # already dead and replaced, or it just finished: the loop handles it
+            log.warning("call %s still running after %.0f s (run.call_timeout_s); killing ray worker %d of pool %s",
+                        job.source.call_id, limit, job.actor, pools[job.pool].name)
+            job.timed_out = True
+            dead[id(job.handle)] = (job.handle, job.seq)  # the charged call is this one; none behind it
+            self._replace_dead(ray, pools, job, why="was killed (call timeout)")
 
     @staticmethod
     def _running_seq(ray, in_flight: dict, job: _Job) -> int:
@@ -363,6 +450,7 @@ class RayExecutor:
         # id(dead actor handle) -> (handle, seq of the call it was running when it died)
         dead: dict[int, tuple[Any, int]] = {}
         last = len(pools) - 1
+        limit = self.cfg.run.call_timeout_s
 
         def finish(rec: CallRecord) -> None:
             on_result(rec)
@@ -379,16 +467,38 @@ class RayExecutor:
                 in_flight[self._submit(ray, pools, job, 0, job.source)] = job
             if not in_flight:
                 break
-            (ref,), _ = ray.wait(list(in_flight), num_returns=1)
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=self._wait_timeout(in_flight, limit))
+            if not ready:
+                self._kill_overdue(ray, pools, in_flight, dead, limit)
+                continue
+            ref = ready[0]
             job = in_flight.pop(ref)
-            pools[job.pool].load[job.actor] = max(0, pools[job.pool].load[job.actor] - 1)
+            pool = pools[job.pool]
+            if pool.actors[job.actor] is job.handle:  # a replacement starts with its own count
+                pool.load[job.actor] = max(0, pool.load[job.actor] - 1)
             try:
                 ok = ray.get(ref)
                 if ok and job.pool < last:  # forward the record reference; the driver never fetches audio
                     in_flight[self._submit(ray, pools, job, job.pool + 1, job.record_ref)] = job
                     continue
                 finish(ray.get(job.record_ref))
-            except (RayActorError, WorkerCrashedError, ObjectLostError) as exc:
+            except ObjectLostError as exc:
+                # an intermediate record (the previous pool's output) is gone, e.g. with its node; the
+                # actor that reported it is healthy: run the call again from the first pool
+                if job.lost < self.options.max_attempts:
+                    log.warning("call %s: an intermediate result was lost (%s); resubmitting from the first pool",
+                                job.source.call_id, exc.__class__.__name__)
+                    retry.append(_Job(job.source, 0, 0, None, job.attempt, lost=job.lost + 1))
+                else:
+                    finish(CallRecord(source=job.source).failed(
+                        Reason.WORKER_CRASHED, f"ray lost this call's intermediate results {job.lost + 1} times "
+                                               f"(a node or object store failed; last: {exc.__class__.__name__})"))
+            except (RayActorError, WorkerCrashedError) as exc:
+                if job.timed_out:  # its actor was killed and replaced by _kill_overdue; no retry
+                    finish(CallRecord(source=job.source).failed(
+                        Reason.CALL_TIMEOUT, f"still running after {limit:.0f} s (run.call_timeout_s); the ray "
+                                             "worker was killed. Check the file, or raise the limit for very long calls"))
+                    continue
                 self._replace_dead(ray, pools, job)
                 if id(job.handle) not in dead:
                     dead[id(job.handle)] = (job.handle, self._running_seq(ray, in_flight, job))

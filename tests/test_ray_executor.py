@@ -195,3 +195,147 @@ def test_ray_matches_local_on_audio(ray_session, tmp_path, samples, local_calls,
     assert got == want
     stage_names = {k for k, _ in stats.stage_s.items()}
     assert {"decode", "segment", "asr", "roles", "score"} <= stage_names
+
+
+# -- call timeout, replacements that cannot set up, lost intermediate results --------------------------
+class HangStage(Stage):
+    """Hangs (well past any test's ``run.call_timeout_s``) on one call; ``pause`` seconds on the others."""
+
+    name = "hang"
+    kinds = ("chat",)
+
+    def __init__(self, hang: str, pause: float) -> None:
+        self.hang, self.pause = hang, pause
+
+    def process(self, record: CallRecord) -> CallRecord:
+        import time
+
+        time.sleep(120 if record.call_id == self.hang else self.pause)
+        return record
+
+
+def build_with_hang(cfg, *, hang, pause):
+    return build_stages(cfg) + [HangStage(hang, pause)]
+
+
+class NoSetupAfterCrash(Stage):
+    """Kills its worker on one call; from then on every new worker fails ``setup`` (a GPU not yet freed)."""
+
+    name = "crash_then_no_setup"
+    kinds = ("chat",)
+
+    def __init__(self, crash: str, marker_dir: str) -> None:
+        self.crash, self.marker = crash, Path(marker_dir) / "crashed"
+
+    def setup(self) -> None:
+        if self.marker.exists():
+            raise RuntimeError("CUDA out of memory (the dead worker's memory is not freed yet)")
+
+    def process(self, record: CallRecord) -> CallRecord:
+        if record.call_id == self.crash:
+            self.marker.touch()
+            os._exit(1)
+        return record
+
+
+def build_with_no_setup_after_crash(cfg, *, crash, marker_dir):
+    return build_stages(cfg) + [NoSetupAfterCrash(crash, marker_dir)]
+
+
+def chat_ids(samples) -> list[str]:
+    lines = (samples / "chats" / "jddc_3.jsonl").read_text("utf-8").splitlines()
+    return [json.loads(line)["dialogue_id"] for line in lines]
+
+
+@pytest.mark.model
+def test_hung_call_is_killed_as_call_timeout_and_queued_calls_go_again(ray_session, tmp_path, samples, whisper_base):
+    import time
+
+    import ray.cloudpickle
+
+    from qc_pipeline.executor_ray import RayExecutor, RayOptions
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ids = chat_ids(samples)
+    cfg = load_config(overrides=("run.progress=false", "run.call_timeout_s=3"))
+    # two actors, two calls each in flight: ids[0] hangs on actor 0 with ids[2] queued behind it
+    build = functools.partial(build_with_hang, hang=ids[0], pause=0.0)
+    ex = RayExecutor(cfg, 2, options=RayOptions(in_flight_per_actor=2, build=build))
+    t0 = time.monotonic()
+    stats = run_batch([str(samples / "chats" / "jddc_3.jsonl")], str(tmp_path / "out"), cfg, executor=ex)
+    assert time.monotonic() - t0 < 100  # the hang (120 s) did not hold up the batch
+    sessions = read_table(tmp_path / "out", "sessions").to_pylist()
+    assert sorted(r["call_id"] for r in sessions) == sorted(ids)  # every call exactly once
+    rows = {r["call_id"]: r for r in sessions}
+    assert rows[ids[0]]["status"] == "failed" and rows[ids[0]]["error_reason"] == "call_timeout"
+    assert "run.call_timeout_s" in rows[ids[0]]["error_detail"]
+    assert rows[ids[1]]["status"] == rows[ids[2]]["status"] == "ok"
+    assert (stats.ok, dict(stats.failed)) == (2, {"call_timeout": 1})
+
+
+@pytest.mark.model
+def test_call_timeout_clock_starts_when_the_call_runs_not_when_queued(ray_session, tmp_path, samples, whisper_base):
+    import ray.cloudpickle
+
+    from qc_pipeline.executor_ray import RayExecutor, RayOptions
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cfg = load_config(overrides=("run.progress=false", "run.call_timeout_s=8"))
+    # one actor, all three calls queued on it, 5 s each: a clock started at dispatch would time out
+    # the second and third (10 s, 15 s after dispatch); each runs well under the 8 s limit
+    build = functools.partial(build_with_hang, hang="", pause=5.0)
+    ex = RayExecutor(cfg, 1, options=RayOptions(in_flight_per_actor=3, build=build))
+    stats = run_batch([str(samples / "chats" / "jddc_3.jsonl")], str(tmp_path / "out"), cfg, executor=ex)
+    assert (stats.ok, dict(stats.failed)) == (3, {})
+
+
+@pytest.mark.model
+def test_replacement_that_cannot_set_up_stops_the_run_and_a_rerun_resumes(ray_session, tmp_path, samples,
+                                                                          whisper_base):
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ids = chat_ids(samples)
+    out = tmp_path / "out"
+    build = functools.partial(build_with_no_setup_after_crash, crash=ids[1], marker_dir=str(tmp_path))
+    ex = ray_executor(1, in_flight_per_actor=1, replace_attempts=2, replace_backoff_s=0.1, build=build)
+    with pytest.raises(SetupError, match=r"replacement Ray worker .* after 2 tries: .*CUDA out of memory"):
+        run_batch([str(samples / "chats" / "jddc_3.jsonl")], str(out), CFG, executor=ex)
+    rows = read_table(out, "sessions").to_pylist()  # what finished before the stop is committed
+    assert [(r["call_id"], r["status"]) for r in rows] == [(ids[0], "ok")]
+    again = run_batch([str(samples / "chats" / "jddc_3.jsonl")], str(out), CFG, engine="ray", workers=1)
+    assert (again.skipped_done, again.ok, dict(again.failed)) == (1, 2, {})
+
+
+@pytest.mark.model
+def test_lost_intermediate_result_goes_again_from_the_first_pool(ray_session, tmp_path, samples, whisper_base):
+    import ray
+
+    from qc_pipeline.executor_ray import RayExecutor, RayOptions
+
+    @ray.remote
+    def lost():
+        raise ray.exceptions.ObjectLostError("ff" * 28, None, "test")
+
+    class LosesOneForward(RayExecutor):
+        """The first record forwarded to the ASR pool comes back lost (as when its node died)."""
+
+        lost_once = False
+        replaced = 0
+
+        def _submit(self, ray, pools, job, k, item):
+            ref = super()._submit(ray, pools, job, k, item)
+            if k == 1 and not self.lost_once:
+                self.lost_once = True
+                return lost.remote()
+            return ref
+
+        def _replace_dead(self, *args, **kwargs):
+            self.replaced += 1
+            return super()._replace_dead(*args, **kwargs)
+
+    ex = LosesOneForward(CFG, 1, options=RayOptions(split=True))
+    stats = run_batch([str(samples / "chats" / "jddc_3.jsonl")], str(tmp_path / "out"), CFG, executor=ex)
+    assert ex.lost_once and ex.replaced == 0  # no healthy actor was killed
+    ids = read_table(tmp_path / "out", "sessions").column("call_id").to_pylist()
+    assert sorted(ids) == sorted(chat_ids(samples)) and (stats.ok, dict(stats.failed)) == (3, {})
