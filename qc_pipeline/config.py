@@ -60,8 +60,8 @@ class AsrConfig:
     simplified: bool = _opt(True, doc="convert output to simplified Chinese with OpenCC (tw2sp)")
     window_s: float = _opt(28.0, ge=5.0, le=30.0, doc="speech spans are packed into windows this long")
     batch_size: int = _opt(-1, ge=-1, le=256,
-                           doc="windows decoded together (BatchedInferencePipeline); -1 = auto: 16 on GPU, 0 "
-                               "(sequential, with temperature fallback) on CPU")
+                           doc="windows decoded together (BatchedInferencePipeline); -1 = auto: 16 on GPU, 8 "
+                               "on CPU; 0 = sequential, with temperature fallback")
     max_no_speech_prob: float = _opt(0.6, ge=0.0, le=1.0,
                                      doc="a segment above this AND below min_avg_logprob is dropped")
     min_avg_logprob: float = _opt(-1.0, le=0.0)
@@ -125,8 +125,7 @@ class RunConfig:
     progress: bool = _opt(True)
     calls_per_task: int = _opt(0, ge=0, le=64,
                                doc="calls a worker takes at once; with batched ASR their windows share batches "
-                                   "(keeps a GPU busy on short calls). 0 = auto: 8 when asr.batch_size > 0 "
-                                   "or resolves to GPU batching, else 1")
+                                   "(keeps a GPU busy on short calls). 0 = auto: 8 on GPU, 1 on CPU")
     call_timeout_s: float = _opt(1800.0, ge=0.0,
                                  doc="a call still running after this is killed and written as call_timeout "
                                      "(0 = no limit; multi-worker runs only)")

@@ -100,13 +100,11 @@ class RunStats:
 
 
 def calls_per_task(cfg: PipelineConfig) -> int:
-    """``run.calls_per_task``, auto (0): 8 when ASR decodes in batches (explicit ``asr.batch_size`` > 0, or
-    auto on a machine where CTranslate2 sees a GPU), else 1."""
+    """``run.calls_per_task``, auto (0): 8 when ASR batches on a GPU (short calls share its batches), else 1
+    (on CPU, grouping calls measured no faster than batching within each call, and costs memory)."""
     if cfg.run.calls_per_task > 0:
         return cfg.run.calls_per_task
-    if cfg.asr.batch_size > 0:
-        return 8
-    if cfg.asr.batch_size < 0 and cfg.asr.device in ("auto", "cuda"):
+    if cfg.asr.batch_size != 0 and cfg.asr.device in ("auto", "cuda"):
         try:
             import ctranslate2
 
@@ -151,11 +149,11 @@ class LocalExecutor:
                         on_result(rec)
                         bar.update(1)
             else:
-                self._run_pool(sources, on_result, bar)
+                self._run_pool(sources, on_result, bar, total)
         finally:
             bar.close()
 
-    def _run_pool(self, sources, on_result, bar) -> None:
+    def _run_pool(self, sources, on_result, bar, total: Optional[int] = None) -> None:
         """Spawned workers; a worker that dies is replaced and its call retried (see workerpool)."""
         from qc_pipeline.workerpool import WorkerPool
 
@@ -163,7 +161,7 @@ class LocalExecutor:
             on_result(rec)
             bar.update(1)
 
-        WorkerPool(self.cfg, self.workers, deliver, group_size=self.group_size).run(sources)
+        WorkerPool(self.cfg, self.workers, deliver, group_size=self.group_size).run(sources, total=total)
 
 
 ENGINES = ("local", "ray")

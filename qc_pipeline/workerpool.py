@@ -108,6 +108,7 @@ class WorkerPool:
         self._crashes: collections.Counter = collections.Counter()  # call_id -> deaths seen
         self._retry: collections.deque = collections.deque()
         self._setup_deaths = 0
+        self._undispatched: Optional[int] = None
 
     # lifecycle
     def _start(self) -> _Worker:
@@ -129,7 +130,9 @@ class WorkerPool:
         self._workers = []
 
     # main loop
-    def run(self, sources: Iterable[CallSource]) -> None:
+    def run(self, sources: Iterable[CallSource], total: Optional[int] = None) -> None:
+        """``total`` (when known) keeps groups small enough that no worker starves at the end of a run."""
+        self._undispatched = total
         it = iter(sources)
         self._workers = [self._start() for _ in range(self.n)]
         try:
@@ -147,7 +150,12 @@ class WorkerPool:
         """A retry (always a single call), else the next group of up to ``group_size`` calls."""
         if self._retry:
             return (self._retry.popleft(),)
-        group = tuple(s for s in (next(it, None) for _ in range(self.group_size)) if s is not None)
+        size = self.group_size
+        if self._undispatched is not None:  # e.g. 8 calls on 2 workers: 4 + 4, not 8 + 0
+            size = max(1, min(size, -(-self._undispatched // self.n)))
+        group = tuple(s for s in (next(it, None) for _ in range(size)) if s is not None)
+        if self._undispatched is not None:
+            self._undispatched -= len(group)
         return group or None
 
     def _dispatch(self, it: Iterator[CallSource]) -> bool:

@@ -237,10 +237,12 @@ def test_unwritable_output_is_a_clear_error(tmp_path, samples):
         run_batch([str(samples / "chats")], str(out), CFG, workers=1)
 
 
-def test_batched_decoding_keeps_channels_and_times_apart(tmp_path, samples, ref_lines):
-    """asr.batch_size > 0 (the GPU default) decodes every window of both channels in one batched pass
-    through one buffer; words must still land on their own channel, turn and time."""
-    cfg = load_config(overrides=("run.progress=false", "asr.batch_size=4", "scoring.enabled=false"))
+@pytest.mark.parametrize("batch_size", [0, 4])
+def test_sequential_and_batched_decoding_keep_channels_and_times_apart(tmp_path, samples, ref_lines, batch_size):
+    """batch_size 0: one transcribe per window (temperature fallback); > 0 (auto: 8 on CPU, 16 on GPU):
+    every window of both channels in one batched pass through one buffer.  Either way words must land on
+    their own channel, turn and time."""
+    cfg = load_config(overrides=("run.progress=false", f"asr.batch_size={batch_size}", "scoring.enabled=false"))
     stats = run_batch([str(samples / "calls" / "manifest.csv")], str(tmp_path), cfg, workers=1)
     assert stats.ok == 2
     utts = _utts(tmp_path, "demo-stereo-001")

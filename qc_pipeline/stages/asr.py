@@ -82,10 +82,11 @@ class AsrStage(Stage):
 
     @property
     def batch_size(self) -> int:
-        """``asr.batch_size``; -1 = auto: 16 on GPU, sequential (0) on CPU."""
+        """``asr.batch_size``; -1 = auto: 16 on GPU, 8 on CPU (measured on CPU: lower CER and 1.3–1.4x the
+        throughput of sequential decoding); 0 = sequential with temperature fallback."""
         if self.cfg.batch_size >= 0:
             return self.cfg.batch_size
-        return 16 if self.device == "cuda" else 0
+        return 16 if self.device == "cuda" else 8
 
     def setup(self) -> None:
         """Nothing heavy: the model loads on the first audio call, so chat-only batches never pay for
