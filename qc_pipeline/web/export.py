@@ -93,8 +93,12 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def _write_xlsx(path: Path, agent: str, sessions: list[SessionView], rows: list[dict]) -> None:
-    from openpyxl import Workbook
-    from openpyxl.styles import Alignment, Font
+    try:
+        from openpyxl import Workbook
+        from openpyxl.styles import Alignment, Font
+    except ImportError:
+        raise SetupError("xlsx packs need openpyxl: pip install 'qc-pipeline[web]' (or use --format csv|html)") \
+            from None
 
     wb = Workbook()
     ws = wb.active
