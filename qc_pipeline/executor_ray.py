@@ -24,14 +24,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 from qc_pipeline.config import PipelineConfig
-from qc_pipeline.errors import CallError, Reason, SetupError
-from qc_pipeline.pipeline import build_stages
+from qc_pipeline.errors import Reason, SetupError
+from qc_pipeline.pipeline import build_stages, run_stage
 from qc_pipeline.records import CallRecord, CallSource
 from qc_pipeline.stages.base import Stage
 
@@ -92,15 +91,7 @@ def _advance(stages: Sequence[Stage], record: CallRecord, final: bool) -> CallRe
         if not stage.applies_to(record):
             continue
         t0 = time.perf_counter()
-        try:
-            record = stage.process(record)
-        except CallError as exc:
-            record = record.failed(exc.reason, exc.detail)
-        except MemoryError:
-            record = record.failed(Reason.INTERNAL_ERROR, f"out of memory in stage {stage.name}")
-        except Exception as exc:  # one bad call must not stop the batch
-            log.error("call %s: stage %s crashed:\n%s", record.call_id, stage.name, traceback.format_exc())
-            record = record.failed(Reason.INTERNAL_ERROR, f"{stage.name}: {exc.__class__.__name__}: {exc}")
+        record = run_stage(stage, record)
         timings.append((stage.name, round(time.perf_counter() - t0, 4)))
         if not record.ok:
             break

@@ -36,6 +36,19 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
     return stages
 
 
+def run_stage(stage: Stage, record: CallRecord) -> CallRecord:
+    """One stage on one record; any failure becomes an error record with a reason code."""
+    try:
+        return stage.process(record)
+    except CallError as exc:
+        return record.failed(exc.reason, exc.detail)
+    except MemoryError:
+        return record.failed(Reason.INTERNAL_ERROR, f"out of memory in stage {stage.name}")
+    except Exception as exc:  # one bad call must not stop the batch
+        log.error("call %s: stage %s crashed:\n%s", record.call_id, stage.name, traceback.format_exc())
+        return record.failed(Reason.INTERNAL_ERROR, f"{stage.name}: {exc.__class__.__name__}: {exc}")
+
+
 class Pipeline:
     """Runs a stage list over one call at a time; a failure becomes an error record, never a crash."""
 
@@ -78,7 +91,7 @@ class Pipeline:
                 continue
             for i in idx:
                 t0 = time.perf_counter()
-                records[i] = self._step(stage, records[i])
+                records[i] = run_stage(stage, records[i])
                 timings[i].append((stage.name, round(time.perf_counter() - t0, 4)))
         return [r.replace(audio=None, timings=tuple(t)) for r, t in zip(records, timings)]
 
@@ -96,15 +109,3 @@ class Pipeline:
                         stage.name, len(records), exc.__class__.__name__, exc)
             return None
         return outs, time.perf_counter() - t0
-
-    @staticmethod
-    def _step(stage: Stage, record: CallRecord) -> CallRecord:
-        try:
-            return stage.process(record)
-        except CallError as exc:
-            return record.failed(exc.reason, exc.detail)
-        except MemoryError:
-            return record.failed(Reason.INTERNAL_ERROR, f"out of memory in stage {stage.name}")
-        except Exception as exc:  # one bad call must not stop the batch
-            log.error("call %s: stage %s crashed:\n%s", record.call_id, stage.name, traceback.format_exc())
-            return record.failed(Reason.INTERNAL_ERROR, f"{stage.name}: {exc.__class__.__name__}: {exc}")
