@@ -20,14 +20,12 @@ import json
 import logging
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import WorkerPeaks, fmt, phase, rtf  # noqa: E402  (same folder: /proc helpers)
+from bench_pipeline import WorkerPeaks, bench_bare, fmt, phase, rtf  # noqa: E402  (same folder)
 
-from qc_pipeline.audio import load_audio  # noqa: E402
 from qc_pipeline.config import PipelineConfig, load_config  # noqa: E402
 from qc_pipeline.executor import LocalExecutor, RunStats, run_batch  # noqa: E402
 from qc_pipeline.inputs import discover  # noqa: E402
@@ -48,46 +46,6 @@ def copy_inputs(tmp: Path, paths: list[str], copies: int) -> list[str]:
         for c in range(copies):
             (folder / f"{i:03d}_{Path(p).stem}_{c:02d}{Path(p).suffix}").symlink_to(Path(p).resolve())
     return [str(folder)]
-
-
-def bench_bare(paths: list[str], cfg: PipelineConfig, batch_size: int = 0) -> dict:
-    """Sequential decode + WhisperModel.transcribe per channel, AsrStage options; model load timed apart.
-    ``batch_size`` > 0: faster-whisper's own BatchedInferencePipeline (its VAD chunks, batched) instead."""
-    from faster_whisper import BatchedInferencePipeline, WhisperModel
-
-    from qc_pipeline.models import resolve_asr_model
-    from qc_pipeline.stages.asr import pick_device
-
-    a = cfg.asr
-    device, compute_type = pick_device(a.device, a.compute_type)
-    t0 = time.perf_counter()
-    model = WhisperModel(str(resolve_asr_model(a.model).path), device=device, compute_type=compute_type,
-                         cpu_threads=a.cpu_threads, local_files_only=True)
-    load_s = time.perf_counter() - t0
-    batched = BatchedInferencePipeline(model) if batch_size > 0 else None
-    audio_s = decode_s = asr_s = 0.0
-    for path in paths:
-        t0 = time.perf_counter()
-        audio, info = load_audio(path)
-        decode_s += time.perf_counter() - t0
-        audio_s += info.duration_s
-        for ch in range(audio.shape[0]):
-            t0 = time.perf_counter()
-            opts = dict(language=None if a.language == "auto" else a.language, beam_size=a.beam_size,
-                        hotwords=a.hotwords or None, word_timestamps=True, vad_filter=True,
-                        repetition_penalty=a.repetition_penalty, no_repeat_ngram_size=a.no_repeat_ngram_size)
-            if batched is not None:
-                segments, _ = batched.transcribe(audio[ch], batch_size=batch_size, temperature=a.temperatures[0],
-                                                 **opts)
-            else:
-                segments, _ = model.transcribe(audio[ch], condition_on_previous_text=False,
-                                               temperature=list(a.temperatures), **opts)
-            for _ in segments:  # the generator does the decoding
-                pass
-            asr_s += time.perf_counter() - t0
-    wall = decode_s + asr_s
-    return {"model_load_s": load_s, "decode_s": decode_s, "asr_s": asr_s, "wall_s": wall, "audio_s": audio_s,
-            "rtf": rtf(wall, audio_s), "stage_rtf": {"decode": rtf(decode_s, audio_s), "asr": rtf(asr_s, audio_s)}}
 
 
 def run_engine(inputs: list[str], out: Path, cfg: PipelineConfig, engine: str, workers: int,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 from qc_pipeline.audio import load_audio
-from qc_pipeline.config import load_config
+from qc_pipeline.config import PipelineConfig, load_config
 from qc_pipeline.executor import RunStats, run_batch
 from qc_pipeline.inputs import discover
 
@@ -76,14 +76,23 @@ def rtf(wall: float, audio_s: float) -> Optional[float]:
     return wall / audio_s if audio_s > 0 else None
 
 
-def bench_bare(paths: list[str], model_path: str) -> dict:
-    """Decode with load_audio, then WhisperModel.transcribe each channel; model load timed apart."""
-    from faster_whisper import WhisperModel
+def bench_bare(paths: list[str], cfg: PipelineConfig, batch_size: int = 0) -> dict:
+    """Sequential decode + WhisperModel.transcribe per channel, AsrStage options; model load timed apart.
+    ``batch_size`` > 0: faster-whisper's own BatchedInferencePipeline (its VAD chunks, batched) instead."""
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
 
+    from qc_pipeline.models import resolve_asr_model
+    from qc_pipeline.stages.asr import pick_device
+
+    a = cfg.asr
+    device, compute_type = pick_device(a.device, a.compute_type)
     t0 = time.perf_counter()
-    model = WhisperModel(model_path, device="cpu", compute_type="int8", cpu_threads=1, local_files_only=True)
+    model = WhisperModel(str(resolve_asr_model(a.model).path), device=device, compute_type=compute_type,
+                         cpu_threads=a.cpu_threads, local_files_only=True)
     load_s = time.perf_counter() - t0
-    audio_s = channel_s = decode_s = asr_s = n_segments = 0
+    batched = BatchedInferencePipeline(model) if batch_size > 0 else None
+    audio_s = decode_s = asr_s = channel_s = 0.0
+    n_segments = 0
     for path in paths:
         t0 = time.perf_counter()
         audio, info = load_audio(path)
@@ -92,13 +101,20 @@ def bench_bare(paths: list[str], model_path: str) -> dict:
         for ch in range(audio.shape[0]):
             channel_s += audio.shape[1] / 16000
             t0 = time.perf_counter()
-            segments, _ = model.transcribe(audio[ch], language="zh", beam_size=5, vad_filter=True,
-                                           word_timestamps=True, condition_on_previous_text=False)
-            n_segments += sum(1 for _ in segments)  # the generator does the actual decoding
+            opts = dict(language=None if a.language == "auto" else a.language, beam_size=a.beam_size,
+                        hotwords=a.hotwords or None, word_timestamps=True, vad_filter=True,
+                        repetition_penalty=a.repetition_penalty, no_repeat_ngram_size=a.no_repeat_ngram_size)
+            if batched is not None:
+                segments, _ = batched.transcribe(audio[ch], batch_size=batch_size, temperature=a.temperatures[0],
+                                                 **opts)
+            else:
+                segments, _ = model.transcribe(audio[ch], condition_on_previous_text=False,
+                                               temperature=list(a.temperatures), **opts)
+            n_segments += sum(1 for _ in segments)  # the generator does the decoding
             asr_s += time.perf_counter() - t0
     wall = decode_s + asr_s
-    return {"model_load_s": load_s, "decode_s": decode_s, "transcribe_s": asr_s, "wall_s": wall,
-            "audio_s": audio_s, "channel_s": channel_s, "segments": n_segments, "rtf": rtf(wall, audio_s)}
+    return {"model_load_s": load_s, "decode_s": decode_s, "asr_s": asr_s, "wall_s": wall, "audio_s": audio_s,
+            "channel_s": channel_s, "segments": n_segments, "rtf": rtf(wall, audio_s), "stage_rtf": {"decode": rtf(decode_s, audio_s), "asr": rtf(asr_s, audio_s)}}
 
 
 def bench_pipeline(inputs: list[str], out_dir: Path, workers: int) -> RunStats:
@@ -151,7 +167,8 @@ def main() -> None:
     paths = [s.path for s in discover(inputs)[0] if s.kind == "audio" and s.path and s.input_error is None]
     log.info("%d audio calls under %s; scratch folder %s", len(paths), inputs, tmp)
 
-    bare, rss_bare, busy_bare = phase("bare faster-whisper", bench_bare, paths, args.model)
+    bare_cfg = load_config(None, ("run.progress=false", f"asr.model={args.model}"))
+    bare, rss_bare, busy_bare = phase("bare faster-whisper", bench_bare, paths, bare_cfg)
     s1, rss_1, busy_1 = phase("pipeline, 1 worker", bench_pipeline, inputs, tmp / "out1", 1)
     monitor = WorkerPeaks()
     sn, rss_n_main, busy_n = phase(f"pipeline, {w} workers", bench_pipeline, inputs, tmp / "outN", w)
