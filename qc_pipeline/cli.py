@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from qc_pipeline import __version__
+from qc_pipeline.config import ENGINES
 from qc_pipeline.errors import QCError
 
 log = logging.getLogger("qc_pipeline")
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", help="YAML config (default: built-in defaults = configs/default.yaml)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. asr.language=en")
     r.add_argument("--workers", type=int, help="worker processes (overrides run.workers; 0 = one per core)")
-    r.add_argument("--engine", choices=("local", "ray"),
+    r.add_argument("--engine", choices=ENGINES,
                    help="local worker processes (default: run.engine) or Ray (pip install 'qc-pipeline[ray]'; "
                         "cluster from run.ray_address or $RAY_ADDRESS)")
     r.add_argument("--no-progress", action="store_true")

@@ -29,6 +29,8 @@ def _opt_list(default: tuple, doc="", item: type = str):
     return field(default_factory=lambda: tuple(default), metadata={"doc": doc, "item": item})
 
 
+ENGINES = ("local", "ray")  # run.engine / --engine
+
 @dataclass(frozen=True)
 class AudioConfig:
     agent_channel: str = _opt("left", choices=("left", "right"),
@@ -129,7 +131,7 @@ class RunConfig:
     call_timeout_s: float = _opt(1800.0, ge=0.0,
                                  doc="a call still running after this is killed and written as call_timeout "
                                      "(0 = no limit; multi-worker runs only)")
-    engine: str = _opt("local", choices=("local", "ray"), doc="local worker processes, or Ray (`ray` extra)")
+    engine: str = _opt("local", choices=ENGINES, doc="local worker processes, or Ray (`ray` extra)")
     ray_address: Optional[str] = _opt(None, doc="Ray cluster address (else $RAY_ADDRESS, else a local Ray)")
 
 

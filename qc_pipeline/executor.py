@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
-from qc_pipeline.config import PipelineConfig
+from qc_pipeline.config import ENGINES, PipelineConfig
 from qc_pipeline.errors import SetupError
 from qc_pipeline.pipeline import Pipeline, build_stages
 from qc_pipeline.records import CallRecord, CallSource
@@ -99,6 +99,12 @@ class RunStats:
         return "\n".join(lines)
 
 
+def resolve_workers(cfg: PipelineConfig, workers: Optional[int] = None) -> int:
+    """``--workers`` (else ``run.workers``); 0 = one per core."""
+    n = cfg.run.workers if workers is None else workers
+    return n if n > 0 else (os.cpu_count() or 1)
+
+
 def calls_per_task(cfg: PipelineConfig) -> int:
     """``run.calls_per_task``, auto (0): 8 when ASR batches on a GPU (short calls share its batches), else 1
     (on CPU, grouping calls measured no faster than batching within each call, and costs memory)."""
@@ -106,12 +112,9 @@ def calls_per_task(cfg: PipelineConfig) -> int:
         return cfg.run.calls_per_task
     if cfg.asr.batch_size != 0 and cfg.asr.device in ("auto", "cuda"):
         try:
-            import ctranslate2
+            from qc_pipeline.stages.asr import pick_device
 
-            from qc_pipeline.gpu import preload_cuda12_libs
-
-            preload_cuda12_libs()
-            return 8 if ctranslate2.get_cuda_device_count() > 0 else 1
+            return 8 if pick_device("auto", "auto")[0] == "cuda" else 1  # "auto": actually look for a GPU
         except ImportError:
             return 1
     return 1
@@ -131,8 +134,7 @@ def _groups(sources: Iterable[CallSource], size: int):
 class LocalExecutor:
     def __init__(self, cfg: PipelineConfig, workers: Optional[int] = None) -> None:
         self.cfg = cfg
-        n = cfg.run.workers if workers is None else workers
-        self.workers = n if n > 0 else (os.cpu_count() or 1)
+        self.workers = resolve_workers(cfg, workers)
         self.group_size = calls_per_task(cfg)
 
     def run(self, sources: Iterable[CallSource], on_result: Callable[[CallRecord], None],
@@ -164,7 +166,6 @@ class LocalExecutor:
         WorkerPool(self.cfg, self.workers, deliver, group_size=self.group_size).run(sources, total=total)
 
 
-ENGINES = ("local", "ray")
 
 
 def make_executor(engine: str, cfg: PipelineConfig, workers: Optional[int] = None):

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 from qc_pipeline.config import PipelineConfig
 from qc_pipeline.errors import Reason, SetupError
+from qc_pipeline.executor import resolve_workers
 from qc_pipeline.pipeline import build_stages, run_stage
 from qc_pipeline.records import CallRecord, CallSource
 from qc_pipeline.stages.base import Stage
@@ -179,8 +180,7 @@ class RayExecutor:
                  options: Optional[RayOptions] = None) -> None:
         _import_ray()  # fail before any input is read
         self.cfg = cfg
-        n = cfg.run.workers if workers is None else workers
-        self.workers = n if n > 0 else (os.cpu_count() or 1)
+        self.workers = resolve_workers(cfg, workers)
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.options = options or RayOptions()
         if min(self.options.in_flight_per_actor, self.options.max_attempts, self.options.replace_attempts) < 1:
@@ -232,9 +232,11 @@ class RayExecutor:
         else:
             asr_opts, n_asr = cpu, self.workers
         light = {"num_cpus": 1, "runtime_env": {"env_vars": env}}
+        # the back pool: every stage not in the front or ASR pools, in stage-list order
+        back = tuple(s.name for s in self.options.build(self.cfg) if s.name not in FRONT_STAGES + ASR_STAGES)
         self.layout = f"split: front x{self.workers}, asr x{n_asr}{' (gpu)' if asr_gpu else ''}, back x{self.workers}"
         return [_Pool("front", FRONT_STAGES, light, self.workers), _Pool("asr", ASR_STAGES, asr_opts, n_asr),
-                _Pool("back", None, light, self.workers)]
+                _Pool("back", back, light, self.workers)]
 
     def _actor_env(self) -> dict:
         """Environment for the actors: the driver's models folder when it is the same machine (local Ray)
@@ -247,11 +249,8 @@ class RayExecutor:
 
     def _new_actor(self, ray, pools: list[_Pool], k: int):
         pool = pools[k]
-        names = pool.names
-        if pool.name == "back":  # everything not in the front or ASR pools, in stage-list order
-            names = tuple(s.name for s in self.options.build(self.cfg) if s.name not in FRONT_STAGES + ASR_STAGES)
         cls = ray.remote(StageActor).options(max_restarts=0, max_task_retries=0, **pool.options)
-        return cls.remote(self.cfg, names, k == 0, k == len(pools) - 1, self.options.build, os.getcwd())
+        return cls.remote(self.cfg, pool.names, k == 0, k == len(pools) - 1, self.options.build, os.getcwd())
 
     def _check_resources(self, ray, pools: list[_Pool]) -> None:
         """Actors that can never be placed would wait forever: refuse the layout up front."""

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 
 # Written before the sessions part of the same name; removed on start when that part is missing.
-DEPENDENT_TABLES = ("utterances", "scores", "item_results")
+DEPENDENT_TABLES = tuple(t for t in TABLES if t != "sessions")  # written before the sessions commit marker
 
 
 _SPACE_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
