@@ -38,16 +38,20 @@ class RoleDecision:
     scores: tuple[tuple[str, float], ...]
 
 
-def _cue_count(text: str, cues: Sequence[str]) -> int:
-    norm = normalize(text)
-    return sum(1 for c in cues if find(normalize(c), norm, "pinyin") >= 0)
+_AGENT_NORM = tuple(normalize(c) for c in AGENT_CUES)
+_CUSTOMER_NORM = tuple(normalize(c) for c in CUSTOMER_CUES)
+
+
+def _cue_count(norm_text: str, norm_cues: Sequence[str]) -> int:
+    return sum(1 for c in norm_cues if find(c, norm_text, "pinyin") >= 0)
 
 
 def speaker_scores(utterances: Sequence[Utterance]) -> dict[str, float]:
     scores: dict[str, float] = {}
     counts: dict[str, int] = {}
     for u in utterances:
-        s = _cue_count(u.text, AGENT_CUES) - _cue_count(u.text, CUSTOMER_CUES)
+        norm = normalize(u.text)
+        s = _cue_count(norm, _AGENT_NORM) - _cue_count(norm, _CUSTOMER_NORM)
         scores[u.speaker] = scores.get(u.speaker, 0.0) + s
         counts[u.speaker] = counts.get(u.speaker, 0) + 1
     # average per utterance, damped for speakers with very few utterances

@@ -8,6 +8,7 @@ drop subtitle-credit and silence hallucinations and collapse repeated-token loop
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Optional
@@ -126,8 +127,6 @@ class AsrStage(Stage):
         call, and of several calls when the executor hands over a group — go through faster-whisper's
         ``BatchedInferencePipeline`` in batches; one buffer holds the windows back to back and each
         window is one clip of it.  ``items``: (channel audio, window, that call's drop counters)."""
-        import dataclasses
-
         from faster_whisper import BatchedInferencePipeline
         from faster_whisper.transcribe import restore_speech_timestamps
 
