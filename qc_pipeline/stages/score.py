@@ -19,6 +19,7 @@ from qc_pipeline.scoring.card import Scorecard, load_scorecard
 from qc_pipeline.scoring.context import SessionContext
 from qc_pipeline.scoring.engine import score_session
 from qc_pipeline.scoring.pii import find_pii, mask_digits, mask_text
+from qc_pipeline.sentiment import agent_attitude, is_flagged, session_emotion, session_escalation
 from qc_pipeline.stages.base import Stage
 
 log = logging.getLogger(__name__)
@@ -102,25 +103,22 @@ class ScoreStage(Stage):
             self.setup()
         utts = list(record.utterances)
         customer_index = attitude = None
-        escalation: list[str] = []
+        escalation: tuple[str, ...] = ()
         if self.sentiment is not None and utts:
-            from qc_pipeline.sentiment import agent_attitude, session_emotion
 
             scores = self.sentiment.score([u.text for u in utts])
             utts = [dataclasses.replace(u, emotion_index=s.emotion_index, emotion=s.emotion) for u, s in zip(utts, scores)]
             cust = [s for u, s in zip(utts, scores) if u.role == ROLE_CUSTOMER]
             customer_index = session_emotion(cust)
             attitude = agent_attitude([s for u, s in zip(utts, scores) if u.role == ROLE_AGENT])
-            for u, s in zip(utts, scores):
-                if u.role == ROLE_CUSTOMER:
-                    escalation.extend(c for c in s.escalation if c not in escalation)
+            escalation = session_escalation(cust)
         duration = record.audio_info.duration_s if record.audio_info else None
         ctx = SessionContext(utterances=utts, duration_s=duration,
                              emotion={u.turn_index: u.emotion_index for u in utts if u.emotion_index is not None},
                              embed=self._embed if self._needs_embeddings else None)
         result = score_session(self.card, ctx)
         flags = list(result.flags)
-        if customer_index is not None and customer_index < self.cfg.emotion_flag_below:
+        if is_flagged(customer_index, self.cfg.emotion_flag_below):
             flags.append("customer_emotion_low")
         if escalation:
             flags.append("escalation_risk")
@@ -128,4 +126,4 @@ class ScoreStage(Stage):
         if self.cfg.mask_pii:
             utts = [mask_utterance(u) for u in utts]
         return record.replace(utterances=tuple(utts), score=result, customer_emotion_index=customer_index,
-                              agent_attitude_index=attitude, escalation=tuple(escalation))
+                              agent_attitude_index=attitude, escalation=escalation)
