@@ -237,3 +237,16 @@ def test_where_scope_restricts_a_rule_to_turns_another_rule_hit():
     bad["rules"]["refund"]["where"] = {"ref": "nope"}
     with pytest.raises(ConfigError, match=r"rules\.refund\.where"):
         parse_scorecard(bad)
+
+
+def test_semantic_rule_under_where_gets_embeddings(tmp_path):
+    """A semantic rule reachable only through a `where:` scope still makes the score stage load embeddings."""
+    from qc_pipeline.stages.score import _uses_embeddings
+
+    spec = {"id": "t", "version": "1",
+            "rules": {"polite": {"semantic": {"examples": ["很高兴为您服务"], "threshold": 0.9}},
+                      "greet": {"keyword": {"any": ["您好"]}, "role": "agent", "where": {"ref": "polite"}}},
+            "items": [{"id": "x", "weight": 100, "pass": {"ref": "greet"}}]}
+    assert _uses_embeddings(parse_scorecard(spec))
+    spec["rules"]["greet"].pop("where")
+    assert not _uses_embeddings(parse_scorecard(spec))

@@ -53,7 +53,7 @@ def _uses_embeddings(card: Scorecard) -> bool:
             values = value if isinstance(value, tuple) else (value,)
             stack.extend(v for v in values if hasattr(v, "evaluate"))
         scope = node.scope
-        stack.extend(n for n in (scope.after, scope.before) if n is not None)
+        stack.extend(n for n in (scope.after, scope.before, scope.where) if n is not None)
     return False
 
 
