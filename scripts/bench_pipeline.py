@@ -20,6 +20,7 @@ from typing import Optional
 from qc_pipeline.audio import load_audio
 from qc_pipeline.config import PipelineConfig, load_config
 from qc_pipeline.executor import RunStats, run_batch
+from qc_pipeline.executor_ray import vm_hwm_mib  # /proc VmHWM (no Ray needed)
 from qc_pipeline.inputs import discover
 
 log = logging.getLogger("bench_pipeline")
@@ -37,15 +38,6 @@ def make_inputs(tmp: Path, copies: int) -> list[str]:
         for i in range(copies):
             (folder / f"{src.stem}_{i:02d}{src.suffix}").symlink_to(src)
     return [str(folder)]
-
-
-def vm_hwm_mib(pid: str = "self") -> Optional[float]:
-    """Peak RSS (VmHWM) of one live process; unlike ru_maxrss it is not inherited across fork+exec."""
-    try:
-        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-    except OSError:
-        return None
-    return next((int(line.split()[1]) / 1024 for line in lines if line.startswith("VmHWM:")), None)  # kB
 
 
 class WorkerPeaks(threading.Thread):
@@ -79,17 +71,19 @@ def rtf(wall: float, audio_s: float) -> Optional[float]:
 def bench_bare(paths: list[str], cfg: PipelineConfig, batch_size: int = 0) -> dict:
     """Sequential decode + WhisperModel.transcribe per channel, AsrStage options; model load timed apart.
     ``batch_size`` > 0: faster-whisper's own BatchedInferencePipeline (its VAD chunks, batched) instead."""
-    from faster_whisper import BatchedInferencePipeline, WhisperModel
+    from faster_whisper import BatchedInferencePipeline
 
-    from qc_pipeline.models import resolve_asr_model
-    from qc_pipeline.stages.asr import pick_device
+    from qc_pipeline.stages.asr import AsrStage
 
     a = cfg.asr
-    device, compute_type = pick_device(a.device, a.compute_type)
+    stage = AsrStage(a, cfg.vad)
     t0 = time.perf_counter()
-    model = WhisperModel(str(resolve_asr_model(a.model).path), device=device, compute_type=compute_type,
-                         cpu_threads=a.cpu_threads, local_files_only=True)
+    stage.load()  # the pipeline's own model load: same device, compute type and threads
+    model = stage.model
     load_s = time.perf_counter() - t0
+    # the pipeline's decoding options, but over whole channels with faster-whisper's VAD and no token cap
+    opts = {**stage._options(0.0), "vad_filter": True}
+    opts.pop("max_new_tokens", None)
     batched = BatchedInferencePipeline(model) if batch_size > 0 else None
     audio_s = decode_s = asr_s = channel_s = 0.0
     n_segments = 0
@@ -101,9 +95,6 @@ def bench_bare(paths: list[str], cfg: PipelineConfig, batch_size: int = 0) -> di
         for ch in range(audio.shape[0]):
             channel_s += audio.shape[1] / 16000
             t0 = time.perf_counter()
-            opts = dict(language=None if a.language == "auto" else a.language, beam_size=a.beam_size,
-                        hotwords=a.hotwords or None, word_timestamps=True, vad_filter=True,
-                        repetition_penalty=a.repetition_penalty, no_repeat_ngram_size=a.no_repeat_ngram_size)
             if batched is not None:
                 segments, _ = batched.transcribe(audio[ch], batch_size=batch_size, temperature=a.temperatures[0],
                                                  **opts)
@@ -114,7 +105,8 @@ def bench_bare(paths: list[str], cfg: PipelineConfig, batch_size: int = 0) -> di
             asr_s += time.perf_counter() - t0
     wall = decode_s + asr_s
     return {"model_load_s": load_s, "decode_s": decode_s, "asr_s": asr_s, "wall_s": wall, "audio_s": audio_s,
-            "channel_s": channel_s, "segments": n_segments, "rtf": rtf(wall, audio_s), "stage_rtf": {"decode": rtf(decode_s, audio_s), "asr": rtf(asr_s, audio_s)}}
+            "channel_s": channel_s, "segments": n_segments, "rtf": rtf(wall, audio_s),
+            "stage_rtf": {"decode": rtf(decode_s, audio_s), "asr": rtf(asr_s, audio_s)}}
 
 
 def bench_pipeline(inputs: list[str], out_dir: Path, workers: int) -> RunStats:
