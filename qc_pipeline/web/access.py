@@ -8,10 +8,11 @@ import time
 from collections import OrderedDict
 from typing import Optional
 
-from qc_pipeline.web.db import User
+from qc_pipeline.web.db import ROLES, User
 
 # permission -> roles that hold it
 PERMISSIONS: dict[str, frozenset[str]] = {
+    "login": frozenset(ROLES),                                          # any logged-in user
     "queue": frozenset({"reviewer", "admin"}),
     "sessions": frozenset({"reviewer", "trainer", "agent", "admin"}),  # agents: own calls only
     "review": frozenset({"reviewer", "admin"}),                        # confirm / override (复核)

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from qc_pipeline.errors import SetupError
 from qc_pipeline.schema import TABLES
+from qc_pipeline.sentiment import is_flagged
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,7 @@ class SessionView:
             out.append("low_score")
         if self.veto and "veto" not in out:
             out.append("veto")
-        if (self.customer_emotion_index is not None and self.customer_emotion_index < LOW_CUSTOMER_EMOTION
-                and "customer_emotion_low" not in out):
+        if is_flagged(self.customer_emotion_index, LOW_CUSTOMER_EMOTION) and "customer_emotion_low" not in out:
             out.append("customer_emotion_low")
         if self.role_confidence is not None and self.role_confidence < LOW_ROLE_CONFIDENCE:
             out.append("low_role_confidence")

@@ -90,6 +90,18 @@ def _in_run(ev, run_id: Optional[str]) -> bool:
     return run_id is None or ev["run_id"] is None or ev["run_id"] == run_id
 
 
+def current_state(history: list[dict]) -> dict[str, dict]:
+    """From ``ReviewDB.history`` rows: the latest current-run event per item, plus ``points``."""
+    state: dict[str, dict] = {}
+    for ev in history:
+        if not ev["current_run"]:
+            continue
+        prev = state.get(ev["item_id"], {})
+        points = ev["new_points"] if ev["action"] != "appeal" else prev.get("points")
+        state[ev["item_id"]] = {**ev, "points": points}
+    return state
+
+
 class ReviewDB:
     """One connection per thread; every write is its own transaction."""
 
@@ -190,14 +202,7 @@ class ReviewDB:
 
     def current(self, call_id: str, run_id: Optional[str] = None) -> dict[str, dict]:
         """Latest event per item of one call's ``run_id``, plus ``points``: the effective (reviewed) points."""
-        state: dict[str, dict] = {}
-        for ev in self.history(call_id, run_id):
-            if not ev["current_run"]:
-                continue
-            prev = state.get(ev["item_id"], {})
-            points = ev["new_points"] if ev["action"] != "appeal" else prev.get("points")
-            state[ev["item_id"]] = {**ev, "points": points}
-        return state
+        return current_state(self.history(call_id, run_id))
 
     def calibration(self, runs: Optional[dict[str, str]] = None) -> list[dict]:
         """Per item: reviewer agreement with the machine over each item's latest confirm/override.

@@ -20,6 +20,7 @@ from qc_pipeline.web import pages
 from qc_pipeline.web.access import ACTION_PERMISSION, HOME, allowed, can_see
 from qc_pipeline.web.audio import content_type, file_size, iter_file, parse_range, resolve_audio
 from qc_pipeline.web.data import QueueFilter, SessionView, parse_date
+from qc_pipeline.web.db import current_state
 from qc_pipeline.web.reports import LEVELS, build_report, report_body
 
 log = logging.getLogger(__name__)
@@ -164,26 +165,28 @@ def _session(h, call_id: str) -> SessionView:
 
 def session_page(h, call_id: str) -> None:
     s = _session(h, call_id)
-    h.html(pages.session_page(s, h.app.store.utterances(call_id), h.app.db.current(call_id, s.run_id),
-                              h.app.db.history(call_id, s.run_id), threshold=h.app.cfg.threshold, user=h.user,
+    hist = h.app.db.history(call_id, s.run_id)
+    h.html(pages.session_page(s, h.app.store.utterances(call_id), current_state(hist),
+                              hist, threshold=h.app.cfg.threshold, user=h.user,
                               csrf=h.csrf, nonce=h.nonce))
 
 
 def session_api(h, call_id: str) -> None:
     s = _session(h, call_id)
-    state = h.app.db.current(call_id, s.run_id)
+    hist = h.app.db.history(call_id, s.run_id)
+    state = current_state(hist)
     items = [{"item_id": i.item_id, "item_name": i.item_name, "points": i.points, "max_points": i.max_points,
               "applicable": i.applicable, "failed": i.failed, "vetoed": i.vetoed, "evidence": list(i.evidence),
               "review": state.get(i.item_id)} for i in s.items]
     h.json({**s.summary(h.app.cfg.threshold), "source_kind": s.kind, "duration_s": s.duration_s,
             "role_confidence": s.role_confidence, "items": items, "utterances": h.app.store.utterances(call_id),
-            "run_id": s.run_id, "history": h.app.db.history(call_id, s.run_id)})
+            "run_id": s.run_id, "history": hist})
 
 
 def reviews_api(h, call_id: str) -> None:
     run_id = _session(h, call_id).run_id
-    h.json({"call_id": call_id, "run_id": run_id, "history": h.app.db.history(call_id, run_id),
-            "current": h.app.db.current(call_id, run_id)})
+    hist = h.app.db.history(call_id, run_id)
+    h.json({"call_id": call_id, "run_id": run_id, "history": hist, "current": current_state(hist)})
 
 
 def audio(h, call_id: str) -> None:

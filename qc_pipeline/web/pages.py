@@ -6,7 +6,7 @@ from html import escape
 from typing import Optional
 from urllib.parse import quote, urlencode
 
-from qc_pipeline.web.access import allowed
+from qc_pipeline.web.access import ACTION_PERMISSION, allowed
 from qc_pipeline.web.data import SessionView, evidence_keywords, fmt_ts
 from qc_pipeline.web.db import User
 
@@ -184,8 +184,7 @@ def session_page(s: SessionView, utterances: list[dict], state: dict[str, dict],
     if s.kind == "audio":
         player = (f'<audio id="player" controls preload="metadata" '
                   f'src="/api/sessions/{quote(s.call_id, safe="")}/audio"></audio>')
-    actions = [a for a, perm in (("confirm", "review"), ("override", "review"), ("appeal", "appeal"),
-                                 ("appeal_decision", "appeal_decision")) if allowed(user, perm)]
+    actions = [a for a, perm in ACTION_PERMISSION.items() if allowed(user, perm)]
     items_html = []
     for it in s.items:
         st = state.get(it.item_id)

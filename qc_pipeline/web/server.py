@@ -149,7 +149,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                     if route.api or method != "GET":
                         raise HttpError(401, "请先登录 / login required")
                     return self.redirect("/login?next=" + quote(self.path, safe=""))
-                if route.permission != "login" and not allowed(self.user, route.permission):
+                if not allowed(self.user, route.permission):
                     raise HttpError(403, "无权访问 / forbidden for role " + self.user.role)
                 if method == "POST":
                     self.check_csrf()
