@@ -271,6 +271,9 @@ def test_override_appeal_decision_flow(base):
     _s, cal = _json(rev.get("/api/calibration"))
     att = next(i for i in cal["items"] if i["item_id"] == "attitude")
     assert att["n_reviewed"] >= 1 and att["n_override"] >= 1 and att["agreement"] < 1
+    # a lone surrogate in a JSON comment is stored as a replacement mark, not a 500
+    status, r = post(rev, item_id="greeting", action="override", new_points=5, comment="x\ud800")
+    assert status == 201 and r["current"]["greeting"]["comment"] == "x?"
 
 
 def test_html_form_review_redirects_and_persists(base):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Optional
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from qc_pipeline.text_safety import utf8_safe
 from qc_pipeline.web import handlers
 from qc_pipeline.web.handlers import COOKIE, HttpError
 from qc_pipeline.web.access import LoginThrottle, allowed
@@ -194,6 +195,7 @@ class RequestHandler(BaseHTTPRequestHandler):
                 data = json.loads(raw.decode("utf-8") or "{}")
                 if not isinstance(data, dict):
                     raise ValueError("JSON body must be an object")
+                data = utf8_safe(data)  # "\ud800" escapes decode to lone surrogates SQLite cannot store
             else:
                 data = {k: v[-1] for k, v in parse_qs(raw.decode("utf-8"), keep_blank_values=True).items()}
         except (ValueError, UnicodeDecodeError) as exc:
