@@ -70,6 +70,9 @@ class RayOptions:
     ``start_timeout_s``: how long to wait for the actors (and each replacement) to load their models.
     ``replace_attempts``: tries to start a replacement for a dead actor before the run stops.
     ``replace_backoff_s``: pause before the n-th retry of a replacement is n times this.
+    ``placement_wait_s``: how long a dead actor's resources may take to show up free again before the
+    cluster is taken to have shrunk (a node lost): the pool then goes on without that slot, as long
+    as it has another live actor.
     ``build``: the stage-list factory (tests swap in a wrapped ``build_stages``).
     """
 
@@ -79,6 +82,7 @@ class RayOptions:
     start_timeout_s: float = 900.0
     replace_attempts: int = 3
     replace_backoff_s: float = 2.0
+    placement_wait_s: float = 20.0
     build: Callable[[PipelineConfig], Sequence[Stage]] = build_stages
 
 
@@ -123,6 +127,12 @@ class StageActor:
 
     def ready(self) -> Optional[str]:
         return self.error
+
+    def node(self) -> str:
+        """The IP address of the node this actor runs on (for the placement log line)."""
+        import ray
+
+        return ray.util.get_node_ip_address()
 
     def run(self, item) -> tuple[bool, CallRecord]:
         """``item`` is a CallSource for the first pool, else the record from the previous pool."""
@@ -188,6 +198,8 @@ class RayExecutor:
         # per pool: peak RSS (MiB) of every actor that ran, filled at the end of run()
         self.worker_peaks_mib: dict[str, list[float]] = {}
         self.layout = ""
+        self.actor_nodes: dict[str, dict[str, int]] = {}   # pool -> node IP -> actors started there
+        self.dropped_slots: dict[str, int] = {}   # pool -> actors not replaced (no room left in the cluster)
         self._seq = 0
 
     # -- cluster and actors -----------------------------------------------------------------
@@ -280,11 +292,18 @@ class RayExecutor:
         problem = next((e for e in errors if e), None)
         if problem:
             raise SetupError(f"a Ray worker could not set up the stage list: {problem}")
-        log.info("ray layout: %s", self.layout)
+        ips = ray.get([a.node.remote() for p in pools for a in p.actors], timeout=self.options.start_timeout_s)
+        names = [p.name for p in pools for _ in p.actors]
+        for name, ip in zip(names, ips):
+            self.actor_nodes.setdefault(name, {}).setdefault(ip, 0)
+            self.actor_nodes[name][ip] += 1
+        placed = "; ".join(f"{name} on " + ", ".join(f"{ip} x{n}" for ip, n in sorted(nodes.items()))
+                           for name, nodes in self.actor_nodes.items())
+        log.info("ray layout: %s (%s)", self.layout, placed)
 
     def _collect_peaks(self, ray, pools: list[_Pool]) -> None:
         for pool in pools:
-            refs = [a.peak_rss_mib.remote() for a in pool.actors]
+            refs = [a.peak_rss_mib.remote() for a in pool.actors if a is not None]
             for ref in refs:
                 try:
                     pid, mib = ray.get(ref, timeout=30)
@@ -312,6 +331,8 @@ class RayExecutor:
             bar.close()
             for pool in pools:
                 for actor in pool.actors:
+                    if actor is None:
+                        continue
                     try:
                         ray.kill(actor, no_restart=True)
                     except Exception as exc:  # never mask the run's own error
@@ -321,7 +342,7 @@ class RayExecutor:
 
     def _submit(self, ray, pools: list[_Pool], job: _Job, k: int, item) -> Any:
         pool = pools[k]
-        idx = min(range(len(pool.actors)), key=pool.load.__getitem__)
+        idx = min((i for i, a in enumerate(pool.actors) if a is not None), key=pool.load.__getitem__)
         pool.load[idx] += 1
         job.pool, job.actor, job.handle, job.started, job.timed_out = k, idx, pool.actors[idx], None, False
         self._seq += 1
@@ -345,6 +366,13 @@ class RayExecutor:
         turning every call routed to a broken actor into an error row.
         """
         pool, opts = pools[k], self.options
+        live = sum(a is not None for i, a in enumerate(pool.actors) if i != idx)
+        if live and not self._room_for(ray, pool):
+            pool.actors[idx] = None
+            self.dropped_slots[pool.name] = self.dropped_slots.get(pool.name, 0) + 1
+            log.warning("ray worker %d of pool %s %s and the cluster has no room for a replacement (a node "
+                        "lost?); going on with %d worker(s) in that pool", idx, pool.name, why, live)
+            return
         problem = ""
         for attempt in range(1, opts.replace_attempts + 1):
             new = self._new_actor(ray, pools, k)
@@ -371,6 +399,19 @@ class RayExecutor:
                          f"{opts.replace_attempts} tries: {problem}; results so far are written, re-run the same "
                          "command to resume (check memory / GPU memory and the worker logs under "
                          "/tmp/ray/session_latest/logs)")
+
+    def _room_for(self, ray, pool: _Pool) -> bool:
+        """Whether the cluster has free resources for one more actor of ``pool``, waiting up to
+        ``placement_wait_s`` for a dead actor's share to be given back."""
+        need = {"CPU": pool.options.get("num_cpus", 0), "GPU": pool.options.get("num_gpus", 0)}
+        deadline = time.monotonic() + self.options.placement_wait_s
+        while True:
+            free = ray.available_resources()
+            if all(free.get(res, 0) >= n for res, n in need.items() if n):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
 
     @staticmethod
     def _heads(in_flight: dict) -> dict[int, tuple[Any, _Job]]:

@@ -190,6 +190,9 @@ def test_ray_matches_local_on_audio(ray_session, tmp_path, samples, local_calls,
     assert ex.layout.startswith("split" if split else "fused")
     assert set(ex.worker_peaks_mib) == ({"front", "asr", "back"} if split else {"pipeline"})
     assert all(v > 50 for peaks in ex.worker_peaks_mib.values() for v in peaks)
+    # every actor reported the node it was placed on (one local node here)
+    assert set(ex.actor_nodes) == set(ex.worker_peaks_mib)
+    assert sum(n for nodes in ex.actor_nodes.values() for n in nodes.values()) == (workers if not split else 3)
     got, want = content(tmp_path), content(local_calls)
     assert [r["text"] for r in got["utterances"]] == [r["text"] for r in want["utterances"]]
     assert got == want
