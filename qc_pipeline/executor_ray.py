@@ -17,6 +17,8 @@ is replaced and its call resubmitted once, then written as ``worker_crashed``.  
 running after ``run.call_timeout_s`` has its actor killed and replaced and is written as
 ``call_timeout`` (no retry); calls queued behind it on that actor go again uncharged.  A
 replacement actor that cannot set up (after a few tries) stops the run with a ``SetupError``.
+When the cluster has no room left for a replacement (its node is gone), the pool goes on one actor
+short instead, as long as it has another live actor.
 """
 
 from __future__ import annotations
