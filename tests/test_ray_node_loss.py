@@ -1,12 +1,14 @@
 """The Ray engine when a node leaves the cluster mid-run: a 2-node cluster (``ray.cluster_utils``,
-two raylets on this machine), one actor per node; the worker node is removed while its actor is busy.
+two raylets on this machine), one actor per node; the worker node is removed while its actor is running a call.
 Its call goes again on the surviving node, the pool goes on one actor short instead of waiting for a
 slot that never frees up, and every call is written exactly once."""
 
 import functools
 import json
 import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,22 +22,28 @@ from qc_pipeline.writer import read_table
 CFG = load_config(overrides=("run.progress=false",))
 
 
-class Pause(Stage):
-    """Each chat session takes ``seconds``, so the worker node's actor is busy when the node goes."""
+class BusyOnNode(Stage):
+    """On the doomed node a call marks itself running and then takes long; elsewhere calls are quick."""
 
-    name = "pause"
+    name = "busy_on_node"
     kinds = ("chat",)
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+    def __init__(self, node_id: str, marker: str) -> None:
+        self.node_id, self.marker = node_id, marker
 
     def process(self, record: CallRecord) -> CallRecord:
-        time.sleep(self.seconds)
+        import ray
+
+        if ray.get_runtime_context().get_node_id() == self.node_id:
+            Path(self.marker).touch()
+            time.sleep(60)
+        else:
+            time.sleep(0.5)
         return record
 
 
-def build_with_pause(cfg, *, seconds):
-    return build_stages(cfg) + [Pause(seconds)]
+def build_with_busy(cfg, *, node_id, marker):
+    return build_stages(cfg) + [BusyOnNode(node_id, marker)]
 
 
 @pytest.fixture(scope="module")
@@ -64,25 +72,25 @@ def test_node_lost_mid_run_shrinks_the_pool_and_nothing_is_lost(two_node_cluster
     cluster, worker = two_node_cluster
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-    class RemovesWorkerNode(RayExecutor):
-        """Takes the worker node away right after the third call is submitted (two are running)."""
+    marker = tmp_path / "busy_on_worker_node"
 
-        submitted = 0
-
-        def _submit(self, ray, pools, job, k, item):
-            ref = super()._submit(ray, pools, job, k, item)
-            RemovesWorkerNode.submitted += 1
-            if RemovesWorkerNode.submitted == 3:
-                cluster.remove_node(worker)
-            return ref
+    def remove_worker_node_once_busy():
+        deadline = time.monotonic() + 120
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        cluster.remove_node(worker)
 
     chats = samples / "chats" / "jddc_3.jsonl"
     ids = [json.loads(line)["dialogue_id"] for line in chats.read_text("utf-8").splitlines()]
-    ex = RemovesWorkerNode(CFG, 2, options=RayOptions(in_flight_per_actor=1, placement_wait_s=3.0,
-                                                      build=functools.partial(build_with_pause, seconds=3.0)))
+    build = functools.partial(build_with_busy, node_id=worker.node_id, marker=str(marker))
+    ex = RayExecutor(CFG, 2, options=RayOptions(in_flight_per_actor=1, placement_wait_s=3.0, build=build))
+    remover = threading.Thread(target=remove_worker_node_once_busy, daemon=True)
+    remover.start()
     t0 = time.monotonic()
     stats = run_batch([str(chats)], str(tmp_path / "out"), CFG, executor=ex)
-    assert time.monotonic() - t0 < 150
+    remover.join(timeout=5)
+    assert marker.exists()  # a call really was running on the worker node when it went
+    assert time.monotonic() - t0 < 60  # well under the 60 s the call on the lost node would have taken
     assert sum(ex.actor_nodes["pipeline"].values()) == 2  # both nodes share this machine's IP here
     assert ex.dropped_slots == {"pipeline": 1}
     assert (stats.ok, dict(stats.failed)) == (3, {})
