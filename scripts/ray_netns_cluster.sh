@@ -23,6 +23,7 @@ cleanup() {
   ip netns del "$WORKER_NS" 2>/dev/null || true
 }
 trap cleanup EXIT
+trap "exit 143" INT TERM   # so the EXIT trap runs on Ctrl-C / kill too
 cleanup
 ip netns add "$HEAD_NS"; ip netns add "$WORKER_NS"
 ip link add qc-veth-h type veth peer name qc-veth-w
