@@ -17,10 +17,15 @@ export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 PYANNOTE_METRICS_ENABLED
 RAY=$(command -v ray) QC=$(command -v qc-pipeline) PY=$(command -v python)
 
 cleanup() {
-  ip netns exec "$WORKER_NS" "$RAY" stop --force >/dev/null 2>&1 || true
-  ip netns exec "$HEAD_NS" "$RAY" stop --force >/dev/null 2>&1 || true
+  # only the processes inside the two namespaces: `ray stop` would also kill any other Ray on this machine
+  for sig in TERM KILL; do
+    for ns in "$WORKER_NS" "$HEAD_NS"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill -s "$sig" 2>/dev/null || true; done
+    [[ $sig == TERM ]] && sleep 3
+  done
   ip netns del "$HEAD_NS" 2>/dev/null || true
   ip netns del "$WORKER_NS" 2>/dev/null || true
+  # Ray's "latest cluster" pointer, if it is ours, else a later plain ray.init() tries to join the dead cluster
+  if grep -qs "^$HEAD_IP:" /tmp/ray/ray_current_cluster; then rm -f /tmp/ray/ray_current_cluster; fi
 }
 trap cleanup EXIT
 trap "exit 143" INT TERM   # so the EXIT trap runs on Ctrl-C / kill too
