@@ -88,6 +88,17 @@ class RayOptions:
     build: Callable[[PipelineConfig], Sequence[Stage]] = build_stages
 
 
+def _free_per_node(ray) -> list[dict]:
+    """Free resources of each alive node (Ray has no public per-node call; the cluster-wide sum is
+    the fallback, which can overstate room when the free share is spread over several nodes)."""
+    try:
+        from ray._private.state import available_resources_per_node
+
+        return list(available_resources_per_node().values())
+    except Exception:  # another Ray version
+        return [ray.available_resources()]
+
+
 def _advance(stages: Sequence[Stage], record: CallRecord, final: bool) -> CallRecord:
     """Run ``stages`` on a record already part-way through the list (``Pipeline.run_one`` semantics).
 
@@ -200,7 +211,7 @@ class RayExecutor:
         # per pool: peak RSS (MiB) of every actor that ran, filled at the end of run()
         self.worker_peaks_mib: dict[str, list[float]] = {}
         self.layout = ""
-        self.actor_nodes: dict[str, dict[str, int]] = {}   # pool -> node IP -> actors started there
+        self.actor_nodes: dict[str, dict[str, int]] = {}   # pool -> node IP -> actors at start (not replacements)
         self.dropped_slots: dict[str, int] = {}   # pool -> actors not replaced (no room left in the cluster)
         self._seq = 0
 
@@ -294,7 +305,11 @@ class RayExecutor:
         problem = next((e for e in errors if e), None)
         if problem:
             raise SetupError(f"a Ray worker could not set up the stage list: {problem}")
-        ips = ray.get([a.node.remote() for p in pools for a in p.actors], timeout=self.options.start_timeout_s)
+        try:
+            ips = ray.get([a.node.remote() for p in pools for a in p.actors], timeout=self.options.start_timeout_s)
+        except ray.exceptions.RayError as exc:
+            raise SetupError(f"a Ray worker failed right after setting up ({exc.__class__.__name__}); check memory "
+                             "per node and the worker logs under /tmp/ray/session_latest/logs") from None
         names = [p.name for p in pools for _ in p.actors]
         for name, ip in zip(names, ips):
             self.actor_nodes.setdefault(name, {}).setdefault(ip, 0)
@@ -408,8 +423,8 @@ class RayExecutor:
         need = {"CPU": pool.options.get("num_cpus", 0), "GPU": pool.options.get("num_gpus", 0)}
         deadline = time.monotonic() + self.options.placement_wait_s
         while True:
-            free = ray.available_resources()
-            if all(free.get(res, 0) >= n for res, n in need.items() if n):
+            # an actor fits on one node: free CPUs on one node and a free GPU on another are no room
+            if any(all(free.get(res, 0) >= n for res, n in need.items() if n) for free in _free_per_node(ray)):
                 return True
             if time.monotonic() >= deadline:
                 return False

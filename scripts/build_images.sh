@@ -16,7 +16,8 @@ cd "$(dirname "$0")/.."
 WHICH=${1:-all}
 case "$WHICH" in cpu) TARGETS=(cpu) ;; cuda) TARGETS=(cuda) ;; all) TARGETS=(cpu cuda) ;;
   *) echo "usage: $0 [cpu|cuda|all]" >&2; exit 2 ;; esac
-BASE_IMAGE=${BASE_IMAGE:-debian:bookworm-slim}
+# fully qualified: buildah without registry search settings cannot resolve a short name
+BASE_IMAGE=${BASE_IMAGE:-docker.io/library/debian:bookworm-slim}
 
 if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
   ENGINE=docker
@@ -29,12 +30,20 @@ fi
 
 if [[ "${BASE_FROM_DEBOOTSTRAP:-0}" == 1 ]]; then
   BASE_IMAGE=localhost/debian:bookworm-slim-debootstrap
-  if ! buildah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then
+  if [[ $ENGINE == docker ]] && docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+    :
+  elif [[ $ENGINE == buildah ]] && buildah inspect --type image "$BASE_IMAGE" >/dev/null 2>&1; then
+    :
+  else
     command -v debootstrap >/dev/null || { echo "BASE_FROM_DEBOOTSTRAP=1 needs debootstrap (apt-get install debootstrap)" >&2; exit 1; }
     ROOTFS=$(mktemp -d)
     echo "building a stand-in for debian:bookworm-slim with debootstrap in $ROOTFS"
     debootstrap --variant=minbase bookworm "$ROOTFS" http://deb.debian.org/debian >/dev/null
-    tar -C "$ROOTFS" -c . | podman import - "$BASE_IMAGE" >/dev/null   # apt-get install podman
+    if [[ $ENGINE == docker ]]; then
+      tar -C "$ROOTFS" -c . | docker import - "$BASE_IMAGE" >/dev/null
+    else
+      tar -C "$ROOTFS" -c . | podman import - "$BASE_IMAGE" >/dev/null   # apt-get install podman
+    fi
     rm -rf "$ROOTFS"
   fi
 fi
@@ -43,7 +52,9 @@ ARGS=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
 [[ -n "${PIP_INDEX_URL+x}" ]] && ARGS+=(--build-arg "PIP_INDEX_URL=$PIP_INDEX_URL")
 [[ -n "${PIP_EXTRA_INDEX_URL+x}" ]] && ARGS+=(--build-arg "PIP_EXTRA_INDEX_URL=$PIP_EXTRA_INDEX_URL")
 if [[ $ENGINE == buildah ]]; then
-  ARGS+=(--isolation chroot --network host --pull-never --layers)
+  ARGS+=(--isolation chroot --network host --layers)
+  # the stand-in base exists only locally; otherwise let buildah pull the base when it is missing
+  [[ "${BASE_FROM_DEBOOTSTRAP:-0}" == 1 ]] && ARGS+=(--pull-never)
   if [[ -n "${PIP_FIND_LINKS:-}" && -d "$PIP_FIND_LINKS" ]]; then
     ARGS+=(-v "$PIP_FIND_LINKS:/run/wheelhouse:ro" --build-arg PIP_FIND_LINKS=/run/wheelhouse)
   fi

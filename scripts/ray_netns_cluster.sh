@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # A 2-node Ray cluster on one Linux box, each node in its own network namespace (own IP, joined by a veth
 # pair), so that Ray's control and object traffic crosses a real network interface instead of loopback.
-# Runs the sample job with --engine ray from the head's namespace and checks that
-#   * actors were placed on both nodes (the "ray layout" log line), and
-#   * the Parquet content equals a --engine local run of the same inputs.
-# Needs root, iproute2 and the [ray] extra in the active venv. Inputs and models must be at the same paths on
-# every node; here both namespaces share the filesystem (on real machines: a shared mount, see README).
-#   sudo -E bash scripts/ray_netns_cluster.sh [INPUT...]      (default: the bundled sample calls)
+# Runs the sample job with --engine ray from the head's namespace, prints the "ray layout" log line (actors
+# per node IP), and exits non-zero unless every call is ok and the Parquet content equals a --engine local
+# run of the same inputs.
+# Needs root, iproute2 (ip, ping) and the [ray] extra in the active venv. Inputs and models must be at the same
+# paths on every node; here both namespaces share the filesystem (on real machines: a shared mount, see README).
+#   bash scripts/ray_netns_cluster.sh [INPUT...]     as root, venv active (default: the bundled sample calls)
+#   sudo env PATH="$PATH" bash scripts/ray_netns_cluster.sh    (sudo resets PATH, hiding the venv)
 # Optional: KILL_WORKER_AFTER=S kills the worker node's Ray processes S seconds into the run (node loss).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,9 +15,12 @@ INPUTS=("${@:-samples/calls/manifest.csv}")
 OUT=${OUT:-/tmp/qc-ray-netns}
 HEAD_NS=qc-ray-head WORKER_NS=qc-ray-worker HEAD_IP=10.77.0.1 WORKER_IP=10.77.0.2
 export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 PYANNOTE_METRICS_ENABLED=0 HF_HUB_OFFLINE=1
-RAY=$(command -v ray) QC=$(command -v qc-pipeline) PY=$(command -v python)
+RAY=$(command -v ray || true); QC=$(command -v qc-pipeline || true); PY=$(command -v python || true)
+: "${RAY:?ray not on PATH: activate the venv with the [ray] extra}" "${QC:?qc-pipeline not on PATH}" "${PY:?python not on PATH}"
+KILLER=""
 
 cleanup() {
+  [[ -n "$KILLER" ]] && kill "$KILLER" 2>/dev/null || true
   # only the processes inside the two namespaces: `ray stop` would also kill any other Ray on this machine
   for sig in TERM KILL; do
     for ns in "$WORKER_NS" "$HEAD_NS"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill -s "$sig" 2>/dev/null || true; done
@@ -53,14 +57,18 @@ rm -rf "$OUT"
 if [[ -n "${KILL_WORKER_AFTER:-}" ]]; then
   ( sleep "$KILL_WORKER_AFTER"; echo "killing the worker node's Ray processes"; \
     ip netns pids "$WORKER_NS" | xargs -r kill -9 ) &
+  KILLER=$!
 fi
-start=$(date +%s.%N)
+ms() { date +%s%3N; }
+start=$(ms)
 ip netns exec "$HEAD_NS" "$QC" run "${INPUTS[@]}" --out "$OUT/ray" --engine ray --workers 2 \
-  --set run.ray_address="$HEAD_IP:6379" 2>&1 | grep -E "ray layout|calls:|failed by reason|audio:|WARNING|ERROR" || true
-echo "ray wall: $(echo "$(date +%s.%N) - $start" | bc) s"
-start=$(date +%s.%N)
-"$QC" run "${INPUTS[@]}" --out "$OUT/local" --workers 2 2>&1 | grep -E "calls:|audio:" || true
-echo "local wall: $(echo "$(date +%s.%N) - $start" | bc) s"
+  --set run.ray_address="$HEAD_IP:6379" > "$OUT.ray.log" 2>&1 || { tail -20 "$OUT.ray.log"; exit 1; }
+grep -E "ray layout|calls:|failed by reason|audio:|WARNING|ERROR" "$OUT.ray.log" || true
+echo "ray wall: $(( $(ms) - start )) ms"
+start=$(ms)
+"$QC" run "${INPUTS[@]}" --out "$OUT/local" --workers 2 > "$OUT.local.log" 2>&1 || { tail -20 "$OUT.local.log"; exit 1; }
+grep -E "calls:|audio:" "$OUT.local.log" || true
+echo "local wall: $(( $(ms) - start )) ms"
 "$PY" - "$OUT/ray" "$OUT/local" <<'PY'
 import sys
 import pyarrow.dataset as ds
@@ -70,7 +78,14 @@ def content(root, table):
     t = ds.dataset(f"{root}/{table}", format="parquet", partitioning="hive").to_table()
     rows = [{k: v for k, v in r.items() if k not in ignore} for r in t.to_pylist()]
     return sorted(map(repr, rows))
+same = True
 for table in ("sessions", "utterances", "scores", "item_results"):
     a, b = content(sys.argv[1], table), content(sys.argv[2], table)
+    same &= a == b
     print(f"{table}: ray {len(a)} rows, local {len(b)} rows, {'identical' if a == b else 'DIFFERENT'}")
+failed = [r["call_id"] for r in ds.dataset(f"{sys.argv[1]}/sessions", format="parquet", partitioning="hive")
+          .to_table().to_pylist() if r["status"] != "ok"]
+if failed:
+    print("calls not ok under ray:", failed)
+sys.exit(0 if same and not failed else 1)
 PY
