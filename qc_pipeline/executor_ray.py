@@ -138,14 +138,11 @@ class StageActor:
         except Exception as exc:  # reported by ready(); the driver turns it into a SetupError
             self.error = f"{exc.__class__.__name__}: {exc}"
 
-    def ready(self) -> Optional[str]:
-        return self.error
-
-    def node(self) -> str:
-        """The IP address of the node this actor runs on (for the placement log line)."""
+    def ready(self) -> tuple[Optional[str], str]:
+        """(setup error or None, IP address of the node this actor runs on)."""
         import ray
 
-        return ray.util.get_node_ip_address()
+        return self.error, ray.util.get_node_ip_address()
 
     def run(self, item) -> tuple[bool, CallRecord]:
         """``item`` is a CallSource for the first pool, else the record from the previous pool."""
@@ -295,25 +292,20 @@ class RayExecutor:
             pool.actors = [self._new_actor(ray, pools, k) for _ in range(pool.size)]
             pool.load = [0] * pool.size
         try:
-            errors = ray.get([a.ready.remote() for p in pools for a in p.actors], timeout=self.options.start_timeout_s)
+            answers = ray.get([a.ready.remote() for p in pools for a in p.actors], timeout=self.options.start_timeout_s)
         except ray.exceptions.GetTimeoutError:
             raise SetupError(f"Ray workers did not start within {self.options.start_timeout_s:g} s (layout "
                              f"{self.layout}); check `ray status` for free resources, or lower --workers") from None
         except ray.exceptions.RayError as exc:
             raise SetupError(f"a Ray worker died while loading the models ({exc.__class__.__name__}); check "
                              "memory per node and the worker logs under /tmp/ray/session_latest/logs") from None
-        problem = next((e for e in errors if e), None)
+        problem = next((e for e, _ in answers if e), None)
         if problem:
             raise SetupError(f"a Ray worker could not set up the stage list: {problem}")
-        try:
-            ips = ray.get([a.node.remote() for p in pools for a in p.actors], timeout=self.options.start_timeout_s)
-        except ray.exceptions.RayError as exc:
-            raise SetupError(f"a Ray worker failed right after setting up ({exc.__class__.__name__}); check memory "
-                             "per node and the worker logs under /tmp/ray/session_latest/logs") from None
         names = [p.name for p in pools for _ in p.actors]
-        for name, ip in zip(names, ips):
-            self.actor_nodes.setdefault(name, {}).setdefault(ip, 0)
-            self.actor_nodes[name][ip] += 1
+        for name, (_, ip) in zip(names, answers):
+            nodes = self.actor_nodes.setdefault(name, {})
+            nodes[ip] = nodes.get(ip, 0) + 1
         placed = "; ".join(f"{name} on " + ", ".join(f"{ip} x{n}" for ip, n in sorted(nodes.items()))
                            for name, nodes in self.actor_nodes.items())
         log.info("ray layout: %s (%s)", self.layout, placed)
@@ -394,7 +386,7 @@ class RayExecutor:
         for attempt in range(1, opts.replace_attempts + 1):
             new = self._new_actor(ray, pools, k)
             try:
-                problem = ray.get(new.ready.remote(), timeout=opts.start_timeout_s)
+                problem, _ = ray.get(new.ready.remote(), timeout=opts.start_timeout_s)
             except ray.exceptions.GetTimeoutError:
                 problem = f"not ready within {opts.start_timeout_s:g} s"
             except ray.exceptions.RayError as exc:

@@ -71,20 +71,18 @@ grep -E "calls:|audio:" "$OUT.local.log" || true
 echo "local wall: $(( $(ms) - start )) ms"
 "$PY" - "$OUT/ray" "$OUT/local" <<'PY'
 import sys
-import pyarrow.dataset as ds
+from qc_pipeline.writer import read_table
+from qc_pipeline.schema import TABLES
 # config_hash covers run.* too (engine, ray_address), so it differs by design
 ignore = {"run_id", "processed_at", "stage_seconds", "config_hash"}
 def content(root, table):
-    t = ds.dataset(f"{root}/{table}", format="parquet", partitioning="hive").to_table()
-    rows = [{k: v for k, v in r.items() if k not in ignore} for r in t.to_pylist()]
-    return sorted(map(repr, rows))
+    return sorted(repr({k: v for k, v in r.items() if k not in ignore}) for r in read_table(root, table).to_pylist())
 same = True
-for table in ("sessions", "utterances", "scores", "item_results"):
+for table in TABLES:
     a, b = content(sys.argv[1], table), content(sys.argv[2], table)
     same &= a == b
     print(f"{table}: ray {len(a)} rows, local {len(b)} rows, {'identical' if a == b else 'DIFFERENT'}")
-failed = [r["call_id"] for r in ds.dataset(f"{sys.argv[1]}/sessions", format="parquet", partitioning="hive")
-          .to_table().to_pylist() if r["status"] != "ok"]
+failed = [r["call_id"] for r in read_table(sys.argv[1], "sessions").to_pylist() if r["status"] != "ok"]
 if failed:
     print("calls not ok under ray:", failed)
 sys.exit(0 if same and not failed else 1)

@@ -26,10 +26,15 @@ def _instructions(name: str) -> list[tuple[str, str]]:
 
 
 def _stages(name: str) -> list[list[tuple[str, str]]]:
+    """Each stage's instructions, including those it inherits through ``FROM <earlier stage>``."""
     stages: list[list[tuple[str, str]]] = []
+    named: dict[str, list[tuple[str, str]]] = {}
     for op, rest in _instructions(name):
         if op == "FROM":
-            stages.append([])
+            image, _, alias = rest.partition(" AS ")
+            stages.append(list(named.get(image.strip(), [])))
+            if alias:
+                named[alias.strip()] = stages[-1]
         if stages:
             stages[-1].append((op, rest))
     return stages

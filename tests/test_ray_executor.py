@@ -148,8 +148,7 @@ def test_dead_worker_is_resubmitted_once_then_an_error_row(ray_session, tmp_path
     import ray.cloudpickle
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # tests/ is not importable in workers
-    ids = [json.loads(line)["dialogue_id"] for line in (samples / "chats" / "jddc_3.jsonl").read_text("utf-8")
-           .splitlines()]
+    ids = chat_ids(samples)
     build = functools.partial(build_with_crash, always=ids[0], once=ids[1], marker_dir=str(tmp_path))
     stats = run_batch([str(samples / "chats" / "jddc_3.jsonl")], str(tmp_path / "out"), CFG,
                       executor=ray_executor(2, build=build))
