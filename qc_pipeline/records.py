@@ -97,6 +97,9 @@ class Utterance:
     words: tuple[Word, ...] = ()
     emotion_index: Optional[float] = None   # 0..100, 100 = calm/positive (score stage)
     emotion: Optional[str] = None
+    # ASR stage (audio only): the text of this turn is uncertain (low avg log-prob / word probabilities);
+    # scoring must not silently cost the agent points on it.  Always False for chat.
+    low_confidence: bool = False
 
 
 @dataclass(frozen=True)
