@@ -47,6 +47,9 @@ class CallSource:
     started_at: Optional[str] = None
     channel_layout: str = "auto"  # auto | mono | agent_left | agent_right
     chat_turns: tuple[ChatTurn, ...] = ()
+    # Call metadata: the caller's identity was already verified upstream (IVR, logged-in chat); the
+    # scorecard's identity-check rule does not apply.  None = unknown (the card's setting decides).
+    caller_verified: Optional[bool] = None
     # An input problem found while reading the manifest; the call becomes an error row.
     input_error: Optional[tuple[str, str]] = None
 
