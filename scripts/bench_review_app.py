@@ -204,7 +204,7 @@ def start_server(data: Path, db: Path, port: int) -> tuple[subprocess.Popen, flo
         if proc.poll() is not None:
             raise RuntimeError(f"server exited {proc.returncode}; see {db.parent / 'serve.log'}")
         try:
-            h.login("bench", "bench-pass-2026")
+            h.login("bench", "qa-load-2026!")
             status, _b, _t = h.req("GET", "/api/queue")
             if status == 200:
                 return proc, time.perf_counter() - t0
@@ -265,24 +265,34 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="qc-bench-app-"))
     db_path = work / "reviews.sqlite"
-    ReviewDB(db_path).add_user("bench", "bench-pass-2026", "admin")
-    readmodel = data / "_review" / "readmodel.duckdb"
-    for f in data.glob("_review/readmodel.duckdb*"):
-        f.unlink()
+    ReviewDB(db_path).add_user("bench", "qa-load-2026!", "admin")
+    readmodel = db_path.with_name("readmodel.duckdb")
     port = _free_port()
+    t0 = time.perf_counter()
     proc, cold = start_server(data, db_path, port)
-    print(f"start-up to first queue page, cold (read model built from {n_files} files): {cold:.2f} s")
+    h = Http(port)
+    h.login("bench", "qa-load-2026!")
+    first_rows = complete = None
+    while complete is None:
+        st = json.loads(h.req("GET", "/api/status")[1])
+        if first_rows is None and st["sessions"] > 0:
+            first_rows = time.perf_counter() - t0
+        if st["complete"]:
+            complete = time.perf_counter() - t0
+        time.sleep(0.2)
+    print(f"cold start (no read model file yet): first page answered after {cold:.2f} s, first rows (newest day) "
+          f"after {first_rows:.2f} s, all {n_files} files ingested after {complete:.1f} s")
     hwm_cold = vm_hwm_mb(proc.pid)
     proc.send_signal(signal.SIGINT)
     proc.wait(30)
     proc, warm = start_server(data, db_path, port)
-    print(f"start-up to first queue page, warm (read model file {readmodel.stat().st_size / 2**20:.0f} MiB): "
-          f"{warm:.2f} s")
+    print(f"warm start (read model file {readmodel.stat().st_size / 2**20:.0f} MiB): first page after {warm:.2f} s")
+    last_day = dt.date.fromisoformat(plan_days(args.sessions, dt.date(2026, 1, 1))[-1][0])
+    night = last_day + dt.timedelta(days=1)
     try:
         h = Http(port)
-        h.login("bench", "bench-pass-2026")
+        h.login("bench", "qa-load-2026!")
         rng = random.Random(7)
-        last_day = dt.date.fromisoformat(plan_days(args.sessions, dt.date(2026, 1, 1))[-1][0])
         work_paths = workload(args.requests, rng, last_day)
         status, body, _t = h.req("GET", "/api/queue")
         page = json.loads(body)
@@ -303,7 +313,6 @@ def main() -> int:
         for name, ts in results.items():
             print(f"{name:32s} {pct(ts, .5):8.1f} {pct(ts, .95):8.1f} {max(ts) * 1000:8.1f}")
         # a night's new parts arrive while requests go on
-        night = dt.date.fromisoformat(plan_days(args.sessions, dt.date(2026, 1, 1))[-1][0]) + dt.timedelta(days=1)
         lat, stop = [], threading.Event()
 
         def poll() -> None:

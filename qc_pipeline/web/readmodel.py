@@ -17,6 +17,7 @@ or an unreadable part is skipped (logged), never fatal.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -35,7 +36,7 @@ from qc_pipeline.web.views import DEFAULT_TZ, ItemView, ListQuery, Page, Session
 
 log = logging.getLogger(__name__)
 
-MODEL_VERSION = "2"
+MODEL_VERSION = "3"
 DEPENDENT = ("scores", "item_results", "utterances")
 
 _DDL = """
@@ -55,7 +56,8 @@ CREATE TABLE IF NOT EXISTS cur (call_id VARCHAR PRIMARY KEY, run_id VARCHAR, par
     source_path VARCHAR, agent_id VARCHAR, team VARCHAR, queue VARCHAR, started_at TIMESTAMPTZ, day DATE,
     status VARCHAR, error_reason VARCHAR, error_detail VARCHAR, duration_s DOUBLE, role_confidence DOUBLE,
     processed_at TIMESTAMPTZ, total DOUBLE, grade VARCHAR, passed BOOLEAN, veto BOOLEAN, veto_items VARCHAR[],
-    reasons VARCHAR[], failed_items VARCHAR[], escalation VARCHAR[], customer_emotion_index DOUBLE);
+    reasons VARCHAR[], failed_items VARCHAR[], escalation VARCHAR[], customer_emotion_index DOUBLE,
+    skey VARCHAR);
 CREATE TABLE IF NOT EXISTS wf (call_id VARCHAR PRIMARY KEY, run_id VARCHAR, state VARCHAR, user_name VARCHAR);
 """
 
@@ -86,7 +88,8 @@ SELECT s.call_id, s.run_id, s.part, s.kind, s.source_path, s.agent_id, s.team, s
        CAST(timezone($tz, s.started_at) AS DATE), s.status, s.error_reason, s.error_detail, s.duration_s,
        s.role_confidence, s.processed_at, sc.total, sc.grade, sc.passed, coalesce(sc.veto, false),
        coalesce(sc.veto_items, []), list_distinct(list_concat(s.flags, coalesce(sc.flags, []))),
-       coalesce(it.failed_items, []), coalesce(sc.escalation, []), sc.customer_emotion_index
+       coalesce(it.failed_items, []), coalesce(sc.escalation, []), sc.customer_emotion_index,
+       lower(s.call_id) || chr(1) || lower(coalesce(s.agent_id, ''))
 FROM s LEFT JOIN sc ON sc.call_id = s.call_id AND sc.run_id = s.run_id
        LEFT JOIN it ON it.call_id = s.call_id AND it.run_id = s.run_id
 """
@@ -163,6 +166,7 @@ class ReadModel:
         self._write_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self._facets: Optional[dict] = None   # filter choices, recomputed after a refresh that changed data
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._con = duckdb.connect(str(self.path), config={"memory_limit": memory_limit, "threads": threads,
@@ -259,11 +263,14 @@ class ReadModel:
                 if self._stop.is_set() or (max_batches is not None and batches >= max_batches):
                     break
                 self._apply(drop=[], add=new[i:i + self.batch_parts], listing=listing)
+                self._facets = None
                 batches += 1
                 self.progress.parts_pending = max(0, len(new) - i - self.batch_parts)
             self.progress.parts_known = len(listing) - self.progress.parts_pending
             self.progress.last_refresh = time.time()
             self.progress.last_error = None
+            if gone or new:
+                self._facets = None
             return len(gone) + len(new)
 
     def _apply(self, *, drop: list[str], add: list[str], listing: dict[str, tuple[int, int]]) -> None:
@@ -365,9 +372,8 @@ class ReadModel:
             add("c.passed = false")
         if q.flagged_only:
             add("(len(c.reasons) > 0 OR c.status = 'failed')" if q.include_failed else "len(c.reasons) > 0")
-        if q.q:
-            add("(contains(lower(c.call_id), ?) OR starts_with(lower(coalesce(c.agent_id, '')), ?))",
-                q.q.lower(), q.q.lower())
+        if q.q:  # call id or agent id, case-insensitive substring
+            add("contains(c.skey, ?)", q.q.lower())
         if q.text:
             add("EXISTS (SELECT 1 FROM u_txt t WHERE t.call_id = c.call_id AND t.run_id = c.run_id "
                 "AND contains(t.text, ?))", q.text)
@@ -384,9 +390,7 @@ class ReadModel:
         key = _SORT_EXPR.get(q.sort, _SORT_EXPR["score"])
         base_where = " AND ".join(where) or "true"
         con = self.con
-        total = con.execute(f"SELECT count(*) FROM {_FROM} WHERE {base_where}", args).fetchone()[0]
         n = max(1, q.per_page)
-        n_pages = max(1, -(-total // n))
         asc = not q.desc
 
         def order(forward: bool) -> str:
@@ -409,18 +413,22 @@ class ReadModel:
         elif q.last:
             forward = False
         elif q.page and q.page > 1:
-            offset = (min(q.page, n_pages) - 1) * n
+            offset = (q.page - 1) * n
         sql_where = " AND ".join(where + extra) or "true"
         rows = con.execute(f"SELECT {_SELECT_VIEW}, {key} FROM {_FROM} WHERE {sql_where} ORDER BY {order(forward)} "
                            f"LIMIT {n} OFFSET {offset}", args + extra_args).fetchall()
         if not forward:
             rows.reverse()
+        if not rows and q.page and q.page > 1:  # past the end: the last page
+            return self.page(dataclasses.replace(q, page=None, last=True))
         if not rows:
-            return Page(rows=(), total=total, page=1, n_pages=n_pages, next=None, prev=None)
+            total = con.execute(f"SELECT count(*) FROM {_FROM} WHERE {base_where}", args).fetchone()[0]
+            return Page(rows=(), total=total, page=1, n_pages=max(1, -(-total // n)), next=None, prev=None)
         first, last = (rows[0][-1], rows[0][0]), (rows[-1][-1], rows[-1][0])
         cond, cargs = beyond(encode_cursor(*first), forward=False)  # rows before this page: its number
-        before_n = con.execute(f"SELECT count(*) FROM {_FROM} WHERE {' AND '.join(where + [cond])}",
-                               args + cargs).fetchone()[0]
+        total, before_n = con.execute(f"SELECT count(*), count(*) FILTER (WHERE {cond}) FROM {_FROM} "
+                                      f"WHERE {base_where}", cargs + args).fetchone()
+        n_pages = max(1, -(-total // n))
         has_next = before_n + len(rows) < total
         return Page(rows=tuple(_view(r) for r in rows), total=total, n_pages=n_pages,
                     page=before_n // n + 1 if has_next else n_pages,
@@ -450,8 +458,6 @@ class ReadModel:
         return t.filter(pc.equal(t.column("run_id"), s.run_id))
 
     def with_items(self, s: SessionView) -> SessionView:
-        import dataclasses
-
         t = self._twin("item_results", s, ["call_id", "item_id", "item_name", "mode", "points", "max_points",
                                            "applicable", "vetoed", "evidence", "run_id"])
         items = []
@@ -487,18 +493,32 @@ class ReadModel:
         return dict(self.con.execute("SELECT call_id, run_id FROM cur WHERE list_contains(?, call_id)",
                                      [ids]).fetchall())
 
+    def count(self) -> int:
+        return self.con.execute("SELECT count(*) FROM cur").fetchone()[0]
+
+    def facets(self) -> dict:
+        """Choices of the list filters (teams, agents, item names, flags), cached until the data change."""
+        f = self._facets
+        if f is None:
+            con = self.con
+            f = {"team": [r[0] for r in con.execute("SELECT DISTINCT team FROM cur WHERE team IS NOT NULL "
+                                                    "ORDER BY 1").fetchall()],
+                 "agent_id": [r[0] for r in con.execute("SELECT DISTINCT agent_id FROM cur WHERE agent_id IS NOT "
+                                                        "NULL ORDER BY 1").fetchall()],
+                 "items": dict(con.execute("SELECT item_id, any_value(item_name) FROM it_raw GROUP BY 1 ORDER BY 1")
+                               .fetchall()),
+                 "flags": [r[0] for r in con.execute("SELECT DISTINCT unnest(reasons) FROM cur ORDER BY 1").fetchall()]}
+            self._facets = f
+        return f
+
     def distinct(self, column: str) -> list[str]:
-        if column not in ("team", "agent_id"):
-            raise ValueError(column)
-        return [r[0] for r in self.con.execute(f"SELECT DISTINCT {column} FROM cur WHERE {column} IS NOT NULL "
-                                               f"ORDER BY 1").fetchall()]
+        return self.facets()[column]
 
     def item_names(self) -> dict[str, str]:
-        return dict(self.con.execute("SELECT item_id, any_value(item_name) FROM it_raw GROUP BY 1 ORDER BY 1")
-                    .fetchall())
+        return self.facets()["items"]
 
     def flags(self) -> list[str]:
-        return [r[0] for r in self.con.execute("SELECT DISTINCT unnest(reasons) FROM cur ORDER BY 1").fetchall()]
+        return self.facets()["flags"]
 
     # -- reports --------------------------------------------------------------------------------------
     def weekly(self, level: str, q: ListQuery) -> tuple[list[tuple], list[tuple]]:

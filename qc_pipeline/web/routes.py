@@ -415,12 +415,19 @@ def workflow(ctx: Ctx, call_id: str):
     return ctx.redirect(nxt if nxt != "/" else session_link(call_id))
 
 
+def status(ctx: Ctx):
+    p = ctx.app.model.progress
+    return ctx.json({"complete": p.complete, "parts_pending": p.parts_pending, "parts_known": p.parts_known,
+                     "sessions": ctx.app.model.count(), "last_error": p.last_error})
+
+
 ID = "{call_id}"
 ROUTES = [
     page_route("/login", login_form, None, audit="login_form"),
     page_route("/login", login, None, methods=("POST",)),
     page_route("/logout", logout, "login", methods=("POST",)),
     page_route("/", home, "login"),
+    page_route("/api/status", status, "login", audit="status"),
     page_route("/queue", queue_page, "queue", audit="list_queue"),
     page_route("/api/queue", queue_page, "queue", audit="list_queue"),
     page_route("/sessions", sessions_page, "sessions", audit="list_sessions"),

@@ -126,11 +126,12 @@ class ServerThread:
         self.sock.close()
 
 
-def client(app, user: Optional[str] = None, password: str = PASSWORD):
-    """A Starlette TestClient (own cookie jar), logged in as ``user``; ``.csrf`` holds the session's token."""
+def client(app, user: Optional[str] = None, password: str = PASSWORD, address: str = "testclient"):
+    """A Starlette TestClient (own cookie jar, client ``address``), logged in as ``user``; ``.csrf`` holds
+    the session's token."""
     from starlette.testclient import TestClient
 
-    c = TestClient(app.asgi, follow_redirects=False)
+    c = TestClient(app.asgi, follow_redirects=False, client=(address, 50000))
     c.csrf = None
     if user:
         status = login(c, user, password)
