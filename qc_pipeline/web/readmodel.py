@@ -63,15 +63,15 @@ CREATE TABLE IF NOT EXISTS wf (call_id VARCHAR PRIMARY KEY, run_id VARCHAR, stat
 
 # column lists read from the parts, by name (a part of an older/newer schema still reads)
 _SELECT = {
-    "sessions": "INSERT INTO s_raw SELECT {part}, call_id, kind, source_path, agent_id, team, queue, "
+    "sessions": "SELECT {part}, call_id, kind, source_path, agent_id, team, queue, "
                 "TRY_CAST(started_at AS TIMESTAMPTZ), status, error_reason, error_detail, duration_s, "
                 "role_confidence, coalesce(flags, []), run_id, processed_at FROM {src}",
-    "scores": "INSERT INTO sc_raw SELECT {part}, call_id, run_id, total, grade, passed, veto, "
+    "scores": "SELECT {part}, call_id, run_id, total, grade, passed, veto, "
               "coalesce(veto_items, []), coalesce(flags, []), customer_emotion_index, coalesce(escalation, []) "
               "FROM {src}",
-    "item_results": "INSERT INTO it_raw SELECT {part}, call_id, run_id, item_id, coalesce(item_name, item_id), "
+    "item_results": "SELECT {part}, call_id, run_id, item_id, coalesce(item_name, item_id), "
                     "applicable, applicable AND (points < max_points OR coalesce(vetoed, false)) FROM {src}",
-    "utterances": "INSERT INTO u_txt SELECT {part}, call_id, run_id, string_agg(text, chr(10) ORDER BY turn_index) "
+    "utterances": "SELECT {part}, call_id, run_id, string_agg(text, chr(10) ORDER BY turn_index) "
                   "FROM {src} GROUP BY ALL",
 }
 _RAW = {"sessions": "s_raw", "scores": "sc_raw", "item_results": "it_raw", "utterances": "u_txt"}
@@ -276,6 +276,11 @@ class ReadModel:
     def _apply(self, *, drop: list[str], add: list[str], listing: dict[str, tuple[int, int]]) -> None:
         t0 = time.perf_counter()
         con = self.con
+        ok: list[str] = []
+        if add:  # staged outside the transaction: an unreadable part must not abort it
+            ok = self._stage("sessions", add)
+            for table in DEPENDENT:
+                self._stage(table, ok)
         con.execute("BEGIN")
         try:
             con.execute("CREATE OR REPLACE TEMP TABLE aff (call_id VARCHAR)")
@@ -286,16 +291,12 @@ class ReadModel:
                 for raw in _RAW.values():
                     con.execute(f"DELETE FROM {raw} WHERE part IN (SELECT rel FROM gone)")
                 con.execute("DELETE FROM parts WHERE rel IN (SELECT rel FROM gone)")
-            if add:
-                ok = self._ingest("sessions", add)
-                if ok:
-                    for table in DEPENDENT:
-                        self._ingest(table, ok)
-                    con.execute("CREATE OR REPLACE TEMP TABLE added (rel VARCHAR)")
-                    con.executemany("INSERT INTO added VALUES (?)", [(r,) for r in ok])
-                    con.execute("INSERT INTO aff SELECT DISTINCT call_id FROM s_raw WHERE part IN (SELECT rel FROM added)")
-                con.executemany("INSERT OR REPLACE INTO parts VALUES (?, ?, ?)",
-                                [(r, *listing[r]) for r in add])  # unreadable ones too: not retried every 2 s
+            if ok:
+                for table, raw in _RAW.items():
+                    con.execute(f"INSERT INTO {raw} SELECT * FROM stage_{table}")
+                con.execute("INSERT INTO aff SELECT DISTINCT call_id FROM stage_sessions")
+            if add:  # unreadable ones too: not retried every few seconds (a rewrite changes mtime/size)
+                con.executemany("INSERT OR REPLACE INTO parts VALUES (?, ?, ?)", [(r, *listing[r]) for r in add])
             con.execute("DELETE FROM cur WHERE call_id IN (SELECT call_id FROM aff)")
             con.execute(_CUR_FROM_AFF, {"tz": self.tz})
             con.execute("COMMIT")
@@ -304,27 +305,29 @@ class ReadModel:
             raise
         log.info("read model: +%d / -%d parts in %.2f s", len(add), len(drop), time.perf_counter() - t0)
 
-    def _ingest(self, table: str, rels: list[str]) -> list[str]:
-        """Insert the rows of ``table``'s parts named ``rels`` (those that exist); the rels ingested."""
+    def _stage(self, table: str, rels: list[str]) -> list[str]:
+        """Rows of ``table``'s parts named ``rels`` (those that exist and read) into temp table stage_<table>;
+        the rels staged."""
+        con = self.con
+        con.execute(f"CREATE OR REPLACE TEMP TABLE stage_{table} AS SELECT * FROM {_RAW[table]} LIMIT 0")
         base = self.root / table
-        files = [str(base / r) for r in rels if (base / r).is_file()]
-        if not files:
+        have = [r for r in rels if (base / r).is_file()]
+        if not have:
             return []
         prefix_len = len(str(base)) + 2  # strip "<base>/" (1-based substr)
-        sql = _SELECT[table].format(part=f"substr(filename, {prefix_len})",
-                                    src="read_parquet($files, union_by_name = true, filename = true)")
+        sql = f"INSERT INTO stage_{table} " + _SELECT[table].format(
+            part=f"substr(filename, {prefix_len})", src="read_parquet($files, union_by_name = true, filename = true)")
         try:
-            self.con.execute(sql, {"files": files})
-            return [r for r in rels if (base / r).is_file()]
-        except Exception as exc:
-            if len(files) == 1:
-                log.warning("ignoring unreadable part %s (%s)", files[0], exc)
-                return []
-            # one bad file fails the batch: retry one by one so the readable ones are kept
+            con.execute(sql, {"files": [str(base / r) for r in have]})
+            return have
+        except Exception:  # one bad file fails the batch: read one by one so the readable ones are kept
             good = []
-            for r in rels:
-                if (base / r).is_file():
-                    good.extend(self._ingest(table, [r]))
+            for r in have:
+                try:
+                    con.execute(sql, {"files": [str(base / r)]})
+                    good.append(r)
+                except Exception as exc:
+                    log.warning("ignoring unreadable part %s (%s)", base / r, str(exc).splitlines()[0])
             return good
 
     # -- workflow mirror (the review database is the truth) -------------------------------------------
