@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, quote, unquote
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from qc_pipeline.text_safety import utf8_safe
@@ -53,9 +53,9 @@ class AppConfig:
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, message: str, form: Optional[dict] = None) -> None:
+    def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
-        self.status, self.message, self.form = status, message, form
+        self.status, self.message = status, message
 
 
 class SegmentPaths:
@@ -206,7 +206,7 @@ def _run(ctx: Ctx, handler: Callable, permission: Optional[str], params: dict, a
                     raise HttpError(403, "CSRF token missing or wrong; reload the page")
         resp = handler(ctx, **params)
     except HttpError as exc:
-        resp = exc.form if isinstance(exc.form, Response) else ctx.error(exc.status, exc.message)
+        resp = ctx.error(exc.status, exc.message)
     except Exception:  # a bug or e.g. "database is locked": a 500 for the client, a traceback in the log
         log.exception("%s %s failed", ctx.request.method, ctx.request.url.path)
         resp = ctx.error(500, "internal error")

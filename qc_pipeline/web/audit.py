@@ -61,9 +61,10 @@ class Verdict:
 
 class AuditLog:
     def __init__(self, db_path: str | os.PathLike) -> None:
-        from qc_pipeline.web.db import secure_file
+        from qc_pipeline.web.db import ThreadConnections, secure_file
 
         self.path = Path(db_path)
+        self._cons = ThreadConnections(self.path, "NORMAL")  # WAL: a crash loses at most the last rows, not the chain
         self.key_path = Path(str(self.path) + ".audit-key")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,26 +74,15 @@ class AuditLog:
                 with os.fdopen(fd, "w") as fh:
                     fh.write(secrets.token_hex(32))
             self._key = bytes.fromhex(self.key_path.read_text().strip())
-            with self._connect() as con:
+            with self._cons.open() as con:
                 con.executescript(_SCHEMA)
         except (sqlite3.Error, OSError, ValueError) as exc:
             raise SetupError(f"cannot open the audit trail in {self.path} ({exc})") from None
-        self._local = threading.local()
         self._lock = threading.Lock()
-
-    def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        con.row_factory = sqlite3.Row
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses at most the last rows, never the chain
-        return con
 
     @property
     def con(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = self._local.con = self._connect()
-        return con
+        return self._cons.get()
 
     def _hash(self, prev: str, row: dict) -> str:
         return hmac.new(self._key, prev.encode() + _canonical(row), hashlib.sha256).hexdigest()

@@ -133,6 +133,28 @@ def secure_file(path: Path) -> None:
             pass
 
 
+class ThreadConnections:
+    """One SQLite connection per thread (WAL, autocommit; ``synchronous`` FULL or NORMAL)."""
+
+    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+        self.path, self.synchronous = path, synchronous
+        self._local = threading.local()
+
+    def open(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute(f"PRAGMA synchronous={self.synchronous}")
+        con.execute("PRAGMA foreign_keys=ON")
+        return con
+
+    def get(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = self.open()
+        return con
+
+
 def _columns(con: sqlite3.Connection, table: str) -> set[str]:
     return {r["name"] for r in con.execute(f"PRAGMA table_info({table})")}
 
@@ -183,32 +205,21 @@ class ReviewDB:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self._cons = ThreadConnections(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             secure_file(self.path)
-            with self._connect() as con:
+            with self._cons.open() as con:
                 con.executescript(_SCHEMA)
                 _migrate(con)
             secure_file(self.path)
         except (sqlite3.Error, OSError) as exc:
             raise SetupError(f"cannot open the review database {self.path} ({exc}); "
                              "pass a writable --db path") from None
-        self._local = threading.local()
-
-    def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-        con.row_factory = sqlite3.Row
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA synchronous=FULL")
-        con.execute("PRAGMA foreign_keys=ON")
-        return con
 
     @property
     def con(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = self._local.con = self._connect()
-        return con
+        return self._cons.get()
 
     # -- users ---------------------------------------------------------------------------------------
     @staticmethod

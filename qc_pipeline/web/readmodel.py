@@ -16,10 +16,7 @@ or an unreadable part is skipped (logged), never fatal.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import datetime as dt
-import json
 import logging
 import os
 import threading
@@ -32,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from qc_pipeline.errors import SetupError
+from qc_pipeline.web.queries import FROM, SELECT_VIEW, SORT_EXPR, decode_cursor, encode_cursor, view, where_clause
 from qc_pipeline.web.views import DEFAULT_TZ, ItemView, ListQuery, Page, SessionView
 
 log = logging.getLogger(__name__)
@@ -94,44 +92,6 @@ FROM s LEFT JOIN sc ON sc.call_id = s.call_id AND sc.run_id = s.run_id
        LEFT JOIN it ON it.call_id = s.call_id AND it.run_id = s.run_id
 """
 
-_COLS = ("call_id", "kind", "source_path", "agent_id", "team", "queue", "started_at", "status", "error_reason",
-         "duration_s", "role_confidence", "run_id", "part", "processed_at", "total", "grade", "passed", "veto",
-         "veto_items", "reasons", "failed_items", "escalation", "customer_emotion_index", "error_detail")
-_SELECT_VIEW = ", ".join(f"c.{c}" for c in _COLS) + ", coalesce(w.state, 'pending'), w.user_name"
-_FROM = "cur c LEFT JOIN wf w ON w.call_id = c.call_id AND w.run_id = c.run_id"
-
-# sort key expressions (never NULL, so keyset comparisons stay total); tie-breaker: call_id
-_SORT_EXPR = {"score": "coalesce(c.total, 1e9)", "time": "coalesce(c.started_at, TIMESTAMPTZ '1970-01-01 00:00Z')",
-              "agent": "coalesce(c.agent_id, '')", "team": "coalesce(c.team, '')", "call": "c.call_id"}
-
-
-def _view(row: tuple) -> SessionView:
-    d = dict(zip(_COLS, row[:len(_COLS)]))
-    for k in ("veto_items", "reasons", "failed_items", "escalation"):
-        d[k] = tuple(d[k] or ())
-    d["veto"] = bool(d["veto"])
-    return SessionView(**d, state=row[len(_COLS)], state_user=row[len(_COLS) + 1])
-
-
-def encode_cursor(value, call_id: str) -> str:
-    if isinstance(value, dt.datetime):
-        value = {"t": value.isoformat()}
-    raw = json.dumps([value, call_id], ensure_ascii=False, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str):
-    try:
-        value, call_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if isinstance(value, dict):
-            value = dt.datetime.fromisoformat(value["t"])
-        if not isinstance(call_id, str) or not isinstance(value, (str, int, float, dt.datetime)):
-            raise ValueError
-        return value, call_id
-    except (ValueError, TypeError, KeyError, json.JSONDecodeError):
-        raise ValueError("bad page cursor; start again from the first page") from None
-
-
 @dataclass
 class Progress:
     parts_known: int = 0
@@ -176,6 +136,7 @@ class ReadModel:
             raise SetupError(f"cannot open the read model {self.path} ({exc}); pass a writable --db folder "
                              "or delete the file to rebuild it") from None
         self._init_schema()
+        import pyarrow.dataset  # noqa: F401  (read_table(filters=...) needs it: imported now, not on a first page)
 
     # -- schema ---------------------------------------------------------------------------------------
     def _init_schema(self) -> None:
@@ -351,46 +312,14 @@ class ReadModel:
 
     # -- queries --------------------------------------------------------------------------------------
     def _where(self, q: ListQuery) -> tuple[list[str], list]:
-        where, args = [], []
-
-        def add(sql: str, *values) -> None:
-            where.append(sql)
-            args.extend(values)
-
-        if q.date_from:
-            add("c.day >= ?", q.date_from)
-        if q.date_to:
-            add("c.day <= ?", q.date_to)
-        if q.team:
-            add("c.team = ?", q.team)
-        if q.agent_id:
-            add("c.agent_id = ?", q.agent_id)
-        if q.item_id:
-            add("list_contains(c.failed_items, ?)", q.item_id)
-        if q.flag:
-            add("list_contains(c.reasons, ?)", q.flag)
-        if q.below is not None:
-            add("c.total < ?", q.below)
-        if q.not_passed:
-            add("c.passed = false")
-        if q.flagged_only:
-            add("(len(c.reasons) > 0 OR c.status = 'failed')" if q.include_failed else "len(c.reasons) > 0")
-        if q.q:  # call id or agent id, case-insensitive substring
-            add("contains(c.skey, ?)", q.q.lower())
-        if q.text:
-            add("EXISTS (SELECT 1 FROM u_txt t WHERE t.call_id = c.call_id AND t.run_id = c.run_id "
-                "AND contains(t.text, ?))", q.text)
-        if q.state == "mine":
-            add("w.state = 'claimed' AND w.user_name = ?", q.user or "")
-        elif q.state == "pending":
-            add("w.state IS NULL")
-        elif q.state:
-            add("w.state = ?", q.state)
-        return where, args
+        if q.text:  # the transcripts are scanned once per request (temp table of this thread's connection)
+            self.con.execute("CREATE OR REPLACE TEMP TABLE text_hits AS SELECT DISTINCT call_id, run_id FROM u_txt "
+                             "WHERE contains(text, ?)", [q.text])
+        return where_clause(q)
 
     def page(self, q: ListQuery) -> Page:
         where, args = self._where(q)
-        key = _SORT_EXPR.get(q.sort, _SORT_EXPR["score"])
+        key = SORT_EXPR.get(q.sort, SORT_EXPR["score"])
         base_where = " AND ".join(where) or "true"
         con = self.con
         n = max(1, q.per_page)
@@ -418,29 +347,34 @@ class ReadModel:
         elif q.page and q.page > 1:
             offset = (q.page - 1) * n
         sql_where = " AND ".join(where + extra) or "true"
-        rows = con.execute(f"SELECT {_SELECT_VIEW}, {key} FROM {_FROM} WHERE {sql_where} ORDER BY {order(forward)} "
+        # late materialisation: sort only (key, id), then fetch the page's rows by id (wide list columns
+        # carried through the top-N cost ~15x more)
+        keys = con.execute(f"SELECT c.call_id, {key} FROM {FROM} WHERE {sql_where} ORDER BY {order(forward)} "
                            f"LIMIT {n} OFFSET {offset}", args + extra_args).fetchall()
+        by_id = {r[0]: r for r in con.execute(f"SELECT {SELECT_VIEW} FROM {FROM} WHERE list_contains(?, c.call_id)",
+                                              [[k[0] for k in keys]]).fetchall()} if keys else {}
+        rows = [(*by_id[cid], k) for cid, k in keys if cid in by_id]
         if not forward:
             rows.reverse()
         if not rows and q.page and q.page > 1:  # past the end: the last page
             return self.page(dataclasses.replace(q, page=None, last=True))
         if not rows:
-            total = con.execute(f"SELECT count(*) FROM {_FROM} WHERE {base_where}", args).fetchone()[0]
+            total = con.execute(f"SELECT count(*) FROM {FROM} WHERE {base_where}", args).fetchone()[0]
             return Page(rows=(), total=total, page=1, n_pages=max(1, -(-total // n)), next=None, prev=None)
         first, last = (rows[0][-1], rows[0][0]), (rows[-1][-1], rows[-1][0])
         cond, cargs = beyond(encode_cursor(*first), forward=False)  # rows before this page: its number
-        total, before_n = con.execute(f"SELECT count(*), count(*) FILTER (WHERE {cond}) FROM {_FROM} "
+        total, before_n = con.execute(f"SELECT count(*), count(*) FILTER (WHERE {cond}) FROM {FROM} "
                                       f"WHERE {base_where}", cargs + args).fetchone()
         n_pages = max(1, -(-total // n))
         has_next = before_n + len(rows) < total
-        return Page(rows=tuple(_view(r) for r in rows), total=total, n_pages=n_pages,
+        return Page(rows=tuple(view(r) for r in rows), total=total, n_pages=n_pages,
                     page=before_n // n + 1 if has_next else n_pages,
                     next=encode_cursor(*last) if has_next else None,
                     prev=encode_cursor(*first) if before_n > 0 else None)
 
     def get(self, call_id: str) -> Optional[SessionView]:
-        row = self.con.execute(f"SELECT {_SELECT_VIEW} FROM {_FROM} WHERE c.call_id = ?", [call_id]).fetchone()
-        return _view(row) if row else None
+        row = self.con.execute(f"SELECT {SELECT_VIEW} FROM {FROM} WHERE c.call_id = ?", [call_id]).fetchone()
+        return view(row) if row else None
 
     def session(self, call_id: str) -> Optional[SessionView]:
         """One call with its items and evidence (read from its item_results twin part)."""
@@ -484,9 +418,9 @@ class ReadModel:
     def sessions(self, q: ListQuery, with_items: bool = False, limit: int = 100_000) -> list[SessionView]:
         """Every matching call (export, reports): worst first."""
         where, args = self._where(q)
-        rows = self.con.execute(f"SELECT {_SELECT_VIEW} FROM {_FROM} WHERE {' AND '.join(where) or 'true'} "
-                                f"ORDER BY {_SORT_EXPR['score']}, c.call_id LIMIT {int(limit)}", args).fetchall()
-        views = [_view(r) for r in rows]
+        rows = self.con.execute(f"SELECT {SELECT_VIEW} FROM {FROM} WHERE {' AND '.join(where) or 'true'} "
+                                f"ORDER BY {SORT_EXPR['score']}, c.call_id LIMIT {int(limit)}", args).fetchall()
+        views = [view(r) for r in rows]
         return [self.with_items(v) for v in views] if with_items else views
 
     def current_runs(self, call_ids: Iterable[str]) -> dict[str, str]:
@@ -533,10 +467,10 @@ class ReadModel:
         w = " AND ".join(where)
         series = self.con.execute(
             f"SELECT {group} AS g, strftime(c.day, '%G-W%V') AS wk, count(*), avg(c.total), "
-            f"count(*) FILTER (WHERE NOT c.passed) FROM {_FROM} WHERE {w} GROUP BY ALL ORDER BY 1, 2", args).fetchall()
+            f"count(*) FILTER (WHERE NOT c.passed) FROM {FROM} WHERE {w} GROUP BY ALL ORDER BY 1, 2", args).fetchall()
         items = self.con.execute(
             f"SELECT i.item_id, any_value(i.item_name), strftime(c.day, '%G-W%V') AS wk, count(*), "
-            f"count(*) FILTER (WHERE NOT i.failed) FROM {_FROM} JOIN it_raw i ON i.call_id = c.call_id "
+            f"count(*) FILTER (WHERE NOT i.failed) FROM {FROM} JOIN it_raw i ON i.call_id = c.call_id "
             f"AND i.run_id = c.run_id AND i.part = c.part WHERE {w} AND i.applicable GROUP BY i.item_id, wk "
             f"ORDER BY 1, 3", args).fetchall()
         return series, items
