@@ -244,12 +244,51 @@ def workload(n: int, rng: random.Random, last_day: dt.date) -> dict[str, list[st
     }
 
 
+def scale_check(data: Path, readmodel: Path, rounds: int = 7) -> None:
+    """The basis of the 1M extrapolation: the read model's list queries on its 100k rows and on a copy
+    grown to 1M (each call copied 9 times under new ids, transcripts too), side by side in one process."""
+    import shutil
+
+    from qc_pipeline.web.readmodel import ReadModel
+    from qc_pipeline.web.views import ListQuery
+
+    big = readmodel.with_name("readmodel-x10.duckdb")
+    shutil.copy(readmodel, big)
+    small_m, big_m = ReadModel(data, readmodel), ReadModel(data, big)
+    con = big_m.con
+    for k in range(1, 10):
+        con.execute(f"INSERT INTO cur SELECT * REPLACE (call_id || '-x{k}' AS call_id, lower(call_id || '-x{k}') || "
+                    f"chr(1) || lower(coalesce(agent_id, '')) AS skey) FROM cur WHERE NOT contains(call_id, '-x')")
+        con.execute(f"INSERT INTO u_txt SELECT * REPLACE (call_id || '-x{k}' AS call_id) FROM u_txt "
+                    f"WHERE NOT contains(call_id, '-x')")
+    queries = {"queue page 1": ListQuery(flagged_only=True), "newest first": ListQuery(sort="time", desc=True),
+               "search call id": ListQuery(q="call-2026010"), "search agent": ListQuery(q="a1234"),
+               "sort by agent desc": ListQuery(sort="agent", desc=True),
+               "filter team+flag": ListQuery(flagged_only=True, team="team03", flag="low_score"),
+               "search text": ListQuery(text="1234")}
+    times: dict[tuple[str, str], list[float]] = {}
+    for _ in range(rounds):
+        for name, q in queries.items():
+            for label, m in (("100k", small_m), ("1M", big_m)):
+                t0 = time.perf_counter()
+                m.page(q)
+                times.setdefault((name, label), []).append(time.perf_counter() - t0)
+    print(f"\nread model in-process, {big_m.count()} vs {small_m.count()} calls (p50 of {rounds}):")
+    print(f"{'query':22s} {'100k ms':>9s} {'1M ms':>9s} {'ratio':>6s}")
+    for name in queries:
+        a, b = pct(times[(name, "100k")], .5), pct(times[(name, "1M")], .5)
+        print(f"{name:22s} {a:9.1f} {b:9.1f} {b / a:6.1f}")
+    big_m.close()
+    big.unlink()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sessions", type=int, default=100_000)
     ap.add_argument("--data", type=Path, default=None, help="dataset folder (default /tmp/qc-bench-<n>)")
     ap.add_argument("--requests", type=int, default=60, help="requests per kind")
     ap.add_argument("--night", type=int, default=PER_DAY, help="sessions of the night that arrives during the run")
+    ap.add_argument("--x10", action="store_true", help="also time the list queries on the read model grown to 10x")
     args = ap.parse_args()
     data = args.data or Path(tempfile.gettempdir()) / f"qc-bench-{args.sessions}"
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1/5 min), cores {os.cpu_count()}")
@@ -352,6 +391,8 @@ def main() -> int:
             f.unlink()
         for f in data.glob(f"*/run_date={night}"):
             f.rmdir()
+    if args.x10:
+        scale_check(data, readmodel)
     return 0
 
 
