@@ -15,7 +15,7 @@ from qc_pipeline.web.app import Ctx, HttpError, page_route
 from qc_pipeline.web.calibration import calibrate
 from qc_pipeline.web.db import ROLES
 from qc_pipeline.web.reports import LEVELS, build_report, report_body
-from qc_pipeline.web.views import ListQuery, parse_date
+from qc_pipeline.web.views import ListQuery
 
 USER_ACTIONS = ("disable", "enable", "role", "reset", "revoke")
 
@@ -41,18 +41,11 @@ def calibration_page(ctx: Ctx):
     return ctx.render("calibration.html", cal=cal, names=ctx.app.model.item_names())
 
 
-def _query_date(ctx: Ctx, name: str):
-    try:
-        return parse_date(ctx.query.get(name))
-    except ValueError as exc:
-        raise HttpError(400, f"{name}: {exc}") from None
-
-
 def _report(ctx: Ctx) -> dict:
     level = ctx.query.get("level") or "center"
     if level not in LEVELS:
         raise HttpError(400, f"level must be one of {', '.join(LEVELS)}")
-    q = ListQuery(date_from=_query_date(ctx, "from"), date_to=_query_date(ctx, "to"), team=ctx.query.get("team"))
+    q = ListQuery(date_from=ctx.date("from"), date_to=ctx.date("to"), team=ctx.query.get("team"))
     series, items = ctx.app.model.weekly(level, q)
     return build_report(series, items, level)
 
@@ -81,8 +74,8 @@ def export_download(ctx: Ctx):
         below = float(q["below"]) if q.get("below") else None
     except ValueError:
         raise HttpError(400, "below must be a number") from None
-    opts = ExportOptions(below=below, team=q.get("team"), agent_id=q.get("agent"), since=_query_date(ctx, "since"),
-                         until=_query_date(ctx, "until"), fmt=fmt)
+    opts = ExportOptions(below=below, team=q.get("team"), agent_id=q.get("agent"), since=ctx.date("since"),
+                         until=ctx.date("until"), fmt=fmt)
     ctx.audit_target = "export:" + fmt
     with tempfile.TemporaryDirectory(prefix="qc-export-") as tmp:
         try:
@@ -156,7 +149,7 @@ def users_change(ctx: Ctx, name: str):
 def audit_page(ctx: Ctx):
     since = None
     if ctx.query.get("since"):
-        day = _query_date(ctx, "since")
+        day = ctx.date("since")
         since = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
     call_id = ctx.query.get("call") or None
     rows = list(ctx.app.audit.rows(since=since, call_id=call_id, limit=500))

@@ -30,7 +30,7 @@ from qc_pipeline.web.access import LoginThrottle, allowed
 from qc_pipeline.web.audit import AuditLog
 from qc_pipeline.web.db import LoginSession, ReviewDB
 from qc_pipeline.web.readmodel import ReadModel
-from qc_pipeline.web.views import DEFAULT_TZ
+from qc_pipeline.web.views import DEFAULT_TZ, parse_date
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,13 @@ class Ctx:
                 raise HttpError(400, f"bad request body: {exc}") from None
             self._form = data
         return self._form
+
+    def date(self, name: str):
+        """The query parameter ``name`` as a date (None when absent); 400 naming it when not YYYY-MM-DD."""
+        try:
+            return parse_date(self.query.get(name))
+        except ValueError as exc:
+            raise HttpError(400, f"{name}: {exc}") from None
 
     @property
     def wants_json(self) -> bool:

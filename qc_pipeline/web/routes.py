@@ -25,7 +25,7 @@ from qc_pipeline.web.app import COOKIE, LOGIN_COOKIE, Ctx, HttpError, page_route
 from qc_pipeline.web.audio import content_type, resolve_audio
 from qc_pipeline.web.db import current_state
 from qc_pipeline.web.views import SORTS, ListQuery, SessionView, evidence_keywords, evidence_quote, fmt_ts, \
-    local_time, parse_date
+    local_time
 
 log = logging.getLogger(__name__)
 
@@ -142,13 +142,6 @@ def home(ctx: Ctx):
 
 
 # -- lists -------------------------------------------------------------------------------------------
-def _date(ctx: Ctx, name: str) -> Optional[dt.date]:
-    try:
-        return parse_date(ctx.query.get(name))
-    except ValueError as exc:
-        raise HttpError(400, f"{name}: {exc}") from None
-
-
 def list_query(ctx: Ctx, flagged_only: bool) -> ListQuery:
     q = ctx.query
     agent = q.get("agent")
@@ -165,7 +158,7 @@ def list_query(ctx: Ctx, flagged_only: bool) -> ListQuery:
     state = q.get("state")
     if state not in (None, "pending", "claimed", "done", "mine"):
         raise HttpError(400, "state must be pending, claimed, done or mine")
-    date_from, date_to = _date(ctx, "from"), _date(ctx, "to")
+    date_from, date_to = ctx.date("from"), ctx.date("to")
     if date_from and date_to and date_from > date_to:
         raise HttpError(400, "from must not be after to")
     return ListQuery(date_from=date_from, date_to=date_to, team=q.get("team"), agent_id=agent,

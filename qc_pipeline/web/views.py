@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 
 DEFAULT_TZ = "Asia/Shanghai"
 SORTS = ("score", "time", "agent", "team", "call")   # list columns that can be sorted
-STATES = ("pending", "claimed", "done")
 
 
 @dataclass(frozen=True)
@@ -58,10 +57,6 @@ class SessionView:
     state: str = "pending"                     # review workflow: pending | claimed | done
     state_user: Optional[str] = None
     items: tuple[ItemView, ...] = field(default=(), compare=False)
-
-    @property
-    def date(self) -> Optional[dt.date]:
-        return self.started_at.date() if self.started_at else None
 
     def all_reasons(self) -> tuple[str, ...]:
         """The stored flags, plus ``failed:<reason>`` for a call the pipeline could not process."""
