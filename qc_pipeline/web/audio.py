@@ -1,10 +1,9 @@
-"""Audio file resolution (confined to allowed roots) and HTTP Range parsing."""
+"""Audio file resolution, confined to allowed roots (Range requests are Starlette's FileResponse)."""
 
 from __future__ import annotations
 
 import logging
 import mimetypes
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -36,42 +35,3 @@ def resolve_audio(source_path: Optional[str], roots: Sequence[Path]) -> Optional
 
 def content_type(path: Path) -> str:
     return MIME.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-
-
-def parse_range(header: Optional[str], size: int) -> Optional[tuple[int, int]]:
-    """Inclusive (start, end) of a single ``bytes=`` range; None = whole file; ValueError = unsatisfiable."""
-    if not header:
-        return None
-    unit, _, spec = header.partition("=")
-    if unit.strip() != "bytes" or "," in spec:
-        return None  # unsupported forms: serve the whole file (allowed by RFC 9110)
-    first, _, last = spec.strip().partition("-")
-    try:
-        if first == "":
-            n = int(last)
-            if n <= 0:
-                raise ValueError("empty suffix range")
-            return max(0, size - n), size - 1
-        start = int(first)
-        end = int(last) if last else size - 1
-    except ValueError:
-        raise ValueError(f"bad range {header!r}") from None
-    if start >= size or end < start:
-        raise ValueError(f"range {header!r} outside 0..{size - 1}")
-    return start, min(end, size - 1)
-
-
-def iter_file(path: Path, start: int, length: int, chunk: int = 64 * 1024):
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        left = length
-        while left > 0:
-            data = fh.read(min(chunk, left))
-            if not data:
-                break
-            left -= len(data)
-            yield data
-
-
-def file_size(path: Path) -> int:
-    return os.stat(path).st_size

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Optional
 
 from qc_pipeline.errors import SetupError
-from qc_pipeline.web.data import QueueFilter, ResultsStore, SessionView, evidence_quote, fmt_ts
+from qc_pipeline.web.readmodel import ReadModel
+from qc_pipeline.web.views import DEFAULT_TZ, ListQuery, SessionView, evidence_quote, fmt_ts, local_time
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,14 @@ COLUMNS = (("agent_id", "坐席"), ("team", "班组"), ("call_id", "会话"), ("
 
 @dataclass(frozen=True)
 class ExportOptions:
-    below: float = 60.0
+    below: Optional[float] = None      # total below this; None: sessions that missed the scorecard's pass mark
     team: Optional[str] = None
     agent_id: Optional[str] = None
     since: Optional[dt.date] = None
     until: Optional[dt.date] = None
     fmt: str = "xlsx"
     copy_audio: bool = True
+    tz: str = DEFAULT_TZ
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,12 @@ class ExportResult:
     files: tuple[Path, ...]
     n_sessions: int
     n_rows: int
+    call_ids: tuple[str, ...] = ()
 
 
-def case_rows(s: SessionView) -> list[dict]:
+def case_rows(s: SessionView, tz: str = DEFAULT_TZ) -> list[dict]:
     base = {"agent_id": s.agent_id or "", "team": s.team or "", "call_id": s.call_id,
-            "started_at": s.started_at or "", "total": s.total, "grade": s.grade or "",
+            "started_at": local_time(s.started_at, tz), "total": s.total, "grade": s.grade or "",
             "audio": s.source_path if s.kind == "audio" else ""}
     rows = []
     for it in s.items:
@@ -92,7 +95,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
             w.writerow([_cell(r[k]) if r[k] is not None else "" for k, _zh in COLUMNS])
 
 
-def _write_xlsx(path: Path, agent: str, sessions: list[SessionView], rows: list[dict]) -> None:
+def _write_xlsx(path: Path, agent: str, sessions: list[SessionView], rows: list[dict], tz: str) -> None:
     try:
         from openpyxl import Workbook
         from openpyxl.styles import Alignment, Font
@@ -109,7 +112,7 @@ def _write_xlsx(path: Path, agent: str, sessions: list[SessionView], rows: list[
     ws.append([])
     ws.append(["会话", "时间", "总分", "等级", "未通过项"])
     for s in sessions:
-        ws.append([_cell(s.call_id), _cell(s.started_at), s.total, s.grade, "、".join(s.failed_items)])
+        ws.append([_cell(s.call_id), _cell(local_time(s.started_at, tz)), s.total, s.grade, "、".join(s.failed_items)])
     cases = wb.create_sheet("案例")
     cases.append([zh for _k, zh in COLUMNS])
     for c in cases[1]:
@@ -146,7 +149,8 @@ padding:6px 10px;background:#fff7ed;border-left:3px solid #f97316}.muted{color:#
 h3{margin:10px 0 4px}"""
 
 
-def _write_html(path: Path, agent: str, sessions: list[SessionView], out: Path, copy_audio: bool) -> None:
+def _write_html(path: Path, agent: str, sessions: list[SessionView], out: Path, copy_audio: bool,
+                tz: str = DEFAULT_TZ) -> None:
     parts = [f'<!doctype html><html lang="zh-CN"><head><meta charset="utf-8"><title>辅导案例 {escape(agent)}'
              f'</title><style>{_PACK_CSS}</style></head><body><h1>辅导案例包：坐席 {escape(agent)}</h1>'
              f'<p>{len(sessions)} 个低分会话，平均分 {sum(s.total for s in sessions) / len(sessions):.1f}</p>']
@@ -154,7 +158,7 @@ def _write_html(path: Path, agent: str, sessions: list[SessionView], out: Path, 
         audio = _copy_audio(s, out) if copy_audio else (Path(s.source_path).as_uri() if s.kind == "audio"
                                                          and s.source_path else None)
         parts.append(f'<section><h2>{escape(s.call_id)} — {s.total:g} 分（{escape(s.grade or "")}）</h2>'
-                     f'<p class="muted">{escape(s.started_at or "")} · 班组 {escape(s.team or "")} · '
+                     f'<p class="muted">{escape(local_time(s.started_at, tz))} · 班组 {escape(s.team or "")} · '
                      f'{escape(s.queue or "")}</p>')
         for it in s.items:
             if not it.failed:
@@ -177,15 +181,16 @@ def _write_html(path: Path, agent: str, sessions: list[SessionView], out: Path, 
     path.write_text("".join(parts), encoding="utf-8")
 
 
-def export_cases(store: ResultsStore, out_dir: str | Path, opts: ExportOptions) -> ExportResult:
+def export_cases(model: ReadModel, out_dir: str | Path, opts: ExportOptions) -> ExportResult:
     if opts.fmt not in FORMATS:
         raise SetupError(f"unknown --format {opts.fmt!r}; use one of {', '.join(FORMATS)}")
-    flt = QueueFilter(date_from=opts.since, date_to=opts.until, team=opts.team, agent_id=opts.agent_id,
-                      below=opts.below, flagged_only=False)
-    sessions = store.query(flt)
+    q = ListQuery(date_from=opts.since, date_to=opts.until, team=opts.team, agent_id=opts.agent_id,
+                  below=opts.below, not_passed=opts.below is None)
+    sessions = [s for s in model.sessions(q, with_items=True) if s.total is not None]
     if not sessions:
-        raise SetupError(f"no scored session below {opts.below:g} matched (team={opts.team}, agent={opts.agent_id}, "
-                         f"since={opts.since}, until={opts.until}) in {store.root}; loosen the filters or --below")
+        low = "below the pass mark" if opts.below is None else f"below {opts.below:g}"
+        raise SetupError(f"no scored session {low} matched (team={opts.team}, agent={opts.agent_id}, "
+                         f"since={opts.since}, until={opts.until}) in {model.root}; loosen the filters or --below")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     by_agent: dict[str, list[SessionView]] = {}
@@ -193,15 +198,15 @@ def export_cases(store: ResultsStore, out_dir: str | Path, opts: ExportOptions) 
         by_agent.setdefault(s.agent_id or "unknown", []).append(s)
     files, n_rows = [], 0
     for agent, group in sorted(by_agent.items()):
-        rows = [r for s in group for r in case_rows(s)]
+        rows = [r for s in group for r in case_rows(s, opts.tz)]
         n_rows += len(rows)
         path = out / f"coaching_{_safe_name(agent)}.{opts.fmt}"
         if opts.fmt == "csv":
             _write_csv(path, rows)
         elif opts.fmt == "xlsx":
-            _write_xlsx(path, agent, group, rows)
+            _write_xlsx(path, agent, group, rows, opts.tz)
         else:
-            _write_html(path, agent, group, out, opts.copy_audio)
+            _write_html(path, agent, group, out, opts.copy_audio, opts.tz)
         files.append(path)
     log.info("wrote %d case packs (%d sessions, %d rows) to %s", len(files), len(sessions), n_rows, out)
-    return ExportResult(tuple(files), len(sessions), n_rows)
+    return ExportResult(tuple(files), len(sessions), n_rows, tuple(s.call_id for s in sessions))

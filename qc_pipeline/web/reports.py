@@ -10,7 +10,6 @@ import datetime as dt
 from html import escape
 from typing import Iterable, Optional
 
-from qc_pipeline.web.data import SessionView
 
 LEVELS = ("center", "team", "agent")
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#be185d", "#4b5563")
@@ -21,57 +20,46 @@ def week_of(d: dt.date) -> str:
     return f"{y}-W{w:02d}"
 
 
-def _week_range(dates: list[dt.date]) -> list[str]:
-    """Every ISO week from the first to the last date, gaps included (so the x axis is true to time)."""
-    if not dates:
+def _monday(week: str) -> dt.date:
+    return dt.date.fromisocalendar(int(week[:4]), int(week[6:]), 1)
+
+
+def _week_range(weeks: Iterable[str]) -> list[str]:
+    """Every ISO week from the first to the last one given, gaps included (so the x axis is true to time)."""
+    weeks = list(weeks)
+    if not weeks:
         return []
-    monday = min(dates) - dt.timedelta(days=min(dates).weekday())
+    monday, last = _monday(min(weeks)), _monday(max(weeks))
     out = []
-    while monday <= max(dates):
+    while monday <= last:
         out.append(week_of(monday))
         monday += dt.timedelta(days=7)
     return out
 
 
-def _group_key(s: SessionView, level: str) -> str:
-    if level == "team":
-        return s.team or "(无班组)"
-    if level == "agent":
-        return s.agent_id or "(无坐席)"
-    return "center"
-
-
-def build_report(sessions: Iterable[SessionView], level: str = "center", threshold: float = 60.0) -> dict:
+def build_report(series_rows: Iterable[tuple], item_rows: Iterable[tuple], level: str = "center") -> dict:
+    """From the read model's weekly aggregates (:meth:`ReadModel.weekly`):
+    ``(group, week, n, mean, n_not_passed)`` and ``(item_id, item_name, week, n_applicable, n_passed)``.
+    "below" counts sessions that missed the scorecard's own pass mark (``scores.passed``)."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}")
-    scored = [s for s in sessions if s.total is not None and s.date is not None]
-    weeks = _week_range([s.date for s in scored])
-    groups: dict[str, dict[str, list[float]]] = {}
-    items: dict[str, dict[str, list[int]]] = {}
-    names: dict[str, str] = {}
-    for s in scored:
-        w = week_of(s.date)
-        groups.setdefault(_group_key(s, level), {}).setdefault(w, []).append(s.total)
-        for it in s.items:
-            if not it.applicable:
-                continue
-            names[it.item_id] = it.item_name
-            cell = items.setdefault(it.item_id, {}).setdefault(w, [0, 0])
-            cell[0] += 0 if it.failed else 1
-            cell[1] += 1
+    series_rows, item_rows = list(series_rows), list(item_rows)
+    weeks = _week_range(r[1] for r in series_rows)
+    groups: dict[str, list[tuple]] = {}
+    for g, wk, n, mean, below in series_rows:
+        groups.setdefault(g, []).append((wk, n, mean, below))
     series = []
     for key in sorted(groups):
-        by_week = groups[key]
-        points = [{"week": w, "mean": round(sum(v) / len(v), 2), "n": len(v),
-                   "below": sum(1 for x in v if x < threshold)} for w, v in sorted(by_week.items())]
-        allv = [x for v in by_week.values() for x in v]
-        series.append({"key": key, "n": len(allv), "mean": round(sum(allv) / len(allv), 2), "weeks": points})
-    item_rates = [{"item_id": iid, "item_name": names[iid],
-                   "weeks": [{"week": w, "pass_rate": round(c[0] / c[1], 4), "n": c[1]}
-                             for w, c in sorted(by_week.items())]}
-                  for iid, by_week in sorted(items.items())]
-    return {"level": level, "weeks": weeks, "n_sessions": len(scored), "threshold": threshold,
-            "series": series, "items": item_rates}
+        pts = [{"week": wk, "mean": round(mean, 2), "n": n, "below": below} for wk, n, mean, below in sorted(groups[key])]
+        n_all = sum(p["n"] for p in pts)
+        series.append({"key": key, "n": n_all, "mean": round(sum(p["mean"] * p["n"] for p in pts) / n_all, 2),
+                       "below": sum(p["below"] for p in pts), "weeks": pts})
+    items: dict[str, dict] = {}
+    for iid, name, wk, n, n_pass in item_rows:
+        it = items.setdefault(iid, {"item_id": iid, "item_name": name, "weeks": []})
+        it["weeks"].append({"week": wk, "pass_rate": round(n_pass / n, 4), "n": n})
+    return {"level": level, "weeks": weeks, "n_sessions": sum(s["n"] for s in series), "series": series,
+            "items": [items[k] for k in sorted(items)]}
 
 
 def svg_line_chart(weeks: list[str], lines: list[tuple[str, dict[str, float]]], *, y_max: float = 100.0,
@@ -120,17 +108,18 @@ def report_body(rep: dict, max_lines: int = 8) -> str:
     level_zh = {"center": "中心", "team": "班组", "agent": "坐席"}[rep["level"]]
     lines = [(s["key"], {p["week"]: p["mean"] for p in s["weeks"]}) for s in rep["series"][:max_lines]]
     parts = [f'<h2>每周平均分（{level_zh}）</h2>',
-             f'<p>{rep["n_sessions"]} 个已评分会话，{len(weeks)} 周；低于 {rep["threshold"]:g} 分计为低分。</p>',
+             f'<p>{rep["n_sessions"]} 个已评分会话，{len(weeks)} 周；未达评分表及格线的计为低分。</p>',
              svg_line_chart(weeks, lines, title=f"weekly mean score by {rep['level']}")]
     if len(rep["series"]) > max_lines:
         parts.append(f'<p class="muted">图中只画前 {max_lines} 条，全部见下表。</p>')
-    parts.append('<table><thead><tr><th>' + level_zh + '</th><th>会话数</th><th>平均分</th>'
+    parts.append('<table><thead><tr><th>' + level_zh + '</th><th>会话数</th><th>低分数</th><th>平均分</th>'
                  + "".join(f"<th>{escape(w)}</th>" for w in weeks) + '</tr></thead><tbody>')
     for s in rep["series"]:
         by = {p["week"]: p for p in s["weeks"]}
         cells = "".join(f'<td>{by[w]["mean"]:.1f} <span class="muted">({by[w]["n"]})</span></td>' if w in by
                         else "<td></td>" for w in weeks)
-        parts.append(f'<tr><td>{escape(s["key"])}</td><td>{s["n"]}</td><td>{s["mean"]:.1f}</td>{cells}</tr>')
+        parts.append(f'<tr><td>{escape(s["key"])}</td><td>{s["n"]}</td><td>{s["below"]}</td><td>{s["mean"]:.1f}</td>'
+                     f'{cells}</tr>')
     parts.append("</tbody></table><h2>质检项每周通过率</h2>")
     ilines = [(i["item_name"], {p["week"]: 100 * p["pass_rate"] for p in i["weeks"]}) for i in rep["items"]]
     parts.append(svg_line_chart(weeks, ilines[:max_lines], title="item pass rate % by week"))

@@ -1,19 +1,18 @@
 """Test helpers for the review app: real results sets (the real pipeline on chats / the sample call),
-a server running in a thread, and a tiny cookie-keeping HTTP client.  No network beyond 127.0.0.1.
+logged-in Starlette test clients, and uvicorn in a thread for the browser tests.  No network beyond 127.0.0.1.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Optional
-from urllib.parse import urlencode, urlsplit
 
 from qc_pipeline.web.db import ReviewDB
 
@@ -82,87 +81,72 @@ def build_audio_results(tmp: Path) -> Path:
                         "demo-stereo-001,stereo_call_8k.wav,A1001,billing,话费查询,"
                         "2026-11-20T09:15:00+08:00,agent_left\n", "utf-8")
     out = run_pipeline([manifest], tmp / "results")
-    from qc_pipeline.web.data import ResultsStore
+    from qc_pipeline.writer import read_table
 
-    s = ResultsStore(out).get("demo-stereo-001")
-    if s is None or s.status != "ok":
-        detail = "" if s is None else f"{s.error_reason}: {s.error_detail}"
+    rows = [r for r in read_table(out, "sessions").to_pylist() if r["call_id"] == "demo-stereo-001"]
+    s = rows[-1] if rows else None
+    if s is None or s["status"] != "ok":
+        detail = "" if s is None else f"{s['error_reason']}: {s['error_detail']}"
         raise RuntimeError(f"the sample call failed in the pipeline ({detail}); results in {out}")
     return out
 
 
 def add_users(db_path: Path) -> ReviewDB:
+    """rev, rev2 (reviewers), trainer, admin, ag1 (agent A1001), ag2 (agent A2001), all with PASSWORD."""
     db = ReviewDB(db_path)
-    for name, role, agent in (("rev", "reviewer", None), ("trainer", "trainer", None), ("admin", "admin", None),
+    for name, role, agent in (("rev", "reviewer", None), ("rev2", "reviewer", None), ("trainer", "trainer", None), ("admin", "admin", None),
                               ("ag1", "agent", "A1001"), ("ag2", "agent", "A2001")):
         db.add_user(name, PASSWORD, role, agent)
     return db
 
 
 class ServerThread:
-    """``with ServerThread(app) as base_url:`` — the app's server on a free 127.0.0.1 port."""
+    """``with ServerThread(app) as base_url:`` — the app under uvicorn on a free 127.0.0.1 port (browser tests)."""
 
     def __init__(self, app) -> None:
-        self.server = app.make_server("127.0.0.1", 0)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        import socket
+
+        import uvicorn
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.server = uvicorn.Server(uvicorn.Config(app.asgi, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self) -> str:
         self.thread.start()
-        return f"http://127.0.0.1:{self.server.server_port}"
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}"
 
     def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.sock.close()
 
 
-class Client:
-    """Minimal HTTP client that keeps cookies and never follows redirects."""
+def client(app, user: Optional[str] = None, password: str = PASSWORD, address: str = "testclient"):
+    """A Starlette TestClient (own cookie jar, client ``address``), logged in as ``user``; ``.csrf`` holds
+    the session's token."""
+    from starlette.testclient import TestClient
 
-    def __init__(self, base: str) -> None:
-        self.base = urlsplit(base)
-        self.cookies: dict[str, str] = {}
-        self.csrf: Optional[str] = None
+    c = TestClient(app.asgi, follow_redirects=False, client=(address, 50000))
+    c.csrf = None
+    if user:
+        status = login(c, user, password)
+        if status != 303:
+            raise AssertionError(f"login of {user} answered {status}")
+    return c
 
-    def request(self, method: str, path: str, *, form: Optional[dict] = None, json_body=None,
-                headers: Optional[dict] = None) -> tuple[int, dict, bytes]:
-        con = http.client.HTTPConnection(self.base.hostname, self.base.port, timeout=30)
-        hdrs = dict(headers or {})
-        body = None
-        if form is not None:
-            body = urlencode(form).encode()
-            hdrs["Content-Type"] = "application/x-www-form-urlencoded"
-        elif json_body is not None:
-            body = json.dumps(json_body).encode()
-            hdrs["Content-Type"] = "application/json"
-        if self.cookies:
-            hdrs["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        con.request(method, path, body=body, headers=hdrs)
-        resp = con.getresponse()
-        data = resp.read()
-        for k, v in resp.getheaders():
-            if k.lower() == "set-cookie":
-                name, _, rest = v.partition("=")
-                value = rest.split(";", 1)[0]
-                if "Max-Age=0" in v:
-                    self.cookies.pop(name, None)
-                else:
-                    self.cookies[name] = value
-        out_headers = {k.lower(): v for k, v in resp.getheaders()}
-        out_headers["set-cookie"] = "\n".join(resp.headers.get_all("Set-Cookie") or [])
-        con.close()
-        return resp.status, out_headers, data
 
-    def get(self, path: str, **kw):
-        return self.request("GET", path, **kw)
+def form_token(html: str) -> str:
+    return html.split('name="csrf" value="', 1)[1].split('"', 1)[0]
 
-    def login(self, username: str, password: str = PASSWORD) -> int:
-        _s, _h, page = self.get("/login")
-        token = page.decode().split('name="csrf" value="', 1)[1].split('"', 1)[0]
-        status, _h, _b = self.request("POST", "/login", form={"csrf": token, "username": username,
-                                                             "password": password})
-        if status == 303:
-            _s, _h, body = self.get("/sessions")  # every role may list sessions; the page carries the token
-            text = body.decode()
-            if 'name="csrf" value="' in text:
-                self.csrf = text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
-        return status
+
+def login(c, user: str, password: str = PASSWORD) -> int:
+    token = form_token(c.get("/login").text)
+    r = c.post("/login", data={"csrf": token, "username": user, "password": password})
+    if r.status_code == 303:
+        c.csrf = form_token(c.get("/sessions").text)  # every role may list sessions; the page carries the token
+    return r.status_code
