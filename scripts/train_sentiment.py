@@ -146,27 +146,28 @@ def weak_neutral_turns(data: Path) -> list[tuple[str, str, str]]:
     return out
 
 
-def load_weak_neutral(data: Path, exclude_ids: set[str], by_corpus: Counter | None = None) -> list[tuple[str, str]]:
-    """(text, "neutral") for the :func:`weak_neutral_turns` outside every dialogue in ``exclude_ids``;
-    normalized-text duplicates dropped (first kept), file order.  ``by_corpus`` (if given) counts the
-    kept turns per corpus."""
+def weak_neutral_pool(data: Path, exclude_ids: set[str]) -> list[tuple[str, str]]:
+    """(corpus, text) for the :func:`weak_neutral_turns` outside every dialogue in ``exclude_ids``;
+    normalized-text duplicates dropped (first kept), file order."""
     out, seen = [], set()
     for name, dialogue_id, text in weak_neutral_turns(data):
         k = normalize_text(text)
-        if dialogue_id in exclude_ids or k in seen:
-            continue
-        seen.add(k)
-        out.append((text, "neutral"))
-        if by_corpus is not None:
-            by_corpus[name] += 1
+        if dialogue_id not in exclude_ids and k not in seen:
+            seen.add(k)
+            out.append((name, text))
     return out
+
+
+def load_weak_neutral(data: Path, exclude_ids: set[str]) -> list[tuple[str, str]]:
+    """(text, "neutral") for each turn of :func:`weak_neutral_pool`."""
+    return [(text, "neutral") for _, text in weak_neutral_pool(data, exclude_ids)]
 
 
 def labelled_weak_neutral(data: Path, labelled_ids: set[str]) -> list[str]:
     """The :func:`weak_neutral_turns` of the labelled evaluation dialogues whose normalized text is not
-    also in :func:`load_weak_neutral`'s pool: never trained on, so a second held-out neutral set
+    also in :func:`weak_neutral_pool`: never trained on, so a second held-out neutral set
     (deduplicated, file order)."""
-    pool = {normalize_text(t) for t, _ in load_weak_neutral(data, labelled_ids)}
+    pool = {normalize_text(t) for _, t in weak_neutral_pool(data, labelled_ids)}
     out = {}
     for _, dialogue_id, text in weak_neutral_turns(data):
         k = normalize_text(text)
@@ -331,8 +332,9 @@ def main() -> None:
     # In-domain weak-labelled neutral customer turns: train split only (the test split is the
     # held-out neutral-question set of scripts/eval_sentiment.py); texts already in SMP2020 skipped.
     labelled = labelled_dialogue_ids()
-    weak_by_corpus: Counter = Counter()
-    weak_all = load_weak_neutral(args.data, labelled, weak_by_corpus)
+    weak_pool = weak_neutral_pool(args.data, labelled)
+    weak_by_corpus = Counter(name for name, _ in weak_pool)
+    weak_all = [(text, "neutral") for _, text in weak_pool]
     weak_train_all, weak_test = split(weak_all)
     weak_labelled = labelled_weak_neutral(args.data, labelled)
     smp_keys = {normalize_text(t) for t, _ in emo_train_raw}
