@@ -17,8 +17,9 @@
   snownlp-based index.  JDDC dev (87 JD chats, no labels): distribution only.
 * In-domain neutral questions: the held-out (md5 test split) part of the weak-labelled neutral
   customer turns of JDDC/CSDS/MobileCS (``train_sentiment.is_weak_neutral``; the hand-labelled
-  evaluation dialogues excluded): mean utterance emotion index and share under the flag threshold,
-  plus a few fixed example service questions.
+  evaluation dialogues excluded), and the turns the same rule admits from the hand-labelled
+  dialogues (never trained on, ``train_sentiment.labelled_weak_neutral``): mean utterance emotion
+  index and share under the flag threshold, plus a few fixed example service questions.
 """
 
 from __future__ import annotations
@@ -167,15 +168,17 @@ def main() -> None:
     print("mean utterance emotion index by true class: " + "  ".join(f"{c} {v:.1f}" for c, v in by.items()))
 
     # ---- in-domain neutral questions --------------------------------------------------------
-    weak = tr.load_weak_neutral(args.data, tr.labelled_dialogue_ids())
-    weak_test = [t for t, _ in weak if tr.split_of(t) == "test"]
-    if weak_test:
-        wi = [s.emotion_index for s in model.score(weak_test)]
-        print(f"\n== Held-out weak-labelled neutral customer turns (JDDC/CSDS/MobileCS, md5 test split; "
-              f"{len(weak)} in all): n={len(wi)} mean index {np.mean(wi):.1f}, "
-              f"< {FLAG_THRESHOLD:g}: {sum(v < FLAG_THRESHOLD for v in wi)}/{len(wi)} = "
-              f"{100 * np.mean([v < FLAG_THRESHOLD for v in wi]):.1f}%")
-        print("  " + describe(wi))
+    labelled = tr.labelled_dialogue_ids()
+    weak = tr.load_weak_neutral(args.data, labelled)
+    print(f"\n== Held-out weak-labelled neutral customer turns ({'/'.join(tr.DIALOGUE_CORPORA)}; "
+          f"{len(weak)} outside the {len(labelled)} labelled dialogues)")
+    for label, texts in (("md5 test split", [t for t, _ in weak if tr.split_of(t) == "test"]),
+                         ("turns of the labelled dialogues", tr.labelled_weak_neutral(args.data, labelled))):
+        if texts:
+            wi = [s.emotion_index for s in model.score(texts)]
+            print(f"  {label}: n={len(wi)} mean index {np.mean(wi):.1f}, < {FLAG_THRESHOLD:g}: "
+                  f"{sum(v < FLAG_THRESHOLD for v in wi)}/{len(wi)} = {100 * np.mean([v < FLAG_THRESHOLD for v in wi]):.1f}%")
+            print("    " + describe(wi))
     examples = ["请问什么时候发货", "我的订单什么时候到", "在吗", "发票怎么开", "可以帮我查一下物流吗",
                 "我的订单号是12345678", "我想查一下物流", "为什么还没有发货"]
     print("  fixed examples: " + "  ".join(f"{t} {s.emotion_index:.1f}"

@@ -25,9 +25,11 @@ POLARITY_CORPORA = ("sentiment_chnsenticorp_htl", "sentiment_waimai_10k",
                     "sentiment_online_shopping_10_cats", "sentiment_bdci_car_2018")
 
 # Measured on the held-out split with the v1 artifact (scripts/eval_sentiment.py):
-#   pooled polarity accuracy 0.880 (n=409; snownlp 0.778), SMP2020 6-class accuracy 0.685 (n=782),
-#   anger recall 0.750 (0.689 / 0.761 before the weak-labelled in-domain neutral turns were added).
-#   Held-out weak-labelled neutral customer turns (n=53): mean index 67.4, 26.4 % under 60 (was 59.7, 52.8 %).
+#   pooled polarity accuracy 0.880 (n=409; snownlp 0.778), SMP2020 6-class accuracy 0.692 (n=782),
+#   anger recall 0.761 (0.689 / 0.761 without the weak-labelled in-domain neutral turns).
+#   Held-out weak-labelled neutral customer turns: md5 test split n=15, mean index 65.1, 33.3 % under 60;
+#   rule-admitted turns of the 204 labelled evaluation dialogues (never trained on) n=276, 64.1, 37.0 %
+#   (62.1, 46.7 % with the weak rows at weight 1 instead of 3).
 #   Thresholds = measured minus a margin.
 MIN_POLARITY_ACC = 0.85
 MIN_EMOTION_ACC = 0.65
@@ -77,9 +79,9 @@ def test_angry_customer_is_low_with_anger_and_cues(model):
 
 
 def test_angry_without_lexicon_cue_is_low(model):
-    # Upper bounds: 27.5 / 42.8 measured.  The second was 38.5 before the in-domain neutral turns were
-    # added ("客服" is now frequent in neutral training rows); it is still "angry" and well under the
-    # flag threshold, but above the calibrated angry mean (40) — a known, reported trade-off.
+    # Upper bounds: 27.2 / 39.0 measured.  The second is sensitive to the in-domain neutral turns ("客服" is
+    # frequent in neutral training rows): 38.5 without them, 42.8 with the earlier, larger pool that
+    # included the now-labelled evaluation dialogues; the bound leaves room for that trade-off.
     for text, bound in (("你们到底还管不管？三天了都没人处理，气死我了", 40), ("你们这个垃圾客服，浪费我时间", 46)):
         s, = model.score([text])
         assert s.escalation == ()
@@ -123,8 +125,8 @@ def test_neutral_service_questions_not_flag_worthy(model):
 
 
 @pytest.mark.xfail(strict=True, reason="residual domain bias: bare facts with numbers (order ids) and some "
-                                       "questions ('我的订单什么时候到') still score just under 60; the weak labels "
-                                       "only cover question/request forms")
+                                       "questions ('我的订单什么时候到') still score under 60 (55.8 / 49.0); the weak "
+                                       "labels only cover question/request forms")
 def test_neutral_service_facts_near_neutral(model):
     texts = ["我的订单号是12345678", "我的订单什么时候到"]
     assert all(s.emotion_index >= 60 for s in model.score(texts))
@@ -134,11 +136,13 @@ def test_weak_neutral_heldout_turns_mostly_unflagged(model):
     tr = _train_module()
     if not (SHARED / "jddc_sample" / "dev.jsonl").is_file():
         pytest.skip("shared DEV data not present")
-    test = [t for t, _ in tr.load_weak_neutral(SHARED, tr.labelled_dialogue_ids()) if S.split_of(t) == "test"]
-    assert len(test) >= 40
+    labelled = tr.labelled_dialogue_ids()
+    test = ([t for t, _ in tr.load_weak_neutral(SHARED, labelled) if S.split_of(t) == "test"]
+            + tr.labelled_weak_neutral(SHARED, labelled))
+    assert len(test) >= 250
     idx = [s.emotion_index for s in model.score(test)]
-    assert sum(idx) / len(idx) >= 64            # measured 67.4 (59.7 without the in-domain turns)
-    assert sum(v < S.FLAG_THRESHOLD for v in idx) / len(idx) <= 0.35   # measured 0.264 (0.528 before)
+    assert sum(idx) / len(idx) >= 62            # measured 64.1 (62.2 with weight 1)
+    assert sum(v < S.FLAG_THRESHOLD for v in idx) / len(idx) <= 0.42   # measured 0.368 (0.464 with weight 1)
 
 
 def test_session_and_agent_from_model(model):
@@ -331,6 +335,8 @@ def _train_module():
     ("为什么还没有发货", False), ("到底什么时候发货？", False), ("你们怎么还不发货", False),
     ("我要投诉", False), ("我要退货", False), ("能不能快点啊!", False), ("你是不是傻啊，一直重复。。。。", False),
     ("顾客通过点击web咚咚[站点x]信息发送:[订单编号:[订单x]]", False), ("[订单x]", False),
+    ("人呢?", False), ("不是说今天送达吗", False), ("什么时候解决？", False),   # impatience / broken promise
+    ("今天竟然给我停机了？请尽快处理", False), ("试过了没用，怎么办", False), ("它在干什么啊，这么耗电", False),
 ])
 def test_weak_neutral_rule(text, neutral):
     assert _train_module().is_weak_neutral(text) is neutral
@@ -339,7 +345,7 @@ def test_weak_neutral_rule(text, neutral):
 def test_weak_neutral_excludes_labelled_dialogues(tmp_path):
     tr = _train_module()
     labelled = tr.labelled_dialogue_ids()
-    assert len(labelled) >= 60  # eval/item_labels/labels_v1.jsonl
+    assert len(labelled) >= 204  # eval/item_labels/labels_v2.jsonl
     bad_id = sorted(labelled)[0]
     (tmp_path / "jddc_sample").mkdir()
     rows = [{"dialogue_id": bad_id, "turns": [{"role": "customer", "text": "请问发票怎么开"}]},
@@ -349,6 +355,10 @@ def test_weak_neutral_excludes_labelled_dialogues(tmp_path):
         "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", "utf-8")
     assert tr.load_weak_neutral(tmp_path, labelled) == [("请问什么时候发货", "neutral")]
     assert len(tr.load_weak_neutral(tmp_path, set())) == 2
+    # the labelled dialogue's turn is the extra held-out set, unless the same text is also in the pool
+    assert tr.labelled_weak_neutral(tmp_path, labelled) == ["请问发票怎么开"]
+    assert tr.labelled_weak_neutral(tmp_path, {bad_id, "jddc_not_labelled"}) == ["请问发票怎么开", "请问什么时候发货"]
+    assert tr.labelled_weak_neutral(tmp_path, set()) == []
     # on the real DEV data: no text that occurs only in labelled dialogues is selected
     if not (SHARED / "jddc_sample" / "dev.jsonl").is_file():
         pytest.skip("shared DEV data not present")
