@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_pipeline import WorkerPeaks, bench_bare, fmt, phase, rtf  # noqa: E402  (same folder)
 
 from qc_pipeline.config import PipelineConfig, load_config  # noqa: E402
-from qc_pipeline.executor import LocalExecutor, RunStats, run_batch  # noqa: E402
+from qc_pipeline.executors import LocalExecutor  # noqa: E402
+from qc_pipeline.runner import RunStats, run_batch  # noqa: E402
 from qc_pipeline.inputs import discover  # noqa: E402
 
 log = logging.getLogger("bench_engines")
@@ -36,7 +37,7 @@ DEFAULT_INPUTS = (REPO / "samples/calls/manifest.csv", REPO.parent / "shared/dat
 
 
 def audio_paths(inputs: list[str]) -> list[str]:
-    return [s.path for s in discover(inputs)[0] if s.kind == "audio" and s.path and s.input_error is None]
+    return [s.path for s in discover(inputs).sources if s.kind == "audio" and s.path and s.input_error is None]
 
 
 def copy_inputs(tmp: Path, paths: list[str], copies: int) -> list[str]:
@@ -55,7 +56,7 @@ def run_engine(inputs: list[str], out: Path, cfg: PipelineConfig, engine: str, w
         monitor = WorkerPeaks() if workers > 1 else None
         stats = run_batch(inputs, str(out), cfg, executor=LocalExecutor(cfg, workers))
         return stats, monitor.stop() if monitor else []
-    from qc_pipeline.executor_ray import RayExecutor, RayOptions
+    from qc_pipeline.executors.ray import RayExecutor, RayOptions
 
     ex = RayExecutor(cfg, workers, options=RayOptions(split=split))
     stats = run_batch(inputs, str(out), cfg, executor=ex)

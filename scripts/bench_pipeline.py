@@ -19,8 +19,8 @@ from typing import Optional
 
 from qc_pipeline.audio import load_audio
 from qc_pipeline.config import PipelineConfig, load_config
-from qc_pipeline.executor import RunStats, run_batch
-from qc_pipeline.executor_ray import vm_hwm_mib  # /proc VmHWM (no Ray needed)
+from qc_pipeline.runner import RunStats, run_batch
+from qc_pipeline.executors.ray import vm_hwm_mib  # /proc VmHWM (no Ray needed)
 from qc_pipeline.inputs import discover
 
 log = logging.getLogger("bench_pipeline")
@@ -156,7 +156,7 @@ def main() -> None:
 
     tmp, w = Path(tempfile.mkdtemp(prefix="qc-bench-")), args.workers
     inputs = args.inputs or make_inputs(tmp, args.copies)
-    paths = [s.path for s in discover(inputs)[0] if s.kind == "audio" and s.path and s.input_error is None]
+    paths = [s.path for s in discover(inputs).sources if s.kind == "audio" and s.path and s.input_error is None]
     log.info("%d audio calls under %s; scratch folder %s", len(paths), inputs, tmp)
 
     bare_cfg = load_config(None, ("run.progress=false", f"asr.model={args.model}"))

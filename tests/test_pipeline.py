@@ -9,12 +9,12 @@ import pytest
 
 from qc_pipeline.audio import load_audio
 from qc_pipeline.config import load_config
-from qc_pipeline.executor import run_batch
+from qc_pipeline.runner import run_batch
 from qc_pipeline.metrics import cer
 from qc_pipeline.schema import SESSIONS, UTTERANCES
 from qc_pipeline.testing import resample, write_audio
 from qc_pipeline.textnorm import to_simplified
-from qc_pipeline.writer import read_table
+from qc_pipeline.sinks import read_table
 
 pytestmark = pytest.mark.model
 

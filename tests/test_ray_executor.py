@@ -12,11 +12,11 @@ import pytest
 
 from qc_pipeline.config import load_config
 from qc_pipeline.errors import SetupError
-from qc_pipeline.executor import run_batch
+from qc_pipeline.runner import run_batch
 from qc_pipeline.pipeline import build_stages
 from qc_pipeline.records import CallRecord
 from qc_pipeline.stages.base import Stage
-from qc_pipeline.writer import read_table
+from qc_pipeline.sinks import read_table
 
 CFG = load_config(overrides=("run.progress=false",))
 # Columns that legitimately differ between two runs of the same inputs.
@@ -43,7 +43,7 @@ def content(out) -> dict:
 
 
 def ray_executor(workers=2, **options):
-    from qc_pipeline.executor_ray import RayExecutor, RayOptions
+    from qc_pipeline.executors.ray import RayExecutor, RayOptions
 
     return RayExecutor(CFG, workers, options=RayOptions(**options))
 
@@ -67,7 +67,7 @@ def local_mixed(tmp_path_factory, mixed_inputs, whisper_base):
 
 # -- no model needed -----------------------------------------------------------------------------
 def test_missing_ray_is_a_setup_error(monkeypatch):
-    from qc_pipeline.executor import make_executor
+    from qc_pipeline.executors import make_executor
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(SetupError, match=r"pip install 'qc-pipeline\[ray\]'"):
@@ -255,7 +255,7 @@ def test_hung_call_is_killed_as_call_timeout_and_queued_calls_go_again(ray_sessi
 
     import ray.cloudpickle
 
-    from qc_pipeline.executor_ray import RayExecutor, RayOptions
+    from qc_pipeline.executors.ray import RayExecutor, RayOptions
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ids = chat_ids(samples)
@@ -279,7 +279,7 @@ def test_hung_call_is_killed_as_call_timeout_and_queued_calls_go_again(ray_sessi
 def test_call_timeout_clock_starts_when_the_call_runs_not_when_queued(ray_session, tmp_path, samples, whisper_base):
     import ray.cloudpickle
 
-    from qc_pipeline.executor_ray import RayExecutor, RayOptions
+    from qc_pipeline.executors.ray import RayExecutor, RayOptions
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     cfg = load_config(overrides=("run.progress=false", "run.call_timeout_s=8"))
@@ -310,34 +310,37 @@ def test_replacement_that_cannot_set_up_stops_the_run_and_a_rerun_resumes(ray_se
 
 
 @pytest.mark.model
-def test_lost_intermediate_result_goes_again_from_the_first_pool(ray_session, tmp_path, samples, whisper_base):
+def test_lost_intermediate_result_goes_again_from_the_first_pool(ray_session, tmp_path, samples, whisper_base,
+                                                                 monkeypatch):
     import ray
 
-    from qc_pipeline.executor_ray import RayExecutor, RayOptions
+    from qc_pipeline.executors.ray import RayExecutor, RayOptions
 
     @ray.remote
     def lost():
         raise ray.exceptions.ObjectLostError("ff" * 28, None, "test")
 
-    class LosesOneForward(RayExecutor):
-        """The first record forwarded to the ASR pool comes back lost (as when its node died)."""
+    from qc_pipeline.executors.ray.executor import _Run
 
-        lost_once = False
-        replaced = 0
+    seen = {"lost": 0, "replaced": 0}
+    submit, replace = _Run._submit, RayExecutor._replace
 
-        def _submit(self, ray, pools, job, k, item):
-            ref = super()._submit(ray, pools, job, k, item)
-            if k == 1 and not self.lost_once:
-                self.lost_once = True
-                return lost.remote()
-            return ref
+    def loses_first_forward(self, job, k, item):
+        """The first group forwarded to the ASR pool comes back lost (as when its node died)."""
+        submit(self, job, k, item)
+        if k == 1 and not seen["lost"]:
+            seen["lost"] += 1
+            ref = next(r for r, j in self.in_flight.items() if j is job)
+            self.in_flight[lost.remote()] = self.in_flight.pop(ref)
 
-        def _replace_dead(self, *args, **kwargs):
-            self.replaced += 1
-            return super()._replace_dead(*args, **kwargs)
+    def counting_replace(self, *args, **kwargs):
+        seen["replaced"] += 1
+        return replace(self, *args, **kwargs)
 
-    ex = LosesOneForward(CFG, 1, options=RayOptions(split=True))
+    monkeypatch.setattr(_Run, "_submit", loses_first_forward)
+    monkeypatch.setattr(RayExecutor, "_replace", counting_replace)
+    ex = RayExecutor(CFG, 1, options=RayOptions(split=True))
     stats = run_batch([str(samples / "chats" / "jddc_3.jsonl")], str(tmp_path / "out"), CFG, executor=ex)
-    assert ex.lost_once and ex.replaced == 0  # no healthy actor was killed
+    assert seen == {"lost": 1, "replaced": 0}  # no healthy actor was killed
     ids = read_table(tmp_path / "out", "sessions").column("call_id").to_pylist()
     assert sorted(ids) == sorted(chat_ids(samples)) and (stats.ok, dict(stats.failed)) == (3, {})
