@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,14 +110,26 @@ def _default_tz() -> dt.tzinfo:
     return ZoneInfo(RunConfig().input_timezone)
 
 
+_LOOSE_TIME = re.compile(r"(\d{4})[-/](\d{1,2})[-/](\d{1,2})(?:[ T](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:\.(\d{1,6}))?)?)?"
+                         r"\s*(Z|[+-]\d{2}:?\d{2})?")
+
+
 def parse_started_at(value, tz: Optional[dt.tzinfo] = None) -> tuple[Optional[dt.datetime], Optional[str]]:
     """``(aware datetime or None, problem or None)`` from an ISO 8601 time; a time without an offset is
-    taken to be in ``tz`` (``run.input_timezone``).  ``2026/11/20 09:15`` (Excel) is accepted too."""
+    taken to be in ``tz`` (``run.input_timezone``).  Spreadsheet spellings (``2026/11/20 9:15``) are
+    accepted too."""
     text = _clean(value)
     if text is None:
         return None, None
+    m = _LOOSE_TIME.fullmatch(text)
     try:
-        when = dt.datetime.fromisoformat(text.replace("/", "-"))
+        if m is None:
+            raise ValueError
+        year, month, day, hour, minute, second, frac, offset = m.groups()
+        when = dt.datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0),
+                           int((frac or "0").ljust(6, "0")))
+        if offset:
+            when = dt.datetime.fromisoformat(when.isoformat() + ("+00:00" if offset == "Z" else offset))
     except ValueError:
         return None, (f"started_at {text[:60]!r} is not an ISO 8601 time (e.g. 2026-11-20T09:15:00+08:00 or "
                       "2026-11-20 09:15:00)")

@@ -344,3 +344,75 @@ def test_lost_intermediate_result_goes_again_from_the_first_pool(ray_session, tm
     assert seen == {"lost": 1, "replaced": 0}  # no healthy actor was killed
     ids = read_table(tmp_path / "out", "sessions").column("call_id").to_pylist()
     assert sorted(ids) == sorted(chat_ids(samples)) and (stats.ok, dict(stats.failed)) == (3, {})
+
+
+# -- issue 11, item 4: output cannot depend on where a call ran --------------------------------------
+class ThreadProbe(Stage):
+    """Records, as a flag, the thread counts the numeric libraries would use in this process."""
+
+    name = "thread_probe"
+    kinds = ("chat",)
+
+    def process(self, record: CallRecord) -> CallRecord:
+        from threadpoolctl import threadpool_info
+
+        blas = sorted({(d["internal_api"], d["num_threads"]) for d in threadpool_info()})
+        torch = sys.modules.get("torch")
+        probe = {"blas": blas, "omp_env": os.environ.get("OMP_NUM_THREADS"),
+                 "torch": torch.get_num_threads() if torch else None}
+        return record.with_flag("threads=" + json.dumps(probe, sort_keys=True))
+
+
+class GroupProbe(Stage):
+    """Has ``process_many``: records how many calls it got at once."""
+
+    name = "group_probe"
+    kinds = ("chat",)
+
+    def process(self, record: CallRecord) -> CallRecord:
+        return record.with_flag("group=1")
+
+    def process_many(self, records):
+        return [r.with_flag(f"group={len(records)}") for r in records]
+
+
+def build_with_probes(cfg):
+    import numpy  # noqa: F401  (loads OpenBLAS, as the real stages do)
+
+    return build_stages(cfg) + [ThreadProbe(), GroupProbe()]
+
+
+def _flags(out, prefix: str) -> dict[str, str]:
+    return {r["call_id"]: next(f for f in r["flags"] if f.startswith(prefix))
+            for r in read_table(out, "sessions").to_pylist()}
+
+
+@pytest.mark.model
+def test_every_engine_pins_the_same_thread_counts(ray_session, tmp_path, samples, whisper_base):
+    from qc_pipeline.executors import LocalExecutor
+
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    chats = str(samples / "chats" / "jddc_3.jsonl")
+    run_batch([chats], str(tmp_path / "local"), CFG, executor=LocalExecutor(CFG, 1, build=build_with_probes))
+    run_batch([chats], str(tmp_path / "ray"), CFG, executor=ray_executor(2, build=build_with_probes))
+    run_batch([chats], str(tmp_path / "split"), CFG, executor=ray_executor(1, split=True, build=build_with_probes))
+    local = _flags(tmp_path / "local", "threads=")
+    assert local == _flags(tmp_path / "ray", "threads=") == _flags(tmp_path / "split", "threads=")
+    probe = json.loads(next(iter(local.values())).split("=", 1)[1])
+    assert probe["omp_env"] == "1" and probe["blas"] and {n for _, n in probe["blas"]} == {1}  # asr.cpu_threads
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("split", [False, True], ids=["fused", "split"])
+def test_ray_hands_groups_of_calls_per_task_to_process_many(ray_session, tmp_path, samples, whisper_base, split):
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cfg = load_config(overrides=("run.progress=false", "run.calls_per_task=3"))
+    from qc_pipeline.executors.ray import RayExecutor, RayOptions
+
+    ex = RayExecutor(cfg, 1, options=RayOptions(split=split, build=build_with_probes))
+    stats = run_batch([str(samples / "chats" / "jddc_3.jsonl")], str(tmp_path), cfg, executor=ex)
+    assert stats.ok == 3 and set(_flags(tmp_path, "group=").values()) == {"group=3"}

@@ -146,7 +146,7 @@ class Ledger:
             return None
         ends = [t.started + self._limit(t) for q in self._queues.values() for t in q[:1]
                 if t.started is not None and not t.timed_out]
-        return max(0.0, min(ends) - self.clock()) if ends else None
+        return max(0.05, min(ends) - self.clock()) if ends else None  # a floor: no busy loop at 0
 
     def overdue(self) -> list[tuple[Hashable, Task]]:
         """Running tasks past their limit (not yet marked); the engine kills their workers after

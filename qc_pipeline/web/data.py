@@ -145,6 +145,17 @@ def _read(root: Path, table: str, columns: Optional[list[str]] = None, filters=N
     return pa.concat_tables(tables)
 
 
+def _shown(when: Optional[dt.datetime]) -> Optional[str]:
+    """``sessions.started_at`` (a UTC timestamp) as ISO text in the default ``run.input_timezone``."""
+    if when is None:
+        return None
+    from zoneinfo import ZoneInfo
+
+    from qc_pipeline.config import RunConfig
+
+    return when.astimezone(ZoneInfo(RunConfig().input_timezone)).isoformat(timespec="seconds")
+
+
 def match(s: SessionView, f: QueueFilter) -> bool:
     d = s.date
     if f.date_from and (d is None or d < f.date_from):
@@ -238,7 +249,7 @@ class ResultsStore:
             sc = scores.get(cid) or {}
             out[cid] = SessionView(
                 call_id=cid, kind=r["kind"], source_path=r["source_path"], agent_id=r["agent_id"], team=r["team"],
-                queue=r["queue"], started_at=r["started_at"], status=r["status"], error_reason=r["error_reason"],
+                queue=r["queue"], started_at=_shown(r["started_at"]), status=r["status"], error_reason=r["error_reason"],
                 duration_s=r["duration_s"], role_confidence=r["role_confidence"], run_id=r["run_id"],
                 part=str(r["_part"]),
                 total=sc.get("total"), grade=sc.get("grade"), veto=bool(sc.get("veto")),
