@@ -14,7 +14,7 @@ import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 
@@ -173,37 +173,33 @@ class PipelineConfig:
 
 # ---------------------------------------------------------------- validation
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# type -> (is the YAML value acceptable, what was expected, convert): one line per config value type
+_TYPES: dict[Any, tuple[Callable[[Any], bool], str, Callable[[Any], Any]]] = {
+    bool: (lambda v: isinstance(v, bool), "true/false", lambda v: v),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", lambda v: v),
+    float: (_is_number, "a number", float),
+    str: (lambda v: isinstance(v, str), "a string", lambda v: v),
+    (tuple, str): (lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
+                   "a list of strings", tuple),
+    (tuple, float): (lambda v: isinstance(v, (list, tuple)) and bool(v) and all(_is_number(x) for x in v),
+                     "a non-empty list of numbers", lambda v: tuple(float(x) for x in v)),
+}
+
+
 def _check_value(key: str, value: Any, f: dataclasses.Field, hint: Any, source: Optional[str]) -> Any:
-    origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin is typing.Union and type(None) in args:
+    if typing.get_origin(hint) is typing.Union and type(None) in args:
         if value is None:
             return None
         hint = next(a for a in args if a is not type(None))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(key, f"expected true/false, got {value!r}", source)
-    elif hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(key, f"expected an integer, got {value!r}", source)
-    elif hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(key, f"expected a number, got {value!r}", source)
-        value = float(value)
-    elif hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(key, f"expected a string, got {value!r}", source)
-    elif hint is tuple:
-        if f.metadata.get("item") is float:
-            ok = isinstance(value, (list, tuple)) and value and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-            if not ok:
-                raise ConfigError(key, f"expected a non-empty list of numbers, got {value!r}", source)
-            value = tuple(float(v) for v in value)
-        else:
-            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(key, f"expected a list of strings, got {value!r}", source)
-            value = tuple(value)
+    accepts, expected, convert = _TYPES[(tuple, f.metadata.get("item", str)) if hint is tuple else hint]
+    if not accepts(value):
+        raise ConfigError(key, f"expected {expected}, got {value!r}", source)
+    value = convert(value)
     meta = f.metadata
     if meta.get("choices") and value not in meta["choices"]:
         raise ConfigError(key, f"must be one of {', '.join(map(str, meta['choices']))}; got {value!r}", source)
@@ -211,7 +207,7 @@ def _check_value(key: str, value: Any, f: dataclasses.Field, hint: Any, source: 
         raise ConfigError(key, f"must be >= {meta['ge']}; got {value!r}", source)
     if meta.get("le") is not None and value > meta["le"]:
         raise ConfigError(key, f"must be <= {meta['le']}; got {value!r}", source)
-    problem = meta["check"](value) if meta.get("check") and value is not None else None
+    problem = meta["check"](value) if meta.get("check") else None
     if problem:
         raise ConfigError(key, problem, source)
     return value

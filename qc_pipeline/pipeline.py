@@ -19,8 +19,8 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
     """The default stage list.  Heavy imports happen in ``Stage.setup`` so this stays cheap."""
     from qc_pipeline.stages.asr import AsrStage
     from qc_pipeline.stages.chat import ChatStage
-    from qc_pipeline.stages.roles import RoleStage
     from qc_pipeline.stages.decode import DecodeStage
+    from qc_pipeline.stages.roles import RoleStage
     from qc_pipeline.stages.score import ScoreStage
     from qc_pipeline.stages.segment import SegmentStage
 

@@ -28,8 +28,8 @@ from bench_pipeline import WorkerPeaks, bench_bare, fmt, phase, rtf  # noqa: E40
 
 from qc_pipeline.config import PipelineConfig, load_config  # noqa: E402
 from qc_pipeline.executors import LocalExecutor  # noqa: E402
-from qc_pipeline.runner import RunStats, run_batch  # noqa: E402
 from qc_pipeline.inputs import discover  # noqa: E402
+from qc_pipeline.runner import RunStats, run_batch  # noqa: E402
 
 log = logging.getLogger("bench_engines")
 REPO = Path(__file__).resolve().parents[1]

@@ -19,9 +19,9 @@ from typing import Optional
 
 from qc_pipeline.audio import load_audio
 from qc_pipeline.config import PipelineConfig, load_config
-from qc_pipeline.runner import RunStats, run_batch
 from qc_pipeline.executors.ray import vm_hwm_mib  # /proc VmHWM (no Ray needed)
 from qc_pipeline.inputs import discover
+from qc_pipeline.runner import RunStats, run_batch
 
 log = logging.getLogger("bench_pipeline")
 REPO = Path(__file__).resolve().parents[1]

@@ -17,10 +17,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from qc_pipeline.config import load_config
-from qc_pipeline.runner import run_batch
 from qc_pipeline.metrics import cer, wer
-from qc_pipeline.textnorm import to_simplified
+from qc_pipeline.runner import run_batch
 from qc_pipeline.sinks import read_table
+from qc_pipeline.textnorm import to_simplified
 
 
 def transcripts(out: Path) -> dict[str, dict[str, str]]:

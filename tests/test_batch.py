@@ -204,8 +204,9 @@ def test_folder_input_refuses_symlinks_leading_outside(tmp_path):
 
 
 def _amr(path: Path, pcm, bit_rate: int) -> bytes:
-    import av
     from fractions import Fraction
+
+    import av
 
     with av.open(str(path), "w", format="amr") as c:
         s = c.add_stream("libopencore_amrnb", rate=8000, layout="mono")

@@ -12,11 +12,11 @@ import pytest
 
 from qc_pipeline.config import load_config
 from qc_pipeline.errors import SetupError
-from qc_pipeline.runner import run_batch
 from qc_pipeline.pipeline import build_stages
 from qc_pipeline.records import CallRecord
-from qc_pipeline.stages.base import Stage
+from qc_pipeline.runner import run_batch
 from qc_pipeline.sinks import read_table
+from qc_pipeline.stages.base import Stage
 
 CFG = load_config(overrides=("run.progress=false",))
 # Columns that legitimately differ between two runs of the same inputs.
@@ -389,9 +389,9 @@ def _flags(out, prefix: str) -> dict[str, str]:
 
 @pytest.mark.model
 def test_every_engine_pins_the_same_thread_counts(ray_session, tmp_path, samples, whisper_base):
-    from qc_pipeline.executors import LocalExecutor
-
     import ray.cloudpickle
+
+    from qc_pipeline.executors import LocalExecutor
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     chats = str(samples / "chats" / "jddc_3.jsonl")

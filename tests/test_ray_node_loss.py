@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from qc_pipeline.config import load_config
-from qc_pipeline.runner import run_batch
 from qc_pipeline.pipeline import build_stages
 from qc_pipeline.records import CallRecord
-from qc_pipeline.stages.base import Stage
+from qc_pipeline.runner import run_batch
 from qc_pipeline.sinks import read_table
+from qc_pipeline.stages.base import Stage
 
 CFG = load_config(overrides=("run.progress=false",))
 

@@ -27,9 +27,9 @@ from qc_pipeline.audio import load_audio
 from qc_pipeline.config import load_config
 from qc_pipeline.errors import CallError, Reason
 from qc_pipeline.records import CallSource, ChatTurn
+from qc_pipeline.sinks import DEPENDENT_TABLES, read_table
 from qc_pipeline.stages.base import Stage
 from qc_pipeline.testing import write_audio
-from qc_pipeline.sinks import DEPENDENT_TABLES, read_table
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CHATS = Path(os.environ.get("QC_SHARED_DATA", REPO.parent / "shared" / "data")) / "jddc_sample" / "dev.jsonl"
@@ -296,8 +296,9 @@ def ten_hour_wav(path: Path) -> Path:
 def ten_hour_mp3(path: Path) -> Path:
     """A genuine 10 h 8 kHz mono MP3 (36 MB): 10 s of encoded silence repeated; no Xing header, so
     FFmpeg estimates the duration from size and bitrate as it would for a real long recording."""
-    import av
     from fractions import Fraction
+
+    import av
 
     chunk = path.with_suffix(".chunk")
     with av.open(str(chunk), "w", format="mp3", options={"write_xing": "0", "id3v2_version": "0"}) as c:

@@ -30,8 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qc_pipeline.schema import TABLES
-from qc_pipeline.sinks.parquet import (DEPENDENT_TABLES, check_version, fsync_dir, new_run_id, parts,
-                                       remove_uncommitted)
+from qc_pipeline.sinks.parquet import DEPENDENT_TABLES, check_version, fsync_dir, new_run_id, parts, remove_uncommitted
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,10 @@ class CompactStats:
 
 def _dates(root: Path) -> list[str]:
     return sorted(p.name.split("=", 1)[1] for p in (root / "sessions").glob("run_date=*") if p.is_dir())
+
+
+def _files(root: Path, day: str) -> int:
+    return sum(len(parts(root, t, day)) for t in TABLES)
 
 
 def _write_concat(sources: list[Path], schema: pa.Schema, dest: Path, compression: Optional[str]) -> None:
@@ -126,8 +129,7 @@ def compact(out_dir: str | os.PathLike, date: Optional[str] = None, *, calls_per
     stats = CompactStats()
     for day in ([date] if date else _dates(root)):
         sessions = parts(root, "sessions", day)
-        count = lambda: sum(len(parts(root, t, day)) for t in TABLES)  # noqa: E731
-        stats.files_before[day] = count()
+        stats.files_before[day] = _files(root, day)
         if len(sessions) <= 1:
             stats.files_after[day] = stats.files_before[day]
             continue
@@ -152,6 +154,6 @@ def compact(out_dir: str | os.PathLike, date: Optional[str] = None, *, calls_per
         os.replace(tmp, journal)
         fsync_dir(journal.parent)
         _roll_forward(root, journal)
-        stats.files_after[day] = count()
+        stats.files_after[day] = _files(root, day)
         log.info("compacted %s: %d files -> %d", day, stats.files_before[day], stats.files_after[day])
     return stats

@@ -384,7 +384,7 @@ class _Run:
         self._apply(self.ledger.died(job.key, how))
 
     def _kill_overdue(self) -> None:
-        for key, task in self.ledger.overdue():
+        for _worker, task in self.ledger.overdue():
             found = next(((r, j) for r, j in self.in_flight.items() if j.task is task), None)
             if found is None or self.ray.wait([found[0]], timeout=0)[0]:
                 continue  # it just finished: the loop collects it
