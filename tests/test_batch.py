@@ -276,6 +276,11 @@ def test_drops_and_stage_seconds_are_parquet_maps(tmp_path):
     assert schema.metadata[b"qc_pipeline.schema_version"] == b"2"
     assert session_row(rec, run_id="r", asr_model="", asr_sha="", config_hash="")["drops"] == {
         "short_span": 3, "hallucination_credit": 1}
+    # a folder written with schema version 1 (lists of key/value structs, text started_at) is refused
+    old = pa.schema(schema, metadata={**schema.metadata, b"qc_pipeline.schema_version": b"1"})
+    pq.write_table(pq.read_table(part).cast(old), part)
+    with pytest.raises(SetupError, match="schema version 1; this qc-pipeline writes version 2"):
+        run_batch([], str(out), CFG)
     duckdb = pytest.importorskip("duckdb")
     got = duckdb.sql(f"SELECT drops['short_span'], stage_seconds['asr'] FROM read_parquet('{part}')").fetchall()
     assert got == [(3, 2.0)]

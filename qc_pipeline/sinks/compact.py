@@ -30,7 +30,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qc_pipeline.schema import TABLES
-from qc_pipeline.sinks.parquet import DEPENDENT_TABLES, check_version, fsync_dir, new_run_id, parts, remove_uncommitted
+from qc_pipeline.sinks.parquet import (
+    DEPENDENT_TABLES,
+    atomic_file,
+    check_version,
+    fsync_dir,
+    new_run_id,
+    parts,
+    remove_uncommitted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +62,15 @@ def _files(root: Path, day: str) -> int:
 
 def _write_concat(sources: list[Path], schema: pa.Schema, dest: Path, compression: Optional[str]) -> None:
     """``sources`` (parts of one table) into one file, streamed in row groups; temp file renamed into place."""
-    tmp = dest.with_name(dest.name + ".tmp")
-    try:
-        with pq.ParquetWriter(tmp, schema, compression=compression) as writer:
-            buf: list[pa.Table] = []
-            for src in sources:
-                buf.append(pq.read_table(src, schema=schema))
-                if sum(t.num_rows for t in buf) >= ROW_GROUP_ROWS:
-                    writer.write_table(pa.concat_tables(buf))
-                    buf = []
-            if buf or not sources:
-                writer.write_table(pa.concat_tables(buf) if buf else schema.empty_table())
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(dest.parent)
+    with atomic_file(dest) as tmp, pq.ParquetWriter(tmp, schema, compression=compression) as writer:
+        buf: list[pa.Table] = []
+        for src in sources:
+            buf.append(pq.read_table(src, schema=schema))
+            if sum(t.num_rows for t in buf) >= ROW_GROUP_ROWS:
+                writer.write_table(pa.concat_tables(buf))
+                buf = []
+        if buf or not sources:
+            writer.write_table(pa.concat_tables(buf) if buf else schema.empty_table())
 
 
 def _chunks(sessions: list[Path], calls_per_file: int) -> list[list[Path]]:
@@ -147,12 +147,8 @@ def compact(out_dir: str | os.PathLike, date: Optional[str] = None, *, calls_per
             _write_concat(chunk, TABLES["sessions"], staged / name, compression)
             new.append(name)
         journal = root / JOURNAL_DIR / f"{day}.json"
-        tmp = journal.with_name(journal.name + ".tmp")
-        tmp.write_text(json.dumps({"date": day, "old": [p.name for p in sessions], "new": new}), "utf-8")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, journal)
-        fsync_dir(journal.parent)
+        with atomic_file(journal) as tmp:
+            tmp.write_text(json.dumps({"date": day, "old": [p.name for p in sessions], "new": new}), "utf-8")
         _roll_forward(root, journal)
         stats.files_after[day] = _files(root, day)
         log.info("compacted %s: %d files -> %d", day, stats.files_before[day], stats.files_after[day])

@@ -21,8 +21,9 @@ import logging
 import os
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -131,18 +132,24 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(table: pa.Table, path: Path, compression: Optional[str]) -> None:
-    """``table`` to ``path`` through a synced temp file renamed into place."""
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yields a temp path to write; on success it is synced and renamed to ``path``, else removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        pq.write_table(table, tmp, compression=compression)
+        yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+def write_atomic(table: pa.Table, path: Path, compression: Optional[str]) -> None:
+    with atomic_file(path) as tmp:
+        pq.write_table(table, tmp, compression=compression)
 
 
 def remove_uncommitted(root: Path) -> None:
