@@ -74,6 +74,14 @@ def test_missing_ray_is_a_setup_error(monkeypatch):
         make_executor("ray", CFG, 2)
 
 
+def test_calls_per_task_auto_groups_only_where_asr_runs_on_a_gpu():
+    from qc_pipeline.executors.base import calls_per_task
+
+    assert (calls_per_task(CFG, gpu=True), calls_per_task(CFG, gpu=False)) == (8, 1)
+    assert calls_per_task(load_config(overrides=("asr.batch_size=0",)), gpu=True) == 1   # sequential decoding
+    assert calls_per_task(load_config(overrides=("run.calls_per_task=3",)), gpu=False) == 3
+
+
 def test_unknown_engine_is_a_setup_error(tmp_path):
     with pytest.raises(SetupError, match="unknown engine 'spark'; use one of: local, ray"):
         run_batch([], str(tmp_path), CFG, engine="spark")

@@ -66,19 +66,22 @@ def pin_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def calls_per_task(cfg: PipelineConfig) -> int:
+def calls_per_task(cfg: PipelineConfig, gpu: Optional[bool] = None) -> int:
     """``run.calls_per_task``, auto (0): 8 when ASR batches on a GPU (short calls share its batches), else 1
-    (on CPU, grouping calls measured no faster than batching within each call, and costs memory)."""
+    (on CPU, grouping calls measured no faster than batching within each call, and costs memory).
+    ``gpu``: whether ASR runs on a GPU (the Ray engine knows from its cluster); None = look on this machine."""
     if cfg.run.calls_per_task > 0:
         return cfg.run.calls_per_task
-    if cfg.asr.batch_size != 0 and cfg.asr.device in ("auto", "cuda"):
+    if cfg.asr.batch_size == 0 or cfg.asr.device == "cpu":
+        return 1
+    if gpu is None:
         try:
             from qc_pipeline.stages.asr import pick_device
 
-            return 8 if pick_device("auto", "auto")[0] == "cuda" else 1  # "auto": actually look for a GPU
+            gpu = pick_device("auto", "auto")[0] == "cuda"  # "auto": actually look for a GPU
         except ImportError:
-            return 1
-    return 1
+            gpu = False
+    return 8 if gpu else 1
 
 
 Group = tuple[CallSource, ...]

@@ -103,7 +103,6 @@ class RayExecutor:
         _import_ray()  # fail before any input is read
         self.workers = resolve_workers(cfg, workers)
         self.cfg = worker_config(cfg, self.workers)
-        self.group_size = calls_per_task(cfg)
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.options = options or RayOptions()
         if min(self.options.in_flight_per_actor, self.options.max_attempts, self.options.replace_attempts) < 1:
@@ -280,7 +279,8 @@ class RayExecutor:
             self.layout, pools = plan(self.cfg, self.workers, self.options.split,
                                       int(ray.cluster_resources().get("GPU", 0)), self._actor_env(), self.options.build)
             self._start(ray, pools)
-            feeder = Feeder(sources, self.group_size, sum(p.size for p in pools[:1]), total)
+            gpu = any(p.options.get("num_gpus") for p in pools)  # the split layout's GPU pool batches a group
+            feeder = Feeder(sources, calls_per_task(self.cfg, gpu), pools[0].size, total)
             _Run(self, ray, pools, feeder, finish).loop()
             self._collect_peaks(ray, pools)
         finally:
