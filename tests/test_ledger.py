@@ -101,7 +101,7 @@ def test_lost_results_go_again_until_max_attempts_then_worker_crashed():
     led = Ledger(call_timeout_s=0, max_attempts=2)
     task = led.assign("w", calls("a", "b"))
     first = led.lost("w", task, "ObjectLostError")
-    assert first.retry == (calls("a", "b"),) and first.failed == () and led.holds("w") == 0
+    assert first.retry == (calls("a", "b"),) and first.failed == () and led.running("w") is None
     task = led.assign("w", calls("a", "b"))
     second = led.lost("w", task, "ObjectLostError")
     assert {r.error_reason for r in second.failed} == {Reason.WORKER_CRASHED} and second.retry == ()

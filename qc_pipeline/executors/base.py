@@ -15,6 +15,7 @@ import sys
 from typing import Callable, Iterable, Iterator, Optional, Protocol
 
 from qc_pipeline.config import PipelineConfig
+from qc_pipeline.executors.ledger import Group
 from qc_pipeline.records import CallRecord, CallSource
 
 # Environment variables read by BLAS / OpenMP runtimes when they load (torch reads OMP_NUM_THREADS).
@@ -82,9 +83,6 @@ def calls_per_task(cfg: PipelineConfig, gpu: Optional[bool] = None) -> int:
         except ImportError:
             gpu = False
     return 8 if gpu else 1
-
-
-Group = tuple[CallSource, ...]
 
 
 class Feeder:

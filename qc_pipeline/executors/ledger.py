@@ -89,7 +89,7 @@ class Ledger:
         if len(running.calls) > 1:
             retry[:0] = [(c,) for c in running.calls]
         elif running.timed_out:
-            failed.append(self.timeout_row(running.calls[0]))
+            failed.append(self._timeout_row(running.calls[0]))
         else:
             call = running.calls[0]
             self._deaths[call.call_id] += 1
@@ -137,9 +137,6 @@ class Ledger:
         queue = self._queues.get(worker)
         return queue[0] if queue else None
 
-    def holds(self, worker: Hashable) -> int:
-        return len(self._queues.get(worker, ()))
-
     def wait_s(self) -> Optional[float]:
         """Seconds until the first running task is overdue; None without a limit or running tasks."""
         if not self.call_timeout_s:
@@ -160,7 +157,7 @@ class Ledger:
     def mark_timed_out(self, task: Task) -> None:
         task.timed_out = True
 
-    def timeout_row(self, call: CallSource) -> CallRecord:
+    def _timeout_row(self, call: CallSource) -> CallRecord:
         return CallRecord(source=call).failed(
             Reason.CALL_TIMEOUT, f"still running after {self.call_timeout_s:.0f} s (run.call_timeout_s); the "
                                  "worker was killed. Check the file, or raise the limit for very long calls")
