@@ -24,6 +24,9 @@ MAX_WAV_CHUNKS = 64  # RIFF chunks walked looking for 'data' (a crafted file cou
 REFERENCING_FORMATS = frozenset({"hls", "concat", "dash", "image2", "mpjpeg", "tee", "sdp", "rtsp", "ffmetadata"})
 
 
+DURATION_ESTIMATED_FORMATS = frozenset({"amr", "amrnb", "amrwb", "aac", "gsm"})  # FFmpeg demuxer names
+
+
 def wav_header_claim(path: str) -> tuple[int, int, int]:
     """For RIFF/WAVE files: ``(data_offset, data_bytes_claimed, file_size)`` from the ``data`` chunk
     header; ``(0, 0, size)`` when not a WAV, no data chunk was found, or the size is unknown
@@ -174,7 +177,10 @@ def load_audio(path: str | os.PathLike, *, max_channels: int = 2, max_duration_s
     if duration < min_duration_s:
         raise CallError(Reason.TOO_SHORT, f"{duration:.2f} s < audio.min_duration_s={min_duration_s}")
     missing = wav_missing_bytes(path) if fmt == "wav" else 0
-    short_of_header = claimed is not None and duration < 0.97 * claimed - 0.05
+    # a header length is a promise; FFmpeg's estimate from the bit rate (AMR, ADTS AAC: no length in the
+    # file) is not one, and is far off when the codec mode changes mid-call
+    trusted = claimed is not None and fmt not in DURATION_ESTIMATED_FORMATS
+    short_of_header = trusted and duration < 0.97 * claimed - 0.05
     truncated = bool(decode_failed) or short_of_header or missing > 0
     if truncated:
         why = decode_failed or (f"header promises {missing} more bytes" if missing else

@@ -1,35 +1,56 @@
-"""Command line: ``qc-pipeline run | models install | models check | config``."""
+"""Command line: ``qc-pipeline run | compact | models install | models check | config`` (+ the review app's).
+
+Exit codes: 0 done; 2 the run could not start or stopped (config, model, disk; re-run to resume);
+3 done, but calls failed or inputs were skipped (0 with ``--allow-failures``); 4 the output folder is
+locked by another run; 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
 from qc_pipeline import __version__
 from qc_pipeline.config import ENGINES
-from qc_pipeline.errors import QCError
+from qc_pipeline.errors import OutputLocked, QCError, Reason, SetupError
 
 log = logging.getLogger("qc_pipeline")
+
+EXIT_OK, EXIT_SETUP, EXIT_CALLS_FAILED, EXIT_LOCKED, EXIT_INTERRUPTED = 0, 2, 3, 4, 130
 
 
 def _cmd_run(args) -> int:
     from qc_pipeline.config import load_config
-    from qc_pipeline.executor import run_batch
+    from qc_pipeline.runner import run_batch
 
     overrides = tuple(args.set or ())
     if args.no_progress:
         overrides += ("run.progress=false",)
     cfg = load_config(args.config, overrides)
-    stats = run_batch(args.inputs, args.out, cfg, workers=args.workers, engine=args.engine)
-    summary = stats.format()
-    log.info("run summary\n%s", summary)
-    runs = Path(args.out) / "_runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    (runs / "last_summary.json").write_text(json.dumps(stats.to_dict(), ensure_ascii=False, indent=2), "utf-8")
-    return 0
+    retry = () if args.retry_failed is None else (args.retry_failed or Reason.RETRYABLE)
+    stats = run_batch(args.inputs, args.out, cfg, workers=args.workers, engine=args.engine, retry_failed=retry,
+                      wait_lock=args.wait_lock)
+    log.info("run summary\n%s", stats.format())
+    if stats.failures and not args.allow_failures:
+        log.error("%d call(s) failed or input(s) skipped (see the summary); exit code %d (--allow-failures: 0)",
+                  stats.failures, EXIT_CALLS_FAILED)
+        return EXIT_CALLS_FAILED
+    return EXIT_OK
+
+
+def _cmd_compact(args) -> int:
+    from qc_pipeline.runner import output_lock
+    from qc_pipeline.sinks.compact import compact
+
+    if not (Path(args.dir) / "sessions").is_dir():
+        raise SetupError(f"{args.dir} holds no results (no sessions/ folder)")
+    with output_lock(args.dir, args.wait_lock):
+        stats = compact(args.dir, args.date)
+    for day in sorted(stats.files_before):
+        sys.stderr.write(f"run_date={day}: {stats.files_before[day]} files -> {stats.files_after[day]}\n")
+    return EXIT_OK
 
 
 def _cmd_models(args) -> int:
@@ -76,7 +97,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local worker processes (default: run.engine) or Ray (pip install 'qc-pipeline[ray]'; "
                         "cluster from run.ray_address or $RAY_ADDRESS)")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--wait-lock", action="store_true",
+                   help="wait for another run using --out to finish (default: fail at once, exit code 4)")
+    r.add_argument("--allow-failures", action="store_true",
+                   help="exit 0 even when calls failed or inputs were skipped (default: exit code 3)")
+    r.add_argument("--retry-failed", nargs="*", metavar="REASON", choices=Reason.ALL,
+                   help="process calls again whose latest row failed with these reasons (default: "
+                        f"{' '.join(Reason.RETRYABLE)}); the new row wins when read")
     r.set_defaults(func=_cmd_run)
+
+    k = sub.add_parser("compact", help="rewrite a results folder's small Parquet parts into a few files")
+    k.add_argument("dir", help="results folder (--out of a run)")
+    k.add_argument("--date", help="only this run_date (YYYY-MM-DD); default: every date")
+    k.add_argument("--wait-lock", action="store_true", help="wait for a run using the folder to finish")
+    k.set_defaults(func=_cmd_compact)
 
     m = sub.add_parser("models", help="install or verify the embedded models")
     m.add_argument("action", choices=("install", "check"))
@@ -102,12 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return args.func(args)
+    except OutputLocked as exc:
+        log.error("%s", exc)
+        return EXIT_LOCKED
     except QCError as exc:
         log.error("%s", exc)
-        return 2
+        return EXIT_SETUP
     except KeyboardInterrupt:
         log.error("interrupted; results written so far are safe, re-run the same command to resume")
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

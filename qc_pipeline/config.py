@@ -14,15 +14,16 @@ import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 
 from qc_pipeline.errors import ConfigError
 
 
-def _opt(default, *, choices=None, ge=None, le=None, doc=""):
-    return field(default=default, metadata={"choices": choices, "ge": ge, "le": le, "doc": doc})
+def _opt(default, *, choices=None, ge=None, le=None, check=None, doc=""):
+    """A config key; ``check(value)`` returns a problem (str) or None for checks beyond choices/ranges."""
+    return field(default=default, metadata={"choices": choices, "ge": ge, "le": le, "check": check, "doc": doc})
 
 
 def _opt_list(default: tuple, doc="", item: type = str):
@@ -30,6 +31,16 @@ def _opt_list(default: tuple, doc="", item: type = str):
 
 
 ENGINES = ("local", "ray")  # run.engine / --engine
+
+
+def _time_zone_problem(name: str) -> Optional[str]:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"unknown time zone {name!r} (an IANA name such as Asia/Shanghai or UTC)"
+    return None
 
 @dataclass(frozen=True)
 class AudioConfig:
@@ -112,12 +123,16 @@ class ScoringConfig:
                                       "scripts/finetune_sentiment_onnx.py (NON-COMMERCIAL licence, opt-in only)")
     sentiment_onnx_path: str = _opt("models/sentiment-onnx", doc="folder with model.onnx, tokenizer and card.json")
     emotion_flag_below: float = _opt(60.0, ge=0.0, le=100.0, doc="customer emotion index under this flags the call")
-    mask_pii: bool = _opt(True, doc="mask phone/ID/bank numbers in the written transcripts (after scoring)")
+    mask_pii: bool = _opt(True, doc="mask phone/ID/bank numbers in everything written: transcripts, evidence, "
+                                    "error details (after scoring; rules see the unmasked text)")
 
 
 @dataclass(frozen=True)
 class OutputConfig:
-    flush_every: int = _opt(8, ge=1, doc="calls per Parquet part; a crash redoes at most this many")
+    flush_every: int = _opt(500, ge=1, doc="calls per Parquet part at most (with flush_interval_s, whichever "
+                                          "comes first); a crash redoes at most this many")
+    flush_interval_s: float = _opt(300.0, ge=0.0, doc="commit a part at least this often while calls finish, so a "
+                                                      "crash on a slow night redoes little (0 = every call)")
     compression: str = _opt("zstd", choices=("zstd", "snappy", "gzip", "none"))
 
 
@@ -130,9 +145,11 @@ class RunConfig:
                                    "(keeps a GPU busy on short calls). 0 = auto: 8 on GPU, 1 on CPU")
     call_timeout_s: float = _opt(1800.0, ge=0.0,
                                  doc="a call still running after this is killed and written as call_timeout "
-                                     "(0 = no limit; multi-worker runs only)")
+                                     "(0 = no limit)")
     engine: str = _opt("local", choices=ENGINES, doc="local worker processes, or Ray (`ray` extra)")
     ray_address: Optional[str] = _opt(None, doc="Ray cluster address (else $RAY_ADDRESS, else a local Ray)")
+    input_timezone: str = _opt("Asia/Shanghai", check=_time_zone_problem,
+                               doc="time zone of manifest / chat started_at values written without an offset")
 
 
 @dataclass(frozen=True)
@@ -156,37 +173,33 @@ class PipelineConfig:
 
 # ---------------------------------------------------------------- validation
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# type -> (is the YAML value acceptable, what was expected, convert): one line per config value type
+_TYPES: dict[Any, tuple[Callable[[Any], bool], str, Callable[[Any], Any]]] = {
+    bool: (lambda v: isinstance(v, bool), "true/false", lambda v: v),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer", lambda v: v),
+    float: (_is_number, "a number", float),
+    str: (lambda v: isinstance(v, str), "a string", lambda v: v),
+    (tuple, str): (lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
+                   "a list of strings", tuple),
+    (tuple, float): (lambda v: isinstance(v, (list, tuple)) and bool(v) and all(_is_number(x) for x in v),
+                     "a non-empty list of numbers", lambda v: tuple(float(x) for x in v)),
+}
+
+
 def _check_value(key: str, value: Any, f: dataclasses.Field, hint: Any, source: Optional[str]) -> Any:
-    origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin is typing.Union and type(None) in args:
+    if typing.get_origin(hint) is typing.Union and type(None) in args:
         if value is None:
             return None
         hint = next(a for a in args if a is not type(None))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(key, f"expected true/false, got {value!r}", source)
-    elif hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(key, f"expected an integer, got {value!r}", source)
-    elif hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(key, f"expected a number, got {value!r}", source)
-        value = float(value)
-    elif hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(key, f"expected a string, got {value!r}", source)
-    elif hint is tuple:
-        if f.metadata.get("item") is float:
-            ok = isinstance(value, (list, tuple)) and value and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-            if not ok:
-                raise ConfigError(key, f"expected a non-empty list of numbers, got {value!r}", source)
-            value = tuple(float(v) for v in value)
-        else:
-            if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-                raise ConfigError(key, f"expected a list of strings, got {value!r}", source)
-            value = tuple(value)
+    accepts, expected, convert = _TYPES[(tuple, f.metadata.get("item", str)) if hint is tuple else hint]
+    if not accepts(value):
+        raise ConfigError(key, f"expected {expected}, got {value!r}", source)
+    value = convert(value)
     meta = f.metadata
     if meta.get("choices") and value not in meta["choices"]:
         raise ConfigError(key, f"must be one of {', '.join(map(str, meta['choices']))}; got {value!r}", source)
@@ -194,31 +207,37 @@ def _check_value(key: str, value: Any, f: dataclasses.Field, hint: Any, source: 
         raise ConfigError(key, f"must be >= {meta['ge']}; got {value!r}", source)
     if meta.get("le") is not None and value > meta["le"]:
         raise ConfigError(key, f"must be <= {meta['le']}; got {value!r}", source)
+    problem = meta["check"](value) if meta.get("check") else None
+    if problem:
+        raise ConfigError(key, problem, source)
     return value
 
 
-def _build(cls: type, data: Any, prefix: str, source: Optional[str]):
+def _build(cls: type, data: Any, prefix: str, source: Optional[str], errors: list[ConfigError]):
+    """``cls`` from ``data``; every problem is appended to ``errors`` (bad keys keep their default)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(prefix or "<root>", f"expected a mapping, got {type(data).__name__}", source)
+        errors.append(ConfigError(prefix or "<root>", f"expected a mapping, got {type(data).__name__}", source))
+        return cls()
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        k = unknown[0]
-        key = f"{prefix}.{k}" if prefix else str(k)
-        close = difflib.get_close_matches(str(k), fields, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(fields)})"
-        raise ConfigError(key, f"unknown key{hint}", source)
     kwargs = {}
     for name, value in data.items():
-        key = f"{prefix}.{name}" if prefix else name
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if name not in fields:
+            close = difflib.get_close_matches(str(name), fields, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(fields)})"
+            errors.append(ConfigError(key, f"unknown key{hint}", source))
+            continue
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, key, source)
-        else:
+            kwargs[name] = _build(hint, value, key, source, errors)
+            continue
+        try:
             kwargs[name] = _check_value(key, value, fields[name], hint, source)
+        except ConfigError as exc:
+            errors.append(exc)
     return cls(**kwargs)
 
 
@@ -231,7 +250,8 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def load_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] = ()) -> PipelineConfig:
-    """Load and validate a YAML config; ``overrides`` are ``section.key=value`` strings."""
+    """Load and validate a YAML config; ``overrides`` are ``section.key=value`` strings.
+    Every problem is reported at once (one :class:`ConfigError` listing them all)."""
     data: dict = {}
     source = None
     if path is not None:
@@ -245,15 +265,25 @@ def load_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] = 
         except yaml.YAMLError as exc:
             raise ConfigError("<file>", f"invalid YAML: {exc}", source) from None
     data = json.loads(json.dumps(data, default=list))  # deep copy; never mutate the caller's data
+    errors: list[ConfigError] = []
     for item in overrides:
-        keys, value = _parse_override(item)
-        node = data
+        try:
+            keys, value = _parse_override(item)
+        except ConfigError as exc:
+            errors.append(exc)
+            continue
+        node = data if isinstance(data, dict) else {}
         for k in keys[:-1]:
             node = node.setdefault(k, {})
             if not isinstance(node, dict):
-                raise ConfigError(".".join(keys), "cannot override inside a non-mapping", "--set")
-        node[keys[-1]] = value
-    return _build(PipelineConfig, data, "", source)
+                errors.append(ConfigError(".".join(keys), "cannot override inside a non-mapping", "--set"))
+                break
+        else:
+            node[keys[-1]] = value
+    cfg = _build(PipelineConfig, data, "", source, errors)
+    if errors:
+        raise ConfigError.combine(errors)
+    return cfg
 
 
 def dump_default_yaml() -> str:

@@ -29,13 +29,17 @@ class Reason:
     INPUT_TOO_LARGE = "input_too_large"  # manifest/chat line or chat session over the reader's limits
     WORKER_CRASHED = "worker_crashed"    # the worker process died (killed, OOM) twice while on this call
     CALL_TIMEOUT = "call_timeout"        # still running after run.call_timeout_s; its worker was killed
+    BAD_MANIFEST = "bad_manifest"        # a whole manifest could not be read (listed in the summary, no rows)
 
     ALL = (
         FILE_NOT_FOUND, EMPTY_FILE, NOT_AUDIO, DECODE_ERROR, NO_AUDIO_STREAM,
         UNSUPPORTED_CHANNELS, TOO_LONG, TOO_SHORT, NO_SPEECH, BAD_MANIFEST_ROW,
         BAD_CHAT_SESSION, PATH_OUTSIDE_ROOT, INTERNAL_ERROR,
-        NOT_A_FILE, BAD_HEADER, INPUT_TOO_LARGE, WORKER_CRASHED, CALL_TIMEOUT,
+        NOT_A_FILE, BAD_HEADER, INPUT_TOO_LARGE, WORKER_CRASHED, CALL_TIMEOUT, BAD_MANIFEST,
     )
+    # failures worth another try with ``--retry-failed`` (the default set): the file or the machine
+    # may have changed since; other reasons are properties of the input itself
+    RETRYABLE = (WORKER_CRASHED, CALL_TIMEOUT, FILE_NOT_FOUND, INTERNAL_ERROR)
 
 
 class QCError(Exception):
@@ -57,10 +61,27 @@ class SetupError(QCError):
     """The run cannot start (bad config, missing model, unwritable output).  Message names the fix."""
 
 
+class OutputLocked(SetupError):
+    """Another run (or a compaction) holds the output folder."""
+
+
 class ConfigError(SetupError):
-    """A configuration value is invalid.  ``key`` is the dotted path of the offending key."""
+    """A configuration value is invalid.  ``key`` is the dotted path of the offending key; ``keys``
+    lists every offending key when several problems are reported at once (see :meth:`combine`)."""
 
     def __init__(self, key: str, message: str, source: str | None = None) -> None:
         where = f"{source}: " if source else ""
         super().__init__(f"{where}{key}: {message}")
         self.key = key
+        self.keys = [key]
+
+    @classmethod
+    def combine(cls, errors: list["ConfigError"]) -> "ConfigError":
+        """One error that shows all of ``errors`` (the first one's key is ``key``)."""
+        if len(errors) == 1:
+            return errors[0]
+        combined = cls.__new__(cls)
+        SetupError.__init__(combined, f"{len(errors)} problems:\n  " + "\n  ".join(str(e) for e in errors))
+        combined.key = errors[0].key
+        combined.keys = [k for e in errors for k in e.keys]
+        return combined

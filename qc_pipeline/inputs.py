@@ -11,18 +11,25 @@ Accepted inputs (any mix):
 * a single audio file.
 
 A bad manifest row or chat line becomes a source carrying ``input_error``, so it ends up
-as an error row in ``sessions`` instead of stopping the batch.
+as an error row in ``sessions`` instead of stopping the batch.  An input that yields no rows at all
+(a manifest that cannot be read, a manifest inside a folder, a file outside the folder it was found
+in) is listed in :class:`Discovery` ``skipped`` with its reason, and calls whose id came twice are
+listed in ``duplicates``: every input ends up in a row or in the run summary.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import datetime as dt
 import io
 import json
 import logging
 import math
 import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -70,6 +77,65 @@ def _call_id(value) -> Optional[str]:
     return value
 
 
+@dataclass(frozen=True)
+class SkippedInput:
+    """An input that gives no rows, with the reason code and what to do about it."""
+
+    input: str
+    reason: str
+    detail: str
+
+
+@dataclass
+class Discovery:
+    sources: list[CallSource] = field(default_factory=list)
+    duplicates: list[CallSource] = field(default_factory=list)   # ids seen before: skipped (first wins)
+    skipped: list[SkippedInput] = field(default_factory=list)
+
+
+class UnreadableInput(Exception):
+    """A whole input cannot be read; it is listed in the run summary instead of stopping the batch."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _default_tz() -> dt.tzinfo:
+    from zoneinfo import ZoneInfo
+
+    from qc_pipeline.config import RunConfig
+
+    return ZoneInfo(RunConfig().input_timezone)
+
+
+_LOOSE_TIME = re.compile(r"(\d{4})[-/](\d{1,2})[-/](\d{1,2})(?:[ T](\d{1,2}):(\d{1,2})(?::(\d{1,2})(?:\.(\d{1,6}))?)?)?"
+                         r"\s*(Z|[+-]\d{2}:?\d{2})?")
+
+
+def parse_started_at(value, tz: Optional[dt.tzinfo] = None) -> tuple[Optional[dt.datetime], Optional[str]]:
+    """``(aware datetime or None, problem or None)`` from an ISO 8601 time; a time without an offset is
+    taken to be in ``tz`` (``run.input_timezone``).  Spreadsheet spellings (``2026/11/20 9:15``) are
+    accepted too."""
+    text = _clean(value)
+    if text is None:
+        return None, None
+    m = _LOOSE_TIME.fullmatch(text)
+    try:
+        if m is None:
+            raise ValueError
+        year, month, day, hour, minute, second, frac, offset = m.groups()
+        when = dt.datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0), int(second or 0),
+                           int((frac or "0").ljust(6, "0")))
+        if offset:
+            when = dt.datetime.fromisoformat(when.isoformat() + ("+00:00" if offset == "Z" else offset))
+    except ValueError:
+        return None, (f"started_at {text[:60]!r} is not an ISO 8601 time (e.g. 2026-11-20T09:15:00+08:00 or "
+                      "2026-11-20 09:15:00)")
+    return (when if when.tzinfo else when.replace(tzinfo=tz or _default_tz())), None
+
+
 def _bad(call_id: str, reason: str, detail: str, kind: str = KIND_AUDIO, path: Optional[str] = None) -> CallSource:
     return CallSource(call_id=call_id, kind=kind, path=path, input_error=(reason, detail))
 
@@ -105,7 +171,7 @@ def _id_from_path(raw: str, base: Path) -> str:
     return stem if dot and stem and not stem.endswith("/") and "/" not in ext else rel
 
 
-def manifest_row_to_source(row: dict, base: Path, fallback_id: str) -> CallSource:
+def manifest_row_to_source(row: dict, base: Path, fallback_id: str, tz: Optional[dt.tzinfo] = None) -> CallSource:
     if not isinstance(row, dict):
         return _bad(fallback_id, Reason.BAD_MANIFEST_ROW, f"row is {type(row).__name__}, expected an object")
     call_id = _call_id(row.get("call_id"))
@@ -124,9 +190,12 @@ def manifest_row_to_source(row: dict, base: Path, fallback_id: str) -> CallSourc
     if layout_raw not in LAYOUT_ALIASES:
         return _bad(call_id, Reason.BAD_MANIFEST_ROW,
                     f"channel_layout {layout_raw!r} is not one of auto, mono, agent_left, agent_right", path=path)
+    started_at, problem = parse_started_at(row.get("started_at"), tz)
+    if problem:
+        return _bad(call_id, Reason.BAD_MANIFEST_ROW, problem, path=path)
     return CallSource(call_id=call_id, kind=KIND_AUDIO, path=path, agent_id=_clean(row.get("agent_id")),
                       team=_clean(row.get("team")), queue=_clean(row.get("queue")),
-                      started_at=_clean(row.get("started_at")), channel_layout=LAYOUT_ALIASES[layout_raw])
+                      started_at=started_at, channel_layout=LAYOUT_ALIASES[layout_raw])
 
 
 def _seconds(value) -> Optional[float]:
@@ -140,7 +209,7 @@ def _seconds(value) -> Optional[float]:
     return value if math.isfinite(value) else None
 
 
-def chat_to_source(obj, fallback_id: str) -> CallSource:
+def chat_to_source(obj, fallback_id: str, tz: Optional[dt.tzinfo] = None) -> CallSource:
     if not isinstance(obj, dict):
         return _bad(fallback_id, Reason.BAD_CHAT_SESSION, "line is not a JSON object", kind=KIND_CHAT)
     call_id = _call_id(obj.get("call_id") or obj.get("session_id") or obj.get("dialogue_id")) or fallback_id
@@ -164,12 +233,14 @@ def chat_to_source(obj, fallback_id: str) -> CallSource:
             return _bad(call_id, Reason.BAD_CHAT_SESSION, f"turn {i} has no text string", kind=KIND_CHAT)
         turns.append(ChatTurn(role=role, text=_utf8_text(text), start=_seconds(t.get("start")), end=_seconds(t.get("end"))))
     meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+    started_at, problem = parse_started_at(obj.get("started_at") or meta.get("started_at"), tz)
+    if problem:
+        return _bad(call_id, Reason.BAD_CHAT_SESSION, problem, kind=KIND_CHAT)
     return CallSource(call_id=call_id, kind=KIND_CHAT, path=None,
                       agent_id=_clean(obj.get("agent_id") or meta.get("agent_id")),
                       team=_clean(obj.get("team") or meta.get("team")),
                       queue=_clean(obj.get("queue") or meta.get("queue")),
-                      started_at=_clean(obj.get("started_at") or meta.get("started_at")),
-                      chat_turns=tuple(turns))
+                      started_at=started_at, chat_turns=tuple(turns))
 
 
 def _iter_lines(fh) -> Iterator[tuple[int, Optional[bytes]]]:
@@ -218,51 +289,60 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, object, Optional[tuple[Option
                 yield n, obj, None
 
 
-def _jsonl_kind(path: Path) -> str:
-    """'chat' if the first parsable object has 'turns', else 'manifest'."""
+def _jsonl_kind(path: Path) -> Optional[str]:
+    """'chat' when the first line that says has 'turns', 'manifest' when it has 'path'; None when no
+    line says (a malformed first line does not decide it)."""
     for _n, obj, err in _iter_jsonl(path):
-        if err is None:
-            return "chat" if isinstance(obj, dict) and "turns" in obj else "manifest"
-    return "manifest"
+        if err is None and isinstance(obj, dict):
+            if "turns" in obj:
+                return "chat"
+            if "path" in obj:
+                return "manifest"
+    return None
 
 
-def read_jsonl(path: Path, kind: Optional[str] = None) -> Iterator[CallSource]:
-    kind = kind or _jsonl_kind(path)
+def read_jsonl(path: Path, kind: Optional[str] = None, tz: Optional[dt.tzinfo] = None) -> Iterator[CallSource]:
+    kind = kind or _jsonl_kind(path) or "manifest"
     base = path.parent
     for n, obj, err in _iter_jsonl(path):
         fallback = f"{path.stem}:{n}"
         if kind == "chat":
             yield (_bad(fallback, err[0] or Reason.BAD_CHAT_SESSION, err[1], kind=KIND_CHAT) if err
-                   else chat_to_source(obj, fallback))
+                   else chat_to_source(obj, fallback, tz))
         else:
             yield (_bad(fallback, err[0] or Reason.BAD_MANIFEST_ROW, err[1]) if err
-                   else manifest_row_to_source(obj, base, fallback))
+                   else manifest_row_to_source(obj, base, fallback, tz))
 
 
 def _csv_text(path: Path) -> str:
-    """The whole manifest as text; a file that is not UTF-8 (e.g. GBK from Excel) is a SetupError."""
+    """The whole manifest as text; a file that is too big or not UTF-8 (e.g. GBK from Excel) is unreadable."""
     size = path.stat().st_size
     if size > MAX_CSV_BYTES:
-        raise SetupError(f"{path}: CSV manifest is {size} bytes (limit {MAX_CSV_BYTES}); split it into "
-                         "several manifests")
+        raise UnreadableInput(Reason.BAD_MANIFEST, f"CSV manifest is {size} bytes (limit {MAX_CSV_BYTES}); split "
+                                                   "it into several manifests")
     data = path.read_bytes()
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise SetupError(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); save the manifest as UTF-8 "
-                         "(Excel: 'CSV UTF-8') and re-run") from None
+        raise UnreadableInput(Reason.BAD_MANIFEST, f"not UTF-8 text (bad byte at offset {exc.start}); save the "
+                                                   "manifest as UTF-8 (Excel: 'CSV UTF-8') and re-run") from None
 
 
-def read_csv(path: Path) -> Iterator[CallSource]:
+def read_csv(path: Path, tz: Optional[dt.tzinfo] = None) -> Iterator[CallSource]:
+    """Rows of a CSV manifest; :class:`UnreadableInput` (before any row) when the file cannot be used."""
     text = _csv_text(path)
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
         fieldnames = reader.fieldnames
     except csv.Error as exc:
-        raise SetupError(f"{path}: cannot read the CSV header ({exc})") from None
+        raise UnreadableInput(Reason.BAD_MANIFEST, f"cannot read the CSV header ({exc})") from None
     if not fieldnames or "path" not in [(f or "").strip() for f in fieldnames]:
-        raise SetupError(f"{path}: a CSV manifest needs a header row with at least a 'path' column "
-                         f"(known columns: {', '.join(MANIFEST_FIELDS)})")
+        raise UnreadableInput(Reason.BAD_MANIFEST, "a CSV manifest needs a header row with at least a 'path' "
+                                                   f"column (known columns: {', '.join(MANIFEST_FIELDS)})")
+    return _csv_rows(path, reader, tz)
+
+
+def _csv_rows(path: Path, reader: csv.DictReader, tz: Optional[dt.tzinfo]) -> Iterator[CallSource]:
     while True:
         fallback = f"{path.stem}:{reader.line_num + 1}"
         try:
@@ -273,50 +353,93 @@ def read_csv(path: Path) -> Iterator[CallSource]:
             yield _bad(fallback, Reason.BAD_MANIFEST_ROW, f"unreadable CSV row: {exc}")
             continue
         clean = {(k or "").strip(): v for k, v in row.items() if isinstance(k, str)}
-        yield manifest_row_to_source(clean, path.parent, fallback)
+        yield manifest_row_to_source(clean, path.parent, fallback, tz)
 
 
-def scan_folder(folder: Path) -> Iterator[CallSource]:
-    for root, dirs, files in os.walk(folder):
+def _folder_ids(folder: Path, files: list[Path]) -> dict[Path, str]:
+    """call_id per audio file: the path relative to ``folder`` without extension, or with it for files
+    that would share that id (``call.amr`` and ``call.opus`` side by side)."""
+    by_stem: dict[str, list[Path]] = defaultdict(list)
+    for p in files:
+        by_stem[p.relative_to(folder).with_suffix("").as_posix()].append(p)
+    return {p: (stem if len(same) == 1 else p.relative_to(folder).as_posix())
+            for stem, same in by_stem.items() for p in same}
+
+
+def scan_folder(folder: Path, skipped: list[SkippedInput], tz: Optional[dt.tzinfo] = None) -> Iterator[CallSource]:
+    """Audio and chat files under ``folder``.  Like manifest paths, a file must resolve inside the folder:
+    a symlink leading out of it becomes a ``path_outside_root`` row (audio) or a skipped input (chat)."""
+    root = folder.resolve()
+    audio: list[Path] = []
+    chats: list[Path] = []
+    for here, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
+            p = Path(here) / name
             if name.startswith("."):
                 continue
-            p = Path(root) / name
-            ext = p.suffix.lower()
-            if ext in AUDIO_EXTENSIONS:
-                call_id = p.relative_to(folder).with_suffix("").as_posix()
-                yield CallSource(call_id=call_id, kind=KIND_AUDIO, path=str(p))
-            elif ext == ".jsonl" and _jsonl_kind(p) == "chat":
-                yield from read_jsonl(p, kind="chat")
+            if p.suffix.lower() in AUDIO_EXTENSIONS:
+                audio.append(p)
+            elif p.suffix.lower() == ".jsonl":
+                chats.append(p)
+    ids = _folder_ids(folder, audio)
+    for p in audio:
+        if _outside(p, root):
+            yield _bad(ids[p], Reason.PATH_OUTSIDE_ROOT, f"{p.name} leads outside the input folder {root} (a "
+                                                         "symlink); copy the file in, or list it in a manifest")
+        else:
+            yield CallSource(call_id=ids[p], kind=KIND_AUDIO, path=str(p))
+    for p in chats:
+        if _outside(p, root):
+            skipped.append(SkippedInput(str(p), Reason.PATH_OUTSIDE_ROOT, "leads outside the input folder (a symlink)"))
+        elif _jsonl_kind(p) == "manifest":
+            skipped.append(SkippedInput(str(p), Reason.BAD_MANIFEST, "a manifest inside an input folder is not "
+                                                                     "read; pass it as an input of its own"))
+        else:  # chat, or no line says: every line becomes a session or a bad_chat_session row
+            yield from read_jsonl(p, kind="chat", tz=tz)
 
 
-def discover(inputs: list[str]) -> tuple[list[CallSource], int]:
-    """All sources from the given inputs, de-duplicated by call_id (first wins).
-    Returns ``(sources, n_duplicates_skipped)``."""
+def _outside(p: Path, root: Path) -> bool:
+    try:
+        return not p.resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # a symlink loop
+        return True
+
+
+def _read_input(item: str, skipped: list[SkippedInput], tz: Optional[dt.tzinfo]) -> list[CallSource]:
+    p = Path(item)
+    if p.is_dir():
+        return list(scan_folder(p, skipped, tz))
+    if not p.exists():
+        raise SetupError(f"input {item!r} does not exist")
+    try:
+        if p.suffix.lower() == ".jsonl":
+            return list(read_jsonl(p, tz=tz))
+        if p.suffix.lower() == ".csv":
+            return list(read_csv(p, tz))
+    except UnreadableInput as exc:
+        log.warning("skipping input %s: %s", item, exc.detail)
+        skipped.append(SkippedInput(item, exc.reason, exc.detail))
+        return []
+    return [CallSource(call_id=p.stem, kind=KIND_AUDIO, path=str(p))]
+
+
+def discover(inputs: list[str], tz: Optional[dt.tzinfo] = None) -> Discovery:
+    """All sources from the given inputs, de-duplicated by call_id (first wins; the others are listed in
+    ``duplicates``), and the inputs that gave no rows (``skipped``).  ``tz``: for naive started_at."""
+    found = Discovery()
     sources: list[CallSource] = []
     for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            sources.extend(scan_folder(p))
-        elif not p.exists():
-            raise SetupError(f"input {item!r} does not exist")
-        elif p.suffix.lower() == ".jsonl":
-            sources.extend(read_jsonl(p))
-        elif p.suffix.lower() == ".csv":
-            sources.extend(read_csv(p))
-        else:
-            sources.append(CallSource(call_id=p.stem, kind=KIND_AUDIO, path=str(p)))
+        sources.extend(_read_input(item, found.skipped, tz))
     seen: set[str] = set()
-    unique, dups = [], 0
     for s in sources:
         safe_id = _utf8_text(s.call_id)  # e.g. GBK file names on a Linux mount: the id is what Parquet stores
         if safe_id != s.call_id:
             s = dataclasses.replace(s, call_id=safe_id)
         if s.call_id in seen:
-            dups += 1
+            found.duplicates.append(s)
             log.warning("duplicate call_id %r (%s) skipped", s.call_id, s.path or "chat")
             continue
         seen.add(s.call_id)
-        unique.append(s)
-    return unique, dups
+        found.sources.append(s)
+    return found

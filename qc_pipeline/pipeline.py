@@ -19,8 +19,8 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
     """The default stage list.  Heavy imports happen in ``Stage.setup`` so this stays cheap."""
     from qc_pipeline.stages.asr import AsrStage
     from qc_pipeline.stages.chat import ChatStage
-    from qc_pipeline.stages.roles import RoleStage
     from qc_pipeline.stages.decode import DecodeStage
+    from qc_pipeline.stages.roles import RoleStage
     from qc_pipeline.stages.score import ScoreStage
     from qc_pipeline.stages.segment import SegmentStage
 
@@ -49,6 +49,12 @@ def run_stage(stage: Stage, record: CallRecord) -> CallRecord:
         return record.failed(Reason.INTERNAL_ERROR, f"{stage.name}: {exc.__class__.__name__}: {exc}")
 
 
+def initial_record(source: CallSource) -> CallRecord:
+    """The record a call starts as: an error record already when its input could not be read."""
+    record = CallRecord(source=source)
+    return record.failed(*source.input_error) if source.input_error else record
+
+
 class Pipeline:
     """Runs a stage list over one call at a time; a failure becomes an error record, never a crash."""
 
@@ -70,14 +76,15 @@ class Pipeline:
         one batched decoding pass over the windows of all these calls) gets them as a group; if the
         group fails, each call is retried alone so the failure lands on the call that caused it.
         Results are the same as ``run_one`` per call (one failed call is one error record)."""
+        return self.advance([initial_record(s) for s in sources], final=True)
+
+    def advance(self, records: Sequence[CallRecord], final: bool = True) -> list[CallRecord]:
+        """Run this stage list on records that may already be part-way through the full list (the Ray
+        engine's split layout runs slices of it in different pools).  Audio is dropped from failed
+        records, and from all of them when ``final``."""
         self.setup()
-        records: list[CallRecord] = []
-        for source in sources:
-            record = CallRecord(source=source)
-            if source.input_error:
-                record = record.failed(*source.input_error)
-            records.append(record)
-        timings: list[list[tuple[str, float]]] = [[] for _ in records]
+        records = list(records)
+        timings: list[list[tuple[str, float]]] = [list(r.timings) for r in records]
         for stage in self.stages:
             idx = [i for i, r in enumerate(records) if r.ok and stage.applies_to(r)]
             if not idx:
@@ -93,7 +100,8 @@ class Pipeline:
                 t0 = time.perf_counter()
                 records[i] = run_stage(stage, records[i])
                 timings[i].append((stage.name, round(time.perf_counter() - t0, 4)))
-        return [r.replace(audio=None, timings=tuple(t)) for r, t in zip(records, timings)]
+        return [r.replace(timings=tuple(t), audio=None if final or not r.ok else r.audio)
+                for r, t in zip(records, timings)]
 
     @staticmethod
     def _group(stage: Stage, records: list[CallRecord]):

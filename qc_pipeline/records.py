@@ -9,6 +9,7 @@ per channel and never downmixed.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -44,7 +45,7 @@ class CallSource:
     agent_id: Optional[str] = None
     team: Optional[str] = None
     queue: Optional[str] = None
-    started_at: Optional[str] = None
+    started_at: Optional[dt.datetime] = None   # time zone aware (naive inputs: run.input_timezone)
     channel_layout: str = "auto"  # auto | mono | agent_left | agent_right
     chat_turns: tuple[ChatTurn, ...] = ()
     # Call metadata: the caller's identity was already verified upstream (IVR, logged-in chat); the

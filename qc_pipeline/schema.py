@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: drops / stage_seconds are maps, started_at is a timestamp
 
 
 def _schema(name: str, fields: list[pa.Field]) -> pa.Schema:
     return pa.schema(fields, metadata={"qc_pipeline.table": name, "qc_pipeline.schema_version": SCHEMA_VERSION})
 
 
-KV_INT = pa.list_(pa.struct([("key", pa.string()), ("value", pa.int64())]))
-KV_FLOAT = pa.list_(pa.struct([("key", pa.string()), ("value", pa.float64())]))
+COUNTS = pa.map_(pa.string(), pa.int64())      # DuckDB: drops['short_span']; pandas: list of (key, value)
+SECONDS = pa.map_(pa.string(), pa.float64())
 
 SESSIONS = _schema("sessions", [
     pa.field("call_id", pa.string(), nullable=False),
@@ -25,7 +25,7 @@ SESSIONS = _schema("sessions", [
     pa.field("agent_id", pa.string()),
     pa.field("team", pa.string()),
     pa.field("queue", pa.string()),
-    pa.field("started_at", pa.string()),                       # as given by the manifest (ISO 8601)
+    pa.field("started_at", pa.timestamp("ms", tz="UTC")),     # manifest / chat started_at (naive: run.input_timezone)
     pa.field("status", pa.string(), nullable=False),          # ok | failed
     pa.field("error_reason", pa.string()),                     # errors.Reason code when failed
     pa.field("error_detail", pa.string()),
@@ -41,8 +41,8 @@ SESSIONS = _schema("sessions", [
     pa.field("agent_speech_s", pa.float64()),
     pa.field("customer_speech_s", pa.float64()),
     pa.field("flags", pa.list_(pa.string())),
-    pa.field("drops", KV_INT),                                 # things dropped on purpose, by reason
-    pa.field("stage_seconds", KV_FLOAT),
+    pa.field("drops", COUNTS),                                 # things dropped on purpose, by reason
+    pa.field("stage_seconds", SECONDS),
     pa.field("asr_model", pa.string()),
     pa.field("asr_model_sha256", pa.string()),
     pa.field("pipeline_version", pa.string(), nullable=False),

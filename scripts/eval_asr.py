@@ -3,7 +3,7 @@ and per-channel word error rate on the stereo file.
 
     python scripts/eval_asr.py [--shared ../shared/data] [--workers 1]
 
-Runs the real pipeline (qc_pipeline.executor.run_batch) into a temporary results folder and
+Runs the real pipeline (qc_pipeline.runner.run_batch) into a temporary results folder and
 scores what landed in the ``utterances`` Parquet table.
 """
 
@@ -17,10 +17,10 @@ from collections import defaultdict
 from pathlib import Path
 
 from qc_pipeline.config import load_config
-from qc_pipeline.executor import run_batch
 from qc_pipeline.metrics import cer, wer
+from qc_pipeline.runner import run_batch
+from qc_pipeline.sinks import read_table
 from qc_pipeline.textnorm import to_simplified
-from qc_pipeline.writer import read_table
 
 
 def transcripts(out: Path) -> dict[str, dict[str, str]]:

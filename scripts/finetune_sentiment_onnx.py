@@ -61,9 +61,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from qc_pipeline import sentiment_onnx as SO  # noqa: E402
 from qc_pipeline.models import sha256_file  # noqa: E402
 from qc_pipeline.sentiment import CALIBRATION_TARGETS, EMOTIONS  # noqa: E402
-from qc_pipeline import sentiment_onnx as SO  # noqa: E402
 
 log = logging.getLogger("finetune_sentiment_onnx")
 

@@ -71,7 +71,7 @@ grep -E "calls:|audio:" "$OUT.local.log" || true
 echo "local wall: $(( $(ms) - start )) ms"
 "$PY" - "$OUT/ray" "$OUT/local" <<'PY'
 import sys
-from qc_pipeline.writer import read_table
+from qc_pipeline.sinks import read_table
 from qc_pipeline.schema import TABLES
 # config_hash covers run.* too (engine, ray_address), so it differs by design
 ignore = {"run_id", "processed_at", "stage_seconds", "config_hash"}

@@ -50,8 +50,9 @@ def test_bad_inputs_have_reason_codes(tmp_path, speech):
     (tmp_path / "notes.wav").write_text("这不是音频文件\n" * 50, encoding="utf-8")
     assert _reason(tmp_path / "notes.wav") == Reason.NOT_AUDIO
     assert _reason(tmp_path / "missing.wav") == Reason.FILE_NOT_FOUND
-    import av
     from fractions import Fraction
+
+    import av
 
     with av.open(str(tmp_path / "six.wav"), "w", format="wav") as c:
         st = c.add_stream("pcm_s16le", rate=16000, layout="5.1")

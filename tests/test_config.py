@@ -47,3 +47,17 @@ def test_overrides_and_fingerprint():
 def test_loading_does_not_mutate_defaults():
     load_config(overrides=("asr.credit_phrases=[x]",))
     assert "字幕由" in PipelineConfig().asr.credit_phrases
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("asr:\n  beam_sze: 3\n  device: gpu\nvad:\n  threshold: 1.5\nrun:\n  input_timezone: Mars/Olympus\n",
+                   encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg, overrides=("run.workers=two",))
+    assert err.value.keys == ["asr.beam_sze", "asr.device", "vad.threshold", "run.input_timezone", "run.workers"]
+    text = str(err.value)
+    assert text.startswith("5 problems:")
+    for words in ("did you mean 'beam_size'", "one of auto, cpu, cuda", "<= 1.0", "unknown time zone 'Mars/Olympus'",
+                  "expected an integer"):
+        assert words in text

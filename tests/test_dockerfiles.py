@@ -3,11 +3,11 @@ the run stage keeps the offline settings, every COPY source exists and is not do
 extras they install exist in pyproject.toml."""
 
 import re
-import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILES = ("Dockerfile", "Dockerfile.cuda")

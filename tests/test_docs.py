@@ -23,3 +23,14 @@ def test_ci_runs_the_readme_test_command_verbatim():
 def test_readme_sample_inputs_exist():
     for rel in ("samples/calls/manifest.csv", "samples/chats"):
         assert (REPO / rel).exists(), rel
+
+
+def test_ci_lints_with_ruff_and_the_package_is_typed():
+    import tomllib
+
+    ci = (REPO / ".ci" / "run").read_text("utf-8").splitlines()
+    assert "ruff check ." in ci
+    project = tomllib.loads((REPO / "pyproject.toml").read_text("utf-8"))
+    assert {"F", "I", "B", "C90"} <= set(project["tool"]["ruff"]["lint"]["select"])
+    assert any(dep.startswith("ruff==") for dep in project["project"]["optional-dependencies"]["test"])
+    assert (REPO / "qc_pipeline" / "py.typed").is_file()

@@ -1,7 +1,7 @@
 """Fuzz the manifest (CSV/JSONL) and chat-JSONL readers (issue #6).
 
 For arbitrary bytes, text and JSON values a reader either yields CallSource objects (valid, or
-carrying ``input_error`` with a known reason) or raises SetupError for a whole-file problem;
+carrying ``input_error`` with a known reason) or lists a whole-file problem in ``skipped``;
 never another exception, never a hang.  Ids are non-empty and deterministic, and no path
 leaves the manifest's folder.  Derandomized so CI sees the same examples every time.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qc_pipeline.errors import Reason, SetupError
+from qc_pipeline.errors import Reason
 from qc_pipeline.inputs import chat_to_source, discover, manifest_row_to_source
 from qc_pipeline.records import CallSource
 
@@ -66,17 +66,17 @@ def _check(sources: list[CallSource]) -> None:
 
 
 def _discover(name: str, data: bytes) -> list[CallSource] | None:
-    """discover() twice (determinism); None when it raised SetupError."""
+    """discover() twice (determinism); None when the whole file was skipped (listed with its reason)."""
     path = _ROOT / "m" / name
     path.write_bytes(data)
-    try:
-        first = discover([str(path)])
-    except SetupError:
-        return None
+    first = discover([str(path)])
     second = discover([str(path)])
-    assert [s.call_id for s in first[0]] == [s.call_id for s in second[0]]
-    _check(first[0])
-    return first[0]
+    assert [s.call_id for s in first.sources] == [s.call_id for s in second.sources]
+    _check(first.sources)
+    if first.skipped:
+        assert not first.sources and all(s.reason in Reason.ALL and s.detail for s in first.skipped)
+        return None
+    return first.sources
 
 
 @FUZZ

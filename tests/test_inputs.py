@@ -12,29 +12,31 @@ def test_csv_manifest_rows_metadata_and_errors(tmp_path):
         "c2,,A7,billing,q1,,\n"
         "c3,../../etc/passwd,A7,billing,q1,,\n"
         "c4,a.wav,A7,billing,q1,,sideways\n", encoding="utf-8")
-    sources, dups = discover([str(tmp_path / "m.csv")])
+    found = discover([str(tmp_path / "m.csv")])
+    sources, dups = found.sources, found.duplicates
     by_id = {s.call_id: s for s in sources}
     assert by_id["c1"].channel_layout == "agent_right" and by_id["c1"].team == "billing"
     assert by_id["c1"].path == str((tmp_path / "a.wav").resolve()) and by_id["c1"].input_error is None
     assert by_id["c2"].input_error[0] == Reason.BAD_MANIFEST_ROW
     assert by_id["c3"].input_error[0] == Reason.PATH_OUTSIDE_ROOT
     assert by_id["c4"].input_error[0] == Reason.BAD_MANIFEST_ROW and "sideways" in by_id["c4"].input_error[1]
-    assert dups == 0
+    assert dups == []
 
 
 def test_jsonl_manifest_bad_lines_become_error_rows(tmp_path):
     m = tmp_path / "m.jsonl"
     m.write_text('{"call_id": "x1", "path": "x.wav"}\n{not json\n[1,2]\n\n{"call_id": "x1", "path": "y.wav"}\n',
                  encoding="utf-8")
-    sources, dups = discover([str(m)])
+    found = discover([str(m)])
+    sources, dups = found.sources, found.duplicates
     assert [s.call_id for s in sources] == ["x1", "m:2", "m:3"]
     assert sources[1].input_error[0] == Reason.BAD_MANIFEST_ROW
     assert sources[2].input_error[0] == Reason.BAD_MANIFEST_ROW
-    assert dups == 1
+    assert [d.call_id for d in dups] == ["x1"]
 
 
 def test_chat_sessions_in_shared_schema(tmp_path, samples):
-    sources, _ = discover([str(samples / "chats" / "jddc_3.jsonl")])
+    sources = discover([str(samples / "chats" / "jddc_3.jsonl")]).sources
     assert len(sources) == 3 and all(s.kind == "chat" for s in sources)
     first = sources[0]
     assert first.call_id.startswith("jddc_")
@@ -49,7 +51,7 @@ def test_chat_bad_sessions(tmp_path):
         {"dialogue_id": "empty", "turns": []},
     ]
     f.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
-    sources, _ = discover([str(f)])
+    sources = discover([str(f)]).sources
     by_id = {s.call_id: s for s in sources}
     assert [t.role for t in by_id["ok"].chat_turns] == ["agent", "customer"]
     assert by_id["norole"].input_error[0] == Reason.BAD_CHAT_SESSION
@@ -62,5 +64,5 @@ def test_folder_scan_ids_are_relative_paths(tmp_path):
     (tmp_path / "day2").mkdir()
     (tmp_path / "day2" / "通话 001.mp3").write_bytes(b"x")
     (tmp_path / "notes.txt").write_text("ignore me")
-    sources, _ = discover([str(tmp_path)])
+    sources = discover([str(tmp_path)]).sources
     assert sorted(s.call_id for s in sources) == ["day1/通话 001", "day2/通话 001"]

@@ -9,12 +9,12 @@ import pytest
 
 from qc_pipeline.audio import load_audio
 from qc_pipeline.config import load_config
-from qc_pipeline.executor import run_batch
 from qc_pipeline.metrics import cer
-from qc_pipeline.schema import SESSIONS, UTTERANCES
+from qc_pipeline.runner import run_batch
+from qc_pipeline.schema import SCHEMA_VERSION, SESSIONS, UTTERANCES
+from qc_pipeline.sinks import read_table
 from qc_pipeline.testing import resample, write_audio
 from qc_pipeline.textnorm import to_simplified
-from qc_pipeline.writer import read_table
 
 pytestmark = pytest.mark.model
 
@@ -38,8 +38,9 @@ def batch(tmp_path_factory, samples, whisper_base):
     write_audio(inp / "silence.wav", np.zeros((2, 16000 * 5), np.float32), 16000)
     write_audio(inp / "hiss.flac", (np.random.default_rng(0).normal(0, 0.003, 16000 * 5)).astype(np.float32), 16000)
     six = np.zeros((6, 16000), np.int16)
-    import av
     from fractions import Fraction
+
+    import av
 
     with av.open(str(inp / "six_channel.wav"), "w", format="wav") as c:
         st = c.add_stream("pcm_s16le", rate=16000, layout="5.1")
@@ -146,7 +147,7 @@ def test_parquet_schema_is_the_declared_one(batch):
         for p in parts:
             got = pq.read_schema(p)
             assert got.equals(schema, check_metadata=False)
-            assert got.metadata[b"qc_pipeline.schema_version"] == b"1"
+            assert got.metadata[b"qc_pipeline.schema_version"] == SCHEMA_VERSION.encode()
 
 
 def test_sessions_carry_versions(batch):

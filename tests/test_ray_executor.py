@@ -12,11 +12,11 @@ import pytest
 
 from qc_pipeline.config import load_config
 from qc_pipeline.errors import SetupError
-from qc_pipeline.executor import run_batch
 from qc_pipeline.pipeline import build_stages
 from qc_pipeline.records import CallRecord
+from qc_pipeline.runner import run_batch
+from qc_pipeline.sinks import read_table
 from qc_pipeline.stages.base import Stage
-from qc_pipeline.writer import read_table
 
 CFG = load_config(overrides=("run.progress=false",))
 # Columns that legitimately differ between two runs of the same inputs.
@@ -43,7 +43,7 @@ def content(out) -> dict:
 
 
 def ray_executor(workers=2, **options):
-    from qc_pipeline.executor_ray import RayExecutor, RayOptions
+    from qc_pipeline.executors.ray import RayExecutor, RayOptions
 
     return RayExecutor(CFG, workers, options=RayOptions(**options))
 
@@ -67,11 +67,19 @@ def local_mixed(tmp_path_factory, mixed_inputs, whisper_base):
 
 # -- no model needed -----------------------------------------------------------------------------
 def test_missing_ray_is_a_setup_error(monkeypatch):
-    from qc_pipeline.executor import make_executor
+    from qc_pipeline.executors import make_executor
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     with pytest.raises(SetupError, match=r"pip install 'qc-pipeline\[ray\]'"):
         make_executor("ray", CFG, 2)
+
+
+def test_calls_per_task_auto_groups_only_where_asr_runs_on_a_gpu():
+    from qc_pipeline.executors.base import calls_per_task
+
+    assert (calls_per_task(CFG, gpu=True), calls_per_task(CFG, gpu=False)) == (8, 1)
+    assert calls_per_task(load_config(overrides=("asr.batch_size=0",)), gpu=True) == 1   # sequential decoding
+    assert calls_per_task(load_config(overrides=("run.calls_per_task=3",)), gpu=False) == 3
 
 
 def test_unknown_engine_is_a_setup_error(tmp_path):
@@ -255,7 +263,7 @@ def test_hung_call_is_killed_as_call_timeout_and_queued_calls_go_again(ray_sessi
 
     import ray.cloudpickle
 
-    from qc_pipeline.executor_ray import RayExecutor, RayOptions
+    from qc_pipeline.executors.ray import RayExecutor, RayOptions
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ids = chat_ids(samples)
@@ -279,7 +287,7 @@ def test_hung_call_is_killed_as_call_timeout_and_queued_calls_go_again(ray_sessi
 def test_call_timeout_clock_starts_when_the_call_runs_not_when_queued(ray_session, tmp_path, samples, whisper_base):
     import ray.cloudpickle
 
-    from qc_pipeline.executor_ray import RayExecutor, RayOptions
+    from qc_pipeline.executors.ray import RayExecutor, RayOptions
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     cfg = load_config(overrides=("run.progress=false", "run.call_timeout_s=8"))
@@ -310,34 +318,109 @@ def test_replacement_that_cannot_set_up_stops_the_run_and_a_rerun_resumes(ray_se
 
 
 @pytest.mark.model
-def test_lost_intermediate_result_goes_again_from_the_first_pool(ray_session, tmp_path, samples, whisper_base):
+def test_lost_intermediate_result_goes_again_from_the_first_pool(ray_session, tmp_path, samples, whisper_base,
+                                                                 monkeypatch):
     import ray
 
-    from qc_pipeline.executor_ray import RayExecutor, RayOptions
+    from qc_pipeline.executors.ray import RayExecutor, RayOptions
 
     @ray.remote
     def lost():
         raise ray.exceptions.ObjectLostError("ff" * 28, None, "test")
 
-    class LosesOneForward(RayExecutor):
-        """The first record forwarded to the ASR pool comes back lost (as when its node died)."""
+    from qc_pipeline.executors.ray.executor import _Run
 
-        lost_once = False
-        replaced = 0
+    seen = {"lost": 0, "replaced": 0}
+    submit, replace = _Run._submit, RayExecutor._replace
 
-        def _submit(self, ray, pools, job, k, item):
-            ref = super()._submit(ray, pools, job, k, item)
-            if k == 1 and not self.lost_once:
-                self.lost_once = True
-                return lost.remote()
-            return ref
+    def loses_first_forward(self, job, k, item):
+        """The first group forwarded to the ASR pool comes back lost (as when its node died)."""
+        submit(self, job, k, item)
+        if k == 1 and not seen["lost"]:
+            seen["lost"] += 1
+            ref = next(r for r, j in self.in_flight.items() if j is job)
+            self.in_flight[lost.remote()] = self.in_flight.pop(ref)
 
-        def _replace_dead(self, *args, **kwargs):
-            self.replaced += 1
-            return super()._replace_dead(*args, **kwargs)
+    def counting_replace(self, *args, **kwargs):
+        seen["replaced"] += 1
+        return replace(self, *args, **kwargs)
 
-    ex = LosesOneForward(CFG, 1, options=RayOptions(split=True))
+    monkeypatch.setattr(_Run, "_submit", loses_first_forward)
+    monkeypatch.setattr(RayExecutor, "_replace", counting_replace)
+    ex = RayExecutor(CFG, 1, options=RayOptions(split=True))
     stats = run_batch([str(samples / "chats" / "jddc_3.jsonl")], str(tmp_path / "out"), CFG, executor=ex)
-    assert ex.lost_once and ex.replaced == 0  # no healthy actor was killed
+    assert seen == {"lost": 1, "replaced": 0}  # no healthy actor was killed
     ids = read_table(tmp_path / "out", "sessions").column("call_id").to_pylist()
     assert sorted(ids) == sorted(chat_ids(samples)) and (stats.ok, dict(stats.failed)) == (3, {})
+
+
+# -- issue 11, item 4: output cannot depend on where a call ran --------------------------------------
+class ThreadProbe(Stage):
+    """Records, as a flag, the thread counts the numeric libraries would use in this process."""
+
+    name = "thread_probe"
+    kinds = ("chat",)
+
+    def process(self, record: CallRecord) -> CallRecord:
+        from threadpoolctl import threadpool_info
+
+        blas = sorted({(d["internal_api"], d["num_threads"]) for d in threadpool_info()})
+        torch = sys.modules.get("torch")
+        probe = {"blas": blas, "omp_env": os.environ.get("OMP_NUM_THREADS"),
+                 "torch": torch.get_num_threads() if torch else None}
+        return record.with_flag("threads=" + json.dumps(probe, sort_keys=True))
+
+
+class GroupProbe(Stage):
+    """Has ``process_many``: records how many calls it got at once."""
+
+    name = "group_probe"
+    kinds = ("chat",)
+
+    def process(self, record: CallRecord) -> CallRecord:
+        return record.with_flag("group=1")
+
+    def process_many(self, records):
+        return [r.with_flag(f"group={len(records)}") for r in records]
+
+
+def build_with_probes(cfg):
+    import numpy  # noqa: F401  (loads OpenBLAS, as the real stages do)
+
+    return build_stages(cfg) + [ThreadProbe(), GroupProbe()]
+
+
+def _flags(out, prefix: str) -> dict[str, str]:
+    return {r["call_id"]: next(f for f in r["flags"] if f.startswith(prefix))
+            for r in read_table(out, "sessions").to_pylist()}
+
+
+@pytest.mark.model
+def test_every_engine_pins_the_same_thread_counts(ray_session, tmp_path, samples, whisper_base):
+    import ray.cloudpickle
+
+    from qc_pipeline.executors import LocalExecutor
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    chats = str(samples / "chats" / "jddc_3.jsonl")
+    run_batch([chats], str(tmp_path / "local"), CFG, executor=LocalExecutor(CFG, 1, build=build_with_probes))
+    run_batch([chats], str(tmp_path / "ray"), CFG, executor=ray_executor(2, build=build_with_probes))
+    run_batch([chats], str(tmp_path / "split"), CFG, executor=ray_executor(1, split=True, build=build_with_probes))
+    local = _flags(tmp_path / "local", "threads=")
+    assert local == _flags(tmp_path / "ray", "threads=") == _flags(tmp_path / "split", "threads=")
+    probe = json.loads(next(iter(local.values())).split("=", 1)[1])
+    assert probe["omp_env"] == "1" and probe["blas"] and {n for _, n in probe["blas"]} == {1}  # asr.cpu_threads
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("split", [False, True], ids=["fused", "split"])
+def test_ray_hands_groups_of_calls_per_task_to_process_many(ray_session, tmp_path, samples, whisper_base, split):
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cfg = load_config(overrides=("run.progress=false", "run.calls_per_task=3"))
+    from qc_pipeline.executors.ray import RayExecutor, RayOptions
+
+    ex = RayExecutor(cfg, 1, options=RayOptions(split=split, build=build_with_probes))
+    stats = run_batch([str(samples / "chats" / "jddc_3.jsonl")], str(tmp_path), cfg, executor=ex)
+    assert stats.ok == 3 and set(_flags(tmp_path, "group=").values()) == {"group=3"}

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from qc_pipeline.config import load_config
-from qc_pipeline.executor import run_batch
 from qc_pipeline.pipeline import build_stages
 from qc_pipeline.records import CallRecord
+from qc_pipeline.runner import run_batch
+from qc_pipeline.sinks import read_table
 from qc_pipeline.stages.base import Stage
-from qc_pipeline.writer import read_table
 
 CFG = load_config(overrides=("run.progress=false",))
 
@@ -67,7 +67,7 @@ def two_node_cluster():
 def test_node_lost_mid_run_shrinks_the_pool_and_nothing_is_lost(two_node_cluster, tmp_path, samples, whisper_base):
     import ray.cloudpickle
 
-    from qc_pipeline.executor_ray import RayExecutor, RayOptions
+    from qc_pipeline.executors.ray import RayExecutor, RayOptions
 
     cluster, worker = two_node_cluster
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -27,9 +27,9 @@ from qc_pipeline.audio import load_audio
 from qc_pipeline.config import load_config
 from qc_pipeline.errors import CallError, Reason
 from qc_pipeline.records import CallSource, ChatTurn
+from qc_pipeline.sinks import DEPENDENT_TABLES, read_table
 from qc_pipeline.stages.base import Stage
 from qc_pipeline.testing import write_audio
-from qc_pipeline.writer import DEPENDENT_TABLES, read_table
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CHATS = Path(os.environ.get("QC_SHARED_DATA", REPO.parent / "shared" / "data")) / "jddc_sample" / "dev.jsonl"
@@ -147,11 +147,11 @@ def _chat(cid: str) -> CallSource:
 
 
 def test_poison_call_becomes_worker_crashed_and_the_rest_finish(caplog):
-    from qc_pipeline.workerpool import WorkerPool
+    from qc_pipeline.executors.pool import WorkerPool
 
     sources = [_chat(f"c{i}") for i in range(6)] + [_chat("poison_1")] + [_chat(f"d{i}") for i in range(6)]
     results = []
-    with caplog.at_level("WARNING", logger="qc_pipeline.workerpool"):
+    with caplog.at_level("WARNING", logger="qc_pipeline.executors.pool"):
         WorkerPool(CFG, 2, results.append, build=poison_stages).run(sources)
     by_id = collections.Counter(r.call_id for r in results)
     assert by_id == collections.Counter(s.call_id for s in sources)  # each exactly once
@@ -296,8 +296,9 @@ def ten_hour_wav(path: Path) -> Path:
 def ten_hour_mp3(path: Path) -> Path:
     """A genuine 10 h 8 kHz mono MP3 (36 MB): 10 s of encoded silence repeated; no Xing header, so
     FFmpeg estimates the duration from size and bitrate as it would for a real long recording."""
-    import av
     from fractions import Fraction
+
+    import av
 
     chunk = path.with_suffix(".chunk")
     with av.open(str(chunk), "w", format="mp3", options={"write_xing": "0", "id3v2_version": "0"}) as c:
@@ -405,7 +406,7 @@ def _chat_traps(root: Path) -> dict[str, str]:
 
 @pytest.mark.model
 def test_adversarial_inputs_are_error_rows_and_the_batch_goes_on(tmp_path, samples, whisper_base):
-    from qc_pipeline.executor import run_batch
+    from qc_pipeline.runner import run_batch
 
     manifest, expected = _adversarial_inputs(tmp_path / "m", samples)
     expected.update(_chat_traps(tmp_path / "m"))
@@ -425,27 +426,28 @@ def test_adversarial_inputs_are_error_rows_and_the_batch_goes_on(tmp_path, sampl
 
 
 def test_manifest_traps_at_read_time(tmp_path):
-    from qc_pipeline.errors import SetupError
     from qc_pipeline.inputs import discover
 
     (tmp_path / "gbk.csv").write_bytes("call_id,path\n通话1,录音1.wav\n".encode("gbk"))
-    with pytest.raises(SetupError, match="not UTF-8.*save the manifest as UTF-8"):
-        discover([str(tmp_path / "gbk.csv")])
     (tmp_path / "nohdr.csv").write_text("call_id,file\nc1,a.wav\n", encoding="utf-8")
-    with pytest.raises(SetupError, match="'path' column"):
-        discover([str(tmp_path / "nohdr.csv")])
+    (tmp_path / "ok.csv").write_text("call_id,path\nfine,fine.wav\n", encoding="utf-8")
+    found = discover([str(tmp_path / "gbk.csv"), str(tmp_path / "nohdr.csv"), str(tmp_path / "ok.csv")])
+    assert [s.call_id for s in found.sources] == ["fine"]  # the good manifest still counts
+    skipped = {Path(s.input).name: (s.reason, s.detail) for s in found.skipped}
+    assert skipped["gbk.csv"][0] == Reason.BAD_MANIFEST and "save the manifest as UTF-8" in skipped["gbk.csv"][1]
+    assert skipped["nohdr.csv"][0] == Reason.BAD_MANIFEST and "'path' column" in skipped["nohdr.csv"][1]
     (tmp_path / "short.csv").write_text("path,call_id\na.wav\n\"b.wav\nc.wav\n", encoding="utf-8")
-    sources, _ = discover([str(tmp_path / "short.csv")])  # short row and an unterminated quote
+    sources = discover([str(tmp_path / "short.csv")]).sources  # short row and an unterminated quote
     assert [s.call_id for s in sources][0] == "a"
     (tmp_path / "bigfield.csv").write_text("path\n" + "x" * 200_000 + "\nok.wav\n", encoding="utf-8")
-    sources, _ = discover([str(tmp_path / "bigfield.csv")])
+    sources = discover([str(tmp_path / "bigfield.csv")]).sources
     assert sources[0].input_error[0] == Reason.BAD_MANIFEST_ROW and sources[-1].call_id == "ok"
 
 
 def test_undecodable_names_and_broken_unicode_are_stored_and_resumed(tmp_path):
     """A GBK file name on a Linux mount and a chat with a lone surrogate (half an emoji) must not abort
     the flush; the stored ids are stable, so a re-run skips them instead of failing or duplicating."""
-    from qc_pipeline.executor import run_batch
+    from qc_pipeline.runner import run_batch
 
     inp = tmp_path / "in"
     inp.mkdir()
@@ -487,13 +489,13 @@ def hang_stages(cfg):
 
 
 def test_a_hung_call_is_killed_after_the_timeout_and_the_rest_finish(caplog):
-    from qc_pipeline.workerpool import WorkerPool
+    from qc_pipeline.executors.pool import WorkerPool
 
     cfg = load_config(overrides=("run.progress=false", "run.call_timeout_s=3"))
     sources = [_chat(f"c{i}") for i in range(4)] + [_chat("hang_1")] + [_chat(f"d{i}") for i in range(4)]
     results = []
     t0 = time.monotonic()
-    with caplog.at_level("WARNING", logger="qc_pipeline.workerpool"):
+    with caplog.at_level("WARNING", logger="qc_pipeline.executors.pool"):
         WorkerPool(cfg, 2, results.append, build=hang_stages).run(sources)
     assert time.monotonic() - t0 < 60
     assert collections.Counter(r.call_id for r in results) == collections.Counter(s.call_id for s in sources)

@@ -1,7 +1,7 @@
-"""Score stage: sentiment per utterance, the scorecard per session, then PII masking.
+"""Score stage: sentiment per utterance, then the scorecard per session.
 
-Rules see the unmasked text (they must find a read-out ID number); what gets written is
-masked when ``scoring.mask_pii`` is on.
+Rules see the unmasked text (they must find a read-out ID number); PII is masked once, on the
+finished record, before anything is written (``scoring.pii.mask_record``, applied by the runner).
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ from typing import Optional
 
 from qc_pipeline.config import ScoringConfig
 from qc_pipeline.errors import ConfigError, SetupError
-from qc_pipeline.records import ROLE_AGENT, ROLE_CUSTOMER, CallRecord, Utterance
+from qc_pipeline.records import ROLE_AGENT, ROLE_CUSTOMER, CallRecord
 from qc_pipeline.scoring.card import Scorecard, load_scorecard
 from qc_pipeline.scoring.context import SessionContext
 from qc_pipeline.scoring.engine import score_session
-from qc_pipeline.scoring.pii import find_pii, mask_digits, mask_text
 from qc_pipeline.sentiment import agent_attitude, is_flagged, session_emotion, session_escalation
 from qc_pipeline.stages.base import Stage
 
@@ -55,14 +54,6 @@ def _uses_embeddings(card: Scorecard) -> bool:
         scope = node.scope
         stack.extend(n for n in (scope.after, scope.before, scope.where) if n is not None)
     return False
-
-
-def mask_utterance(u: Utterance) -> Utterance:
-    if not find_pii(u.text):
-        return u
-    text, _ = mask_text(u.text)
-    words = tuple(dataclasses.replace(w, word=mask_digits(w.word)) for w in u.words)
-    return dataclasses.replace(u, text=text, words=words)
 
 
 class ScoreStage(Stage):
@@ -123,7 +114,5 @@ class ScoreStage(Stage):
         if escalation:
             flags.append("escalation_risk")
         result = dataclasses.replace(result, flags=tuple(flags))
-        if self.cfg.mask_pii:
-            utts = [mask_utterance(u) for u in utts]
         return record.replace(utterances=tuple(utts), score=result, customer_emotion_index=customer_index,
                               agent_attitude_index=attitude, escalation=escalation)
