@@ -2,7 +2,7 @@
 
     python scripts/bench_review_app.py [--sessions 100000] [--data /tmp/qc-bench-100k] [--requests 60]
 
-The dataset is written by qc_pipeline's own writer (``ResultWriter``: 8 calls per part, sessions /
+The dataset is written by qc_pipeline's own sink (``ParquetSink``: ``--calls-per-part``, default 8 = the worst case, many small files, sessions /
 utterances / scores / item_results, hive-partitioned by run date, the explicit schemas of
 ``qc_pipeline.schema``) from synthetic ``CallRecord`` s, one nightly run per day; it is kept and reused
 (delete the folder to rebuild).  fsync is skipped while writing it: bench data needs no durability.
@@ -92,28 +92,29 @@ def _record(rng: random.Random, n: int, day: dt.date):
     score = SessionScore("default", "1", total, "A" if total >= 90 else "B" if total >= 75 else "C" if total >= 60
                          else "D", total >= 60, veto, ("forbidden",) if veto else (), tuple(flags), tuple(items))
     src = CallSource(call_id=call_id, kind="audio", path=f"/data/calls/{day}/{call_id}.wav", agent_id=agent,
-                     team=team, queue="话费查询", started_at=f"{day}T{8 + n % 12:02d}:{n % 60:02d}:00+08:00")
+                     team=team, queue="话费查询",
+                     started_at=dt.datetime.fromisoformat(f"{day}T{8 + n % 12:02d}:{n % 60:02d}:00+08:00"))
     session_flags = ("low_role_confidence",) if rng.random() < 0.05 else ()
     return CallRecord(source=src, utterances=tuple(utts), flags=session_flags, role_confidence=0.9,
                       score=score, customer_emotion_index=cust, timings=(("asr", 1.0),))
 
 
-def _write_days(args: tuple[str, list[tuple[str, int, int]]]) -> int:
-    """Write whole nights (one ResultWriter = one run per day) with the pipeline's writer, fsync skipped."""
-    from qc_pipeline import writer as wmod
+def _write_days(args: tuple[str, list[tuple[str, int, int]], int]) -> int:
+    """Write whole nights (one ParquetSink = one run per day) with the pipeline's sink, fsync skipped.
 
-    out, days = args
-    wmod.os.fsync = lambda fd: None  # the module's os: bench data need no durability
-    wmod._fsync_dir = lambda folder: None
-    # two processes write at once: a writer's start-up clean-up would delete the other's in-flight parts
-    # (dependent parts not yet committed by their sessions twin); build_dataset runs it once up front
-    wmod.ResultWriter._prepare = lambda self: self.root.mkdir(parents=True, exist_ok=True)
+    The sinks are not ``open()``ed here: two processes write at once and a sink's start-up clean-up would
+    delete the other's in-flight parts; build_dataset opens one sink up front instead."""
+    from qc_pipeline.sinks import parquet as pmod
+
+    out, days, per_part = args
+    pmod.os.fsync = lambda fd: None  # the module's os: bench data need no durability
+    pmod.fsync_dir = lambda folder: None
     n_written = 0
     for day_s, first, count in days:
         day = dt.date.fromisoformat(day_s)
         rng = random.Random(first)
-        w = wmod.ResultWriter(out, run_id=f"{day:%Y%m%d}T020000-bench", config_hash="bench", run_date=day,
-                              flush_every=8)
+        w = pmod.ParquetSink(out, run_id=f"{day:%Y%m%d}T020000-bench", config_hash="bench", run_date=day,
+                             flush_every=per_part, flush_interval_s=float("inf"))
         for n in range(first, first + count):
             w.add(_record(rng, n, day))
         w.close()
@@ -131,15 +132,15 @@ def plan_days(n_sessions: int, start: dt.date) -> list[tuple[str, int, int]]:
     return days
 
 
-def build_dataset(out: Path, n_sessions: int, workers: int = 2) -> float:
+def build_dataset(out: Path, n_sessions: int, per_part: int, workers: int = 2) -> float:
     days = plan_days(n_sessions, dt.date(2026, 1, 1))
     t0 = time.perf_counter()
-    from qc_pipeline.writer import ResultWriter
+    from qc_pipeline.sinks.parquet import ParquetSink
 
-    ResultWriter(out, run_id="prepare", config_hash="bench")  # the clean-up of an interrupted build, once
+    ParquetSink(out, run_id="prepare", config_hash="bench").open()  # the clean-up of an interrupted build, once
     chunks = [days[i::workers] for i in range(workers)]
     with ProcessPoolExecutor(workers) as ex:
-        done = sum(ex.map(_write_days, [(str(out), c) for c in chunks]))
+        done = sum(ex.map(_write_days, [(str(out), c, per_part) for c in chunks]))
     (out / ".bench-complete").write_text(str(done))
     return time.perf_counter() - t0
 
@@ -288,13 +289,16 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=None, help="dataset folder (default /tmp/qc-bench-<n>)")
     ap.add_argument("--requests", type=int, default=60, help="requests per kind")
     ap.add_argument("--night", type=int, default=PER_DAY, help="sessions of the night that arrives during the run")
+    ap.add_argument("--calls-per-part", type=int, default=8,
+                    help="calls per Parquet part (8 = the old flush_every, many small files; the pipeline now "
+                         "defaults to output.flush_every 500 or output.flush_interval_s)")
     ap.add_argument("--x10", action="store_true", help="also time the list queries on the read model grown to 10x")
     args = ap.parse_args()
-    data = args.data or Path(tempfile.gettempdir()) / f"qc-bench-{args.sessions}"
+    data = args.data or Path(tempfile.gettempdir()) / f"qc-bench-{args.sessions}-{args.calls_per_part}"
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1/5 min), cores {os.cpu_count()}")
     if not (data / ".bench-complete").exists():
         print(f"building {args.sessions} sessions in {data} ...", flush=True)
-        took = build_dataset(data, args.sessions)
+        took = build_dataset(data, args.sessions, args.calls_per_part)
         n_files = sum(1 for _ in data.glob("*/run_date=*/part-*.parquet"))
         print(f"  built in {took:.1f} s: {n_files} part files")
     n_files = sum(1 for _ in data.glob("*/run_date=*/part-*.parquet"))
@@ -365,7 +369,7 @@ def main() -> int:
         th = threading.Thread(target=poll)
         th.start()
         t0 = time.perf_counter()
-        _write_days((str(data), [(night.isoformat(), 10 ** 7, args.night)]))
+        _write_days((str(data), [(night.isoformat(), 10 ** 7, args.night)], args.calls_per_part))
         wrote = time.perf_counter() - t0
         seen = None
         while time.perf_counter() - t0 < 300:

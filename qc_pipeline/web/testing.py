@@ -81,7 +81,7 @@ def build_audio_results(tmp: Path) -> Path:
                         "demo-stereo-001,stereo_call_8k.wav,A1001,billing,话费查询,"
                         "2026-11-20T09:15:00+08:00,agent_left\n", "utf-8")
     out = run_pipeline([manifest], tmp / "results")
-    from qc_pipeline.writer import read_table
+    from qc_pipeline.sinks.parquet import read_table
 
     rows = [r for r in read_table(out, "sessions").to_pylist() if r["call_id"] == "demo-stereo-001"]
     s = rows[-1] if rows else None
