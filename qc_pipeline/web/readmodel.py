@@ -83,7 +83,7 @@ sc AS (SELECT * FROM sc_raw WHERE call_id IN (SELECT call_id FROM aff)
 it AS (SELECT call_id, run_id, list_sort(list_distinct(list(item_id) FILTER (WHERE failed))) AS failed_items
        FROM it_raw WHERE call_id IN (SELECT call_id FROM aff) GROUP BY ALL)
 SELECT s.call_id, s.run_id, s.part, s.kind, s.source_path, s.agent_id, s.team, s.queue, s.started_at,
-       CAST(timezone($tz, s.started_at) AS DATE), s.status, s.error_reason, s.error_detail, s.duration_s,
+       CAST(timezone($tz, coalesce(s.started_at, s.processed_at)) AS DATE), s.status, s.error_reason, s.error_detail, s.duration_s,
        s.role_confidence, s.processed_at, sc.total, sc.grade, sc.passed, coalesce(sc.veto, false),
        coalesce(sc.veto_items, []), list_distinct(list_concat(s.flags, coalesce(sc.flags, []))),
        coalesce(it.failed_items, []), coalesce(sc.escalation, []), sc.customer_emotion_index,
