@@ -14,6 +14,7 @@ loses nothing and duplicates nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import errno
 import logging
@@ -156,6 +157,13 @@ def score_rows(rec: CallRecord, *, run_id: str) -> tuple[list[dict], list[dict]]
     return score, items
 
 
+def summary_rows(rec: CallRecord, *, run_id: str) -> list[dict]:
+    """The summaries row of a summarized record (stages/summarize.py); empty when it was not summarized."""
+    if rec.summary is None:
+        return []
+    return [{"call_id": rec.call_id, **dataclasses.asdict(rec.summary), "run_id": run_id}]
+
+
 def _fsync_dir(folder: Path) -> None:
     """Make a rename durable (best effort: not every file system supports it)."""
     try:
@@ -209,6 +217,7 @@ class ResultWriter:
         scores, items = score_rows(rec, run_id=self.run_id)
         self._rows["scores"].extend(utf8_safe(scores))
         self._rows["item_results"].extend(utf8_safe(items))
+        self._rows["summaries"].extend(utf8_safe(summary_rows(rec, run_id=self.run_id)))
         if len(self._rows["sessions"]) >= self.flush_every:
             self.flush()
 
