@@ -300,13 +300,13 @@ def _check_sections(cfg: "PipelineConfig", source: Optional[str]) -> None:
     if llm.api_key_env is not None and not llm.api_key_env.replace("_", "").isalnum():
         raise ConfigError("llm.api_key_env", "must be the NAME of an environment variable (e.g. QWEN_API_KEY), "
                                              "not the key itself", source)
+    for sec in ("call_types", "reasons"):
+        if not getattr(cfg.summary, sec):
+            raise ConfigError(f"summary.{sec}", "needs at least one entry", source)
     for name in cfg.summary.duration_targets_min:
         if name not in cfg.summary.call_types:
             raise ConfigError(f"summary.duration_targets_min.{name}",
                               f"unknown call type (summary.call_types: {', '.join(cfg.summary.call_types)})", source)
-    for sec in ("call_types", "reasons"):
-        if not getattr(cfg.summary, sec):
-            raise ConfigError(f"summary.{sec}", "needs at least one entry", source)
 
 
 def _build(cls: type, data: Any, prefix: str, source: Optional[str]):
