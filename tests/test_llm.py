@@ -352,3 +352,19 @@ def test_summary_with_llm_and_its_failure(tmp_path):
         out = stage.process(_chat_record(DIALOGUE))
     assert out.summary.llm_error == C.BAD_ANSWER and "llm_error" in out.flags
     assert out.summary.call_type_source == "keywords" and out.summary.call_type == "咨询"
+
+
+def test_batch_with_the_llm_server_down_completes_and_flags(tmp_path, samples):
+    from qc_pipeline.executor import run_batch
+    from qc_pipeline.writer import read_table
+
+    cfg = load_config(overrides=(f"llm.base_url=http://127.0.0.1:{free_port()}/v1", "llm.model=qwen",
+                                 "llm.max_retries=0", "llm.cache_dir=", "run.progress=false"))
+    run_batch([str(samples / "chats")], str(tmp_path / "out"), cfg, workers=1)
+    sessions = read_table(tmp_path / "out", "sessions").to_pylist()
+    summaries = read_table(tmp_path / "out", "summaries").to_pylist()
+    assert len(sessions) == len(summaries) == 3
+    assert all(s["status"] == "ok" and "llm_error" in s["flags"] for s in sessions)
+    assert {r["llm_error"] for r in summaries} == {C.UNREACHABLE}
+    assert all(r["call_type_source"] == "keywords" and r["call_type"] for r in summaries)
+    assert read_table(tmp_path / "out", "summaries").schema.metadata[b"qc_pipeline.schema_version"] == b"1"

@@ -15,12 +15,13 @@ configured: the node is its ``fallback`` (or does not match), no flag.  LLM conf
 server down, budget, malformed answer, quote not in the cited turns): the node is its ``fallback``, and the
 session gets the ``llm_error`` flag (the wiring in the score stage reads :attr:`LlmRuntime.errors`).
 
-Wiring (done by whoever owns ``qc_pipeline/scoring``; see README "LLM items"):
-* registry: ``"llm": compile_llm``  — ``compile_llm(compiler, body, key, rule_id, scope)``;
-* ``SessionContext`` gets a field ``llm: Optional[LlmRuntime] = None``; the score stage sets it to
-  ``LlmRuntime.for_call(cfg.llm, call_id)`` and after scoring adds the flag ``llm_error`` when
-  ``runtime.errors`` is non-empty;
-* ``_rescope`` and the embeddings walk treat LlmRule like any leaf (its ``fallback`` is a child node).
+Wiring (whoever owns ``qc_pipeline/scoring``; written so it fits both the current ``scoring/rules.py`` and the
+operator registry of ``scoring/operators/``):
+* registry line: ``"llm": "qc_pipeline.llm.operator:LlmRule"`` (the class has ``op``, ``parse``, ``children``);
+  on today's ``RuleCompiler``: ``if op == "llm": return compile_llm(self, body, k, rule_id, scope)``;
+* ``SessionContext`` gets ``llm: Optional[LlmRuntime] = None``; the score stage sets it to
+  ``LlmRuntime.for_call(cfg.llm, call_id)`` and after scoring adds the flag ``llm_error`` to the session's
+  flags when ``runtime.errors`` is non-empty.
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ from qc_pipeline.config import LlmConfig
 from qc_pipeline.llm.client import LlmClient, LlmSession, get_client
 from qc_pipeline.llm.judge import Verdict, judge
 from qc_pipeline.llm.prompts import ANSWERS, FewShot
-from qc_pipeline.scoring.rules import Node, Outcome
+
+try:  # the operator registry (scoring/operators/) replaces scoring/rules.py
+    from qc_pipeline.scoring.operators.base import Node, Outcome
+except ImportError:
+    from qc_pipeline.scoring.rules import Node, Outcome
 
 
 @dataclass
@@ -53,11 +58,28 @@ class LlmRuntime:
         return [(rid, v.error) for rid, v in self.verdicts if not v.ok]
 
 
+def _turn_indices(ctx, candidates) -> list[int]:
+    """turn_index of every utterance in scope (candidates: utterance positions, or turns with ``members``)."""
+    out = []
+    for c in candidates:
+        members = c.members if hasattr(c, "members") else (c,)
+        out.extend(ctx.utterances[i].turn_index for i in members)
+    return out
+
+
 @dataclass(frozen=True)
 class LlmRule(Node):
+    op = "llm"
     criterion: str = ""
     few_shot: tuple[FewShot, ...] = ()
     fallback: Optional[Node] = None
+
+    @classmethod
+    def parse(cls, body, c, key, rule_id, scope, **extra) -> "LlmRule":
+        return compile_llm(c, body, key, rule_id, scope)
+
+    def children(self) -> tuple:
+        return (self.fallback,) if self.fallback is not None else ()
 
     def _fallback(self, ctx) -> Outcome:
         return self.fallback.evaluate(ctx) if self.fallback is not None else Outcome(False)
@@ -70,8 +92,8 @@ class LlmRule(Node):
         if runtime is None:
             return self._fallback(ctx)
         utts = ctx.utterances
-        whole = len(cand) == len(utts)
-        scope_turns = None if whole else [utts[i].turn_index for i in cand]
+        in_scope = _turn_indices(ctx, cand)
+        scope_turns = None if len(in_scope) == len(utts) else in_scope
         verdict: Verdict = judge(runtime.client, runtime.session, self.criterion, utts, scope_turns=scope_turns,
                                  few_shot=self.few_shot, what=self.rule_id)
         runtime.verdicts.append((self.rule_id, verdict))
@@ -79,7 +101,7 @@ class LlmRule(Node):
             return self._fallback(ctx)
         if verdict.answer != "yes":
             return Outcome(False)
-        pos = {utts[i].turn_index: i for i in cand}
+        pos = {u.turn_index: i for i, u in enumerate(utts) if u.turn_index in set(in_scope)}
         note = f"llm: {verdict.quote} | {verdict.reason}".strip()
         hits = tuple(ctx.hit(self.rule_id, pos[t], note) for t in verdict.turns if t in pos)
         return Outcome(bool(hits), hits)
@@ -89,9 +111,22 @@ _KEYS = ("criterion", "few_shot", "fallback")
 _SHOT_KEYS = ("dialogue", "answer", "turns", "quote", "reason")
 
 
+def _mapping(compiler, body, key: str, allowed: tuple, required: tuple = ()) -> dict:
+    if not isinstance(body, dict):
+        raise compiler.err(key, f"expected a mapping with keys {', '.join(allowed)}")
+    for k in body:
+        if k not in allowed:
+            raise compiler.err(f"{key}.{k}", f"unknown key (allowed: {', '.join(allowed)})")
+    for k in required:
+        if k not in body:
+            raise compiler.err(f"{key}.{k}", "is required")
+    return body
+
+
 def compile_llm(compiler, body, key: str, rule_id: str, scope) -> LlmRule:
-    """Compile an ``llm:`` mapping; errors name the dotted key (``compiler`` is scoring's RuleCompiler)."""
-    body = compiler._mapping(body, key, _KEYS, required=("criterion",))
+    """Compile an ``llm:`` mapping; errors name the dotted key (``compiler``: scoring's rule compiler — only its
+    ``err`` and ``compile`` are used)."""
+    body = _mapping(compiler, body, key, _KEYS, required=("criterion",))
     criterion = body["criterion"]
     if not isinstance(criterion, str) or not criterion.strip():
         raise compiler.err(f"{key}.criterion", "expected a non-empty sentence (the QA criterion, in Chinese)")
@@ -101,7 +136,7 @@ def compile_llm(compiler, body, key: str, rule_id: str, scope) -> LlmRule:
     shots = []
     for n, raw in enumerate(shots_raw):
         k = f"{key}.few_shot[{n}]"
-        raw = compiler._mapping(raw, k, _SHOT_KEYS, required=("dialogue", "answer"))
+        raw = _mapping(compiler, raw, k, _SHOT_KEYS, required=("dialogue", "answer"))
         if raw["answer"] not in ANSWERS:
             raise compiler.err(f"{k}.answer", f"must be one of {', '.join(ANSWERS)}; got {raw['answer']!r}")
         turns = raw.get("turns", [])
