@@ -368,3 +368,20 @@ def test_batch_with_the_llm_server_down_completes_and_flags(tmp_path, samples):
     assert {r["llm_error"] for r in summaries} == {C.UNREACHABLE}
     assert all(r["call_type_source"] == "keywords" and r["call_type"] for r in summaries)
     assert read_table(tmp_path / "out", "summaries").schema.metadata[b"qc_pipeline.schema_version"] == b"1"
+
+
+def test_over_duration_target_card_item():
+    from qc_pipeline.scoring.engine import score_item
+    from qc_pipeline.scoring.card import Item
+    from qc_pipeline.stages.summarize import OverDurationTarget, SummarizeStage
+
+    stage = SummarizeStage(PipelineConfig())
+    item = Item(id="handling_time", name="通话时长达标", weight=5, role="agent", mode="deduction",
+                violation=OverDurationTarget(rule_id="item:handling_time"), per_violation=5)
+    for dialogue, over in (([("customer", "请问这个耳机支持降噪吗"), ("agent", "支持的")] * 4, True),
+                           ([("customer", "我要投诉，快递还没到"), ("agent", "抱歉，帮您催促")] * 4, False)):
+        ctx = _ctx()
+        ctx.summary = stage.process(_chat_record(dialogue, times=True)).summary
+        r = score_item(item, ctx)
+        assert (r.points, r.violations) == ((0.0, 1) if over else (5.0, 0))
+    assert score_item(item, _ctx()).points == 5.0            # not summarized: no violation
