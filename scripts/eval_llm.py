@@ -88,7 +88,9 @@ def start_server(threads: int) -> tuple[subprocess.Popen, str, str]:
     log = open(Path(tempfile.gettempdir()) / "eval_llm_server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(fixture_model()), "--host",
                              "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", str(threads),
-                             "--model_alias", FIXTURE_NAME], stdout=log, stderr=subprocess.STDOUT)
+                             "--n_threads_batch", str(threads),
+                             "--model_alias", FIXTURE_NAME], stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "OMP_WAIT_POLICY": "passive"})
     url = f"http://127.0.0.1:{port}/v1"
     for _ in range(300):
         try:
@@ -107,10 +109,12 @@ def main() -> None:
     ap.add_argument("--shared", default=os.environ.get("QC_SHARED_DATA", str(REPO.parent / "shared" / "data")))
     ap.add_argument("--labels", default=str(REPO / "eval" / "item_labels" / "labels_v2.jsonl"))
     ap.add_argument("--scorecard", default=str(REPO / "configs" / "scorecards" / "default.yaml"))
-    ap.add_argument("--limit", type=int, default=0, help="first N labelled sessions (0 = all)")
+    ap.add_argument("--limit", type=int, default=0, help="need confirmation and acceptance on the first N labelled "
+                    "sessions only (0 = all); soothing is always asked on every labelled upset session")
     ap.add_argument("--base-url", help="an OpenAI-compatible server; default: start the llama.cpp test server")
     ap.add_argument("--model", default="")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="llama.cpp threads (1: on a shared box, OpenMP threads spinning on 2 cores cost 5-10x)")
     ap.add_argument("--cache-dir", default="", help="answer cache (default: none, so timings are real)")
     ap.add_argument("--max-tokens", type=int, default=160)
     args = ap.parse_args()
@@ -135,8 +139,8 @@ def run(args, url: str, model: str, load0) -> None:
                                                "stc3_helpdesk/dev.jsonl") if (shared / f).is_file()
                  for d in load_jsonl(shared / f)}
     labels = [lab for lab in load_jsonl(args.labels) if lab["dialogue_id"] in dialogues]
-    if args.limit:
-        labels = labels[: args.limit]
+    first = {lab["dialogue_id"] for lab in labels[: args.limit or len(labels)]}
+    labels = [lab for lab in labels if lab["dialogue_id"] in first or lab.get("customer_upset") == 1]
     pipe = Pipeline([ChatStage(), ScoreStage(ScoringConfig(scorecard=args.scorecard, mask_pii=False))])
     pipe.setup()
     card = pipe.stages[1].card
@@ -158,14 +162,13 @@ def run(args, url: str, model: str, load0) -> None:
         rule = lambda rid: card.rule(rid).evaluate(ctx).matched  # noqa: E731
         nc = items["need_confirmation"]
         soothing_any = rule("soothing")
-        todo = {
-            # item: (gold, rules verdict, rules sure?)
-            "need_confirmation": (bool(lab["need_confirmation"]), nc.level == 0, nc.level != 1),
-        }
+        todo = {}  # item: (gold, rules verdict, rules sure?)
+        if lab["dialogue_id"] in first:
+            todo["need_confirmation"] = (bool(lab["need_confirmation"]), nc.level == 0, nc.level != 1)
         if lab.get("customer_upset") == 1 and lab.get("soothed_first") is not None:
-            first = soothe_first.evaluate(ctx).matched
-            todo["soothed_first"] = (bool(lab["soothed_first"]), first, first or not soothing_any)
-        if lab.get("customer_reaction") is not None:
+            soothed = soothe_first.evaluate(ctx).matched
+            todo["soothed_first"] = (bool(lab["soothed_first"]), soothed, soothed or not soothing_any)
+        if lab["dialogue_id"] in first and lab.get("customer_reaction") is not None:
             accepts, complains = rule("customer_accepts"), rule("customer_still_complaining")
             todo["accepted"] = (lab["customer_reaction"] == "accepted", accepts and not complains,
                                 (accepts and not complains) or complains)
@@ -221,10 +224,10 @@ def run(args, url: str, model: str, load0) -> None:
     c_tok = sum(r[2] for r in per_request)
     if n_req:
         s_per = secs / n_req
-        asked_all = sum(len(rs) for rs in rows.values())
-        asked_gated = sum(r[4] for rs in rows.values() for r in rs)
-        per_session_all = asked_all / len(labels)
-        per_session_gated = asked_gated / len(labels)
+        # per call, each item asked once (every item) or on the share of its sessions where rules are unsure
+        asked = [rs for rs in rows.values() if rs]
+        per_session_all = float(len(asked))
+        per_session_gated = sum(sum(r[4] for r in rs) / len(rs) for rs in asked)
         print(f"\nthroughput on this box ({os.cpu_count()} cores, load {load0[0]:.1f} -> {load1[0]:.1f}; "
               f"{args.threads} server threads): {n_req} requests, {s_per:.1f} s/request, "
               f"{p_tok / n_req:.0f} prompt + {c_tok / n_req:.0f} completion tokens/request, "

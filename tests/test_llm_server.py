@@ -51,8 +51,9 @@ def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("llama") / "server.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-                                 "--port", str(port), "--n_ctx", "4096", "--n_threads", "2",
-                                 "--model_alias", MODEL_ALIAS], stdout=fh, stderr=subprocess.STDOUT)
+                                 "--port", str(port), "--n_ctx", "4096", "--n_threads", "1", "--n_threads_batch", "1",
+                                 "--model_alias", MODEL_ALIAS], stdout=fh, stderr=subprocess.STDOUT,
+                                env={**os.environ, "OMP_WAIT_POLICY": "passive"})
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 180
