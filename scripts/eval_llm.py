@@ -177,7 +177,7 @@ def run(args, url: str, model: str, load0) -> None:
             scope = [u.turn_index for u in rec.utterances if u.role == role]
             before = (client.stats.requests, client.stats.seconds, client.stats.prompt_tokens,
                       client.stats.completion_tokens)
-            v = judge(client, client.session(rec.call_id), criterion, rec.utterances, scope_turns=scope, what=item)
+            v = judge(client, client.session(rec.call_id), criterion, rec.utterances, scope_turns=scope)
             if client.stats.requests > before[0]:
                 per_request.append((client.stats.seconds - before[1], client.stats.prompt_tokens - before[2],
                                     client.stats.completion_tokens - before[3], client.stats.requests - before[0]))

@@ -193,8 +193,8 @@ def test_judge_stops_at_first_verified_yes_and_reports_failed_chunks(tmp_path):
     with StubServer([script]) as srv:
         c = LlmClient(cfg(srv.url, tmp_path, max_prompt_chars=500, max_calls_per_session=1, cache_dir=""))
         s = c.session("c")
-        v = judge(c, s, "坐席是否安抚了客户", u, what="item:soothe")
-    assert v.error == C.BUDGET and srv.requests == [] and s.errors == [("item:soothe", C.BUDGET)]
+        v = judge(c, s, "坐席是否安抚了客户", u)
+    assert v.error == C.BUDGET and srv.requests == [] and s.budget.used == 0
     # one chunk fails, the others say no: the verdict is the failure (no "no" for an unread part)
     with StubServer([("answer", '{"answer": "no", "turns": [], "quote": "", "reason": ""}'), ("status", 400)]) as srv:
         c = LlmClient(cfg(srv.url, tmp_path, max_prompt_chars=500, cache_dir=""))

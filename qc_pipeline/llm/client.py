@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -90,10 +90,6 @@ class LlmSession:
     budget: CallBudget
     requests: int = 0
     cache_hits: int = 0
-    errors: list = field(default_factory=list)   # (what, error code) in order
-
-    def note_error(self, what: str, code: str) -> None:
-        self.errors.append((what, code))
 
 
 @dataclass

@@ -121,8 +121,7 @@ def check_answer(text: str, utterances: Sequence[Utterance], scope_turns: Option
 
 
 def judge(client: C.LlmClient, session: Optional[C.LlmSession], criterion: str, utterances: Sequence[Utterance],
-          *, scope_turns: Optional[Sequence[int]] = None, few_shot: Sequence[FewShot] = (),
-          what: str = "llm") -> Verdict:
+          *, scope_turns: Optional[Sequence[int]] = None, few_shot: Sequence[FewShot] = ()) -> Verdict:
     """Ask ``criterion`` about the session.  ``scope_turns``: the turns that may serve as evidence (the rule's
     scope; the whole transcript is still shown as context).  Never raises."""
     scope = set(scope_turns) if scope_turns is not None else None
@@ -133,7 +132,6 @@ def judge(client: C.LlmClient, session: Optional[C.LlmSession], criterion: str, 
         return Verdict(answer="not_applicable", reason="no turn in scope")
     if session is not None and session.budget.left < len(chunks):
         # every chunk must be affordable: a verdict on part of the call would be a silent cut
-        session.note_error(what, C.BUDGET)
         return Verdict(error=C.BUDGET, detail=f"{len(chunks)} chunks, {session.budget.left} requests left")
     results: list[Verdict] = []
     requests = checked = found = 0
@@ -153,10 +151,7 @@ def judge(client: C.LlmClient, session: Optional[C.LlmSession], criterion: str, 
         results.append(v)
     failed = [v for v in results if not v.ok]
     if failed:
-        v = failed[0]
-        if session is not None:
-            session.note_error(what, v.error)
-        return _with_counts(v, requests, checked, found)
+        return _with_counts(failed[0], requests, checked, found)
     no = [v for v in results if v.answer == "no"]
     return _with_counts(no[0] if no else results[0], requests, checked, found)
 

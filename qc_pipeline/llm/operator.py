@@ -95,7 +95,7 @@ class LlmRule(Node):
         in_scope = _turn_indices(ctx, cand)
         scope_turns = None if len(in_scope) == len(utts) else in_scope
         verdict: Verdict = judge(runtime.client, runtime.session, self.criterion, utts, scope_turns=scope_turns,
-                                 few_shot=self.few_shot, what=self.rule_id)
+                                 few_shot=self.few_shot)
         runtime.verdicts.append((self.rule_id, verdict))
         if not verdict.ok:
             return self._fallback(ctx)
@@ -112,20 +112,13 @@ _SHOT_KEYS = ("dialogue", "answer", "turns", "quote", "reason")
 
 
 def _mapping(compiler, body, key: str, allowed: tuple, required: tuple = ()) -> dict:
-    if not isinstance(body, dict):
-        raise compiler.err(key, f"expected a mapping with keys {', '.join(allowed)}")
-    for k in body:
-        if k not in allowed:
-            raise compiler.err(f"{key}.{k}", f"unknown key (allowed: {', '.join(allowed)})")
-    for k in required:
-        if k not in body:
-            raise compiler.err(f"{key}.{k}", "is required")
-    return body
+    """The compiler's mapping check (``mapping`` in the operator registry, ``_mapping`` in rules.py)."""
+    check = getattr(compiler, "mapping", None) or compiler._mapping
+    return check(body, key, allowed, required)
 
 
 def compile_llm(compiler, body, key: str, rule_id: str, scope) -> LlmRule:
-    """Compile an ``llm:`` mapping; errors name the dotted key (``compiler``: scoring's rule compiler — only its
-    ``err`` and ``compile`` are used)."""
+    """Compile an ``llm:`` mapping; errors name the dotted key (``compiler``: scoring's rule compiler)."""
     body = _mapping(compiler, body, key, _KEYS, required=("criterion",))
     criterion = body["criterion"]
     if not isinstance(criterion, str) or not criterion.strip():

@@ -27,7 +27,7 @@ JUDGE_FORMAT = (
     '输出格式：{"answer": "yes" 或 "no" 或 "not_applicable", "turns": [作为依据的轮次编号], '
     f'"quote": "从这些轮次中原样复制的一小段原文（不超过{MAX_QUOTE_CHARS}字，不要改写）", "reason": "一句话理由"}}\n'
     "yes = 满足该标准；no = 不满足；not_applicable = 这通电话不涉及该标准。"
-    "回答 yes 时必须给出轮次编号和原文摘录。"
+    "回答 yes 时必须给出轮次编号和原文摘录；quote 必须是这些轮次里坐席或客户说过的原话，不能抄写质检标准，也不能改写。"
 )
 
 SUMMARY_SYSTEM = (

@@ -71,17 +71,13 @@ def ask_summary(client: C.LlmClient, session: Optional[C.LlmSession], utterances
                 cfg: SummaryConfig) -> SummaryAnswer:
     chunks = chunk_transcript(utterances, client.cfg.max_prompt_chars)
     if session is not None and session.budget.left < len(chunks):
-        session.note_error("summary", C.BUDGET)
         return SummaryAnswer(error=C.BUDGET, detail=f"{len(chunks)} chunks, {session.budget.left} requests left")
     parts: list[dict] = []
     for n, chunk in enumerate(chunks, 1):
         reply = client.chat(summary_messages(chunk, list(cfg.call_types), list(cfg.reasons)), session)
         got = parse_summary(reply.text, cfg) if reply.ok else None
         if got is None:
-            code = reply.error or C.BAD_ANSWER
-            if session is not None:
-                session.note_error("summary", code)
-            return SummaryAnswer(requests=n, error=code, detail=reply.detail or (reply.text or "")[:80])
+            return SummaryAnswer(requests=n, error=reply.error or C.BAD_ANSWER, detail=reply.detail or (reply.text or "")[:80])
         parts.append(got)
     order = list(cfg.call_types)
     actions = [p["action"] for p in parts if p["action"]]
