@@ -82,7 +82,7 @@ def cfg(url, tmp_path, **kw):
 def test_judge_on_a_real_server_verifies_evidence_and_caches(server, tmp_path):
     c = LlmClient(cfg(server, tmp_path))
     v = judge(c, c.session("c1"), "坐席是否在给出解决方案之前先安抚了客户的情绪", utts(),
-              scope_turns=[1, 2, 4], what="soothe")
+              scope_turns=[1, 2, 4])
     assert c.stats.requests == 1 and c.stats.completion_tokens > 0 and c.stats.errors == 0
     # json mode: the server's grammar makes the text JSON; what the 0.5B model says is not asserted, only that
     # an answer is either accepted with its quote found in a cited in-scope turn, or rejected with a reason
@@ -91,7 +91,7 @@ def test_judge_on_a_real_server_verifies_evidence_and_caches(server, tmp_path):
         assert any(v.quote.replace(" ", "") in DIALOGUE[t][1] for t in v.turns) and set(v.turns) <= {1, 2, 4}
     rerun = LlmClient(cfg(server, tmp_path))
     v2 = judge(rerun, rerun.session("c1"), "坐席是否在给出解决方案之前先安抚了客户的情绪", utts(),
-               scope_turns=[1, 2, 4], what="soothe")
+               scope_turns=[1, 2, 4])
     assert (rerun.stats.requests, rerun.stats.cache_hits) == (0, 1) and v2 == v
 
 
