@@ -30,6 +30,11 @@ def _opt_list(default: tuple, doc="", item: type = str):
     return field(default_factory=lambda: tuple(default), metadata={"doc": doc, "item": item})
 
 
+def _opt_map(default: dict, doc="", item: type = tuple, ge=None):
+    """A mapping name -> list of strings (``item=tuple``) or name -> number (``item=float``); YAML order kept."""
+    return field(default_factory=lambda: dict(default), metadata={"doc": doc, "item": item, "ge": ge})
+
+
 ENGINES = ("local", "ray")  # run.engine / --engine
 
 
@@ -153,6 +158,64 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class LlmConfig:
+    """An OpenAI-compatible chat-completions server (vLLM, llama.cpp, Ollama, Xinference, a hosted Qwen).
+    No base_url = no LLM: `llm` rule items fall back to their rule levels, summaries use keywords."""
+
+    base_url: Optional[str] = _opt(None, doc="e.g. http://gpu-host:8000/v1 (vLLM); null = no LLM, all offline")
+    model: str = _opt("", doc="model name the server knows (e.g. Qwen2.5-7B-Instruct)")
+    api_key_env: Optional[str] = _opt(None, doc="NAME of the environment variable holding the API key (the key "
+                                                "itself is never put in config, logs or output)")
+    timeout_s: float = _opt(60.0, ge=1.0, le=3600.0, doc="one HTTP request")
+    max_retries: int = _opt(2, ge=0, le=10, doc="retries after a timeout, connection error, 429 or 5xx")
+    backoff_s: float = _opt(1.0, ge=0.0, le=60.0, doc="first retry waits this long, then doubles")
+    max_concurrency: int = _opt(2, ge=1, le=256, doc="requests in flight at once, per worker process")
+    max_calls_per_session: int = _opt(12, ge=1, le=1000,
+                                      doc="LLM requests one session may use (cache hits count too, so a re-run "
+                                          "gives the same answers); past it, items fall back to their rules")
+    max_prompt_chars: int = _opt(6000, ge=500, le=500000,
+                                 doc="transcript characters per request; longer sessions are sent in chunks of "
+                                     "whole turns (never cut silently)")
+    max_tokens: int = _opt(300, ge=16, le=8192, doc="answer length limit")
+    temperature: float = _opt(0.0, ge=0.0, le=2.0)
+    json_mode: bool = _opt(True, doc="ask for response_format json_object (vLLM, llama.cpp, Ollama support it)")
+    cache_dir: str = _opt("~/.cache/qc-pipeline/llm",
+                          doc="answers cached by (model, prompt hash): re-runs cost nothing; '' = no cache")
+
+
+@dataclass(frozen=True)
+class SummaryConfig:
+    """Per-session summary, call type and call reason (summaries table); duration targets by call type."""
+
+    enabled: bool = _opt(True, doc="write the summaries table (keywords only when no LLM is configured)")
+    use_llm: bool = _opt(True, doc="ask the LLM (when llm.base_url is set) for summary, type, reason, resolved")
+    call_types: dict = _opt_map(
+        {"投诉": ["投诉", "12315", "不满意", "太差", "差评", "骗人", "骗子", "坑人", "什么破", "凭什么", "消协",
+                "曝光", "太慢了", "没人管", "不负责任", "举报"],
+         "建议": ["建议", "希望你们", "提个意见", "提意见", "改进", "应该增加", "能不能增加", "反馈个意见"],
+         "办理": ["办理", "开通", "取消", "退订", "注销", "申请", "修改", "更改", "变更", "补发", "退款", "退货", "换货",
+                "改地址", "开发票", "开票", "充值", "挂失", "激活"],
+         "咨询": []},
+        doc="call type -> customer keywords, first match wins (the manual's 咨询/投诉/建议/办理); a type with "
+            "no keywords is the default")
+    reasons: dict = _opt_map(
+        {"物流配送": ["快递", "物流", "发货", "配送", "送到", "到货", "签收", "派送", "运单", "没收到"],
+         "退换货退款": ["退款", "退货", "换货", "退钱", "售后", "退回", "返修", "维修"],
+         "订单修改取消": ["取消订单", "改地址", "修改地址", "修改订单", "地址", "取消"],
+         "发票": ["发票", "开票", "抬头", "税号"],
+         "价格优惠": ["价格", "优惠", "优惠券", "降价", "保价", "差价", "便宜", "活动", "满减"],
+         "商品质量": ["质量", "坏了", "故障", "破损", "不能用", "用不了", "有问题", "瑕疵", "漏"],
+         "账户支付": ["账户", "账号", "支付", "付款", "余额", "密码", "登录", "话费", "账单", "扣费", "扣钱"],
+         "套餐业务": ["套餐", "流量", "宽带", "业务", "号码", "信号"],
+         "其他": []},
+        doc="call-reason taxonomy: reason -> customer keywords (most keyword hits wins); a reason with no "
+            "keywords is the default. The LLM picks from these names and adds free text")
+    duration_targets_min: dict = _opt_map({"咨询": 5.0, "投诉": 8.0}, item=float, ge=0.0,
+                                          doc="operations manual: longest handling time per call type, minutes; "
+                                              "longer calls get the session flag over_duration_target")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
     vad: VadConfig = field(default_factory=VadConfig)
@@ -161,6 +224,8 @@ class PipelineConfig:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    llm: LlmConfig = field(default_factory=LlmConfig)
+    summary: SummaryConfig = field(default_factory=SummaryConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -196,11 +261,19 @@ def _check_value(key: str, value: Any, f: dataclasses.Field, hint: Any, source: 
         if value is None:
             return None
         hint = next(a for a in args if a is not type(None))
-    accepts, expected, convert = _TYPES[(tuple, f.metadata.get("item", str)) if hint is tuple else hint]
-    if not accepts(value):
-        raise ConfigError(key, f"expected {expected}, got {value!r}", source)
-    value = convert(value)
+    if hint is dict:
+        value = _check_map(key, value, f.metadata.get("item"), source)
+    else:
+        accepts, expected, convert = _TYPES[(tuple, f.metadata.get("item", str)) if hint is tuple else hint]
+        if not accepts(value):
+            raise ConfigError(key, f"expected {expected}, got {value!r}", source)
+        value = convert(value)
     meta = f.metadata
+    if isinstance(value, dict):
+        for name, v in value.items():
+            if meta.get("ge") is not None and v < meta["ge"]:
+                raise ConfigError(f"{key}.{name}", f"must be >= {meta['ge']}; got {v!r}", source)
+        return value
     if meta.get("choices") and value not in meta["choices"]:
         raise ConfigError(key, f"must be one of {', '.join(map(str, meta['choices']))}; got {value!r}", source)
     if meta.get("ge") is not None and value < meta["ge"]:
@@ -211,6 +284,51 @@ def _check_value(key: str, value: Any, f: dataclasses.Field, hint: Any, source: 
     if problem:
         raise ConfigError(key, problem, source)
     return value
+
+
+def _check_map(key: str, value: Any, item: type, source: Optional[str]) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"expected a mapping, got {value!r}", source)
+    out = {}
+    for name, v in value.items():
+        k = f"{key}.{name}"
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(k, "names must be non-empty strings", source)
+        if item is float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(k, f"expected a number, got {v!r}", source)
+            out[name] = float(v)
+        else:
+            v = [] if v is None else v
+            if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) and x.strip() for x in v):
+                raise ConfigError(k, f"expected a list of non-empty strings, got {v!r}", source)
+            out[name] = list(v)
+    return out
+
+
+def _check_sections(cfg: "PipelineConfig", source: Optional[str]) -> list[ConfigError]:
+    """Checks that span several keys of a section (every problem, not only the first)."""
+    errors: list[ConfigError] = []
+
+    def bad(key: str, message: str) -> None:
+        errors.append(ConfigError(key, message, source))
+
+    llm = cfg.llm
+    if llm.base_url is not None:
+        if not llm.base_url.startswith(("http://", "https://")):
+            bad("llm.base_url", f"must start with http:// or https://; got {llm.base_url!r}")
+        if not llm.model.strip():
+            bad("llm.model", "is required when llm.base_url is set")
+    if llm.api_key_env is not None and not llm.api_key_env.replace("_", "").isalnum():
+        bad("llm.api_key_env", "must be the NAME of an environment variable (e.g. QWEN_API_KEY), not the key itself")
+    for sec in ("call_types", "reasons"):
+        if not getattr(cfg.summary, sec):
+            bad(f"summary.{sec}", "needs at least one entry")
+    for name in cfg.summary.duration_targets_min:
+        if name not in cfg.summary.call_types:
+            bad(f"summary.duration_targets_min.{name}",
+                f"unknown call type (summary.call_types: {', '.join(cfg.summary.call_types)})")
+    return errors
 
 
 def _build(cls: type, data: Any, prefix: str, source: Optional[str], errors: list[ConfigError]):
@@ -281,6 +399,8 @@ def load_config(path: Optional[str | Path] = None, overrides: tuple[str, ...] = 
         else:
             node[keys[-1]] = value
     cfg = _build(PipelineConfig, data, "", source, errors)
+    if not errors:
+        errors.extend(_check_sections(cfg, source))
     if errors:
         raise ConfigError.combine(errors)
     return cfg

@@ -23,6 +23,7 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
     from qc_pipeline.stages.roles import RoleStage
     from qc_pipeline.stages.score import ScoreStage
     from qc_pipeline.stages.segment import SegmentStage
+    from qc_pipeline.stages.summarize import SummarizeStage
 
     stages: list[Stage] = [
         DecodeStage(cfg.audio),
@@ -31,6 +32,8 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
         RoleStage(cfg.diarization),
         ChatStage(simplified=cfg.asr.simplified),
     ]
+    if cfg.summary.enabled:  # before scoring: a card may use the call type
+        stages.append(SummarizeStage(cfg))
     if cfg.scoring.enabled:
         stages.append(ScoreStage(cfg.scoring))
     return stages

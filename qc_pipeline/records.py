@@ -128,6 +128,8 @@ class CallRecord:
     customer_emotion_index: Optional[float] = None
     agent_attitude_index: Optional[float] = None
     escalation: tuple[str, ...] = ()
+    # filled by the summarize stage: stages.summarize.Summary
+    summary: Optional[object] = field(default=None, compare=False)
 
     @property
     def call_id(self) -> str:

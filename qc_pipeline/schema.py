@@ -11,8 +11,8 @@ import pyarrow as pa
 SCHEMA_VERSION = "2"  # 2: drops / stage_seconds are maps, started_at is a timestamp
 
 
-def _schema(name: str, fields: list[pa.Field]) -> pa.Schema:
-    return pa.schema(fields, metadata={"qc_pipeline.table": name, "qc_pipeline.schema_version": SCHEMA_VERSION})
+def _schema(name: str, fields: list[pa.Field], version: str = SCHEMA_VERSION) -> pa.Schema:
+    return pa.schema(fields, metadata={"qc_pipeline.table": name, "qc_pipeline.schema_version": version})
 
 
 COUNTS = pa.map_(pa.string(), pa.int64())      # DuckDB: drops['short_span']; pandas: list of (key, value)
@@ -107,4 +107,27 @@ ITEM_RESULTS = _schema("item_results", [
     pa.field("run_id", pa.string(), nullable=False),
 ])
 
-TABLES = {"sessions": SESSIONS, "utterances": UTTERANCES, "scores": SCORES, "item_results": ITEM_RESULTS}
+# one row per summarized session (stages/summarize.py); versioned on its own
+SUMMARIES_VERSION = "1"
+SUMMARIES = _schema("summaries", [
+    pa.field("call_id", pa.string(), nullable=False),
+    pa.field("call_type", pa.string(), nullable=False),       # a summary.call_types name (咨询/投诉/建议/办理)
+    pa.field("call_type_source", pa.string(), nullable=False),  # llm | keywords
+    pa.field("reason", pa.string(), nullable=False),          # a summary.reasons name
+    pa.field("reason_text", pa.string()),                     # free text (LLM) or the customer turn that matched
+    pa.field("reason_source", pa.string(), nullable=False),   # llm | keywords
+    pa.field("problem", pa.string()),                         # LLM summary: the customer's problem
+    pa.field("action", pa.string()),                          # what the agent did
+    pa.field("outcome", pa.string()),
+    pa.field("resolved", pa.bool_()),                         # null without an LLM answer
+    pa.field("duration_s", pa.float64()),
+    pa.field("duration_target_s", pa.float64()),              # summary.duration_targets_min of the call type
+    pa.field("over_duration_target", pa.bool_()),
+    pa.field("llm_model", pa.string()),
+    pa.field("llm_requests", pa.int32()),
+    pa.field("llm_error", pa.string()),                       # qc_pipeline.llm.client error code
+    pa.field("run_id", pa.string(), nullable=False),
+], version=SUMMARIES_VERSION)
+
+TABLES = {"sessions": SESSIONS, "utterances": UTTERANCES, "scores": SCORES, "item_results": ITEM_RESULTS,
+          "summaries": SUMMARIES}

@@ -276,9 +276,13 @@ def mask_quote(text: str, pieces: Sequence[tuple[str, str]]) -> str:
     return mask_text(text)[0]
 
 
+#: Free-text fields of ``stages.summarize.Summary``.
+SUMMARY_TEXT_FIELDS = ("reason_text", "problem", "action", "outcome")
+
+
 def mask_record(rec):
     """``rec`` with personal numbers masked everywhere it carries free text: utterance text and words,
-    scoring evidence, the error detail.  Applied once, to the finished record, before any sink."""
+    scoring evidence, the call summary, the error detail.  Applied once, to the finished record, before any sink."""
     utts = rec.utterances
     masked = mask_turns([u.text for u in utts], [(u.role, u.speaker) for u in utts])
     pieces = {u.turn_index: p for u, (_, p) in zip(utts, masked)}
@@ -293,4 +297,8 @@ def mask_record(rec):
             dataclasses.replace(h, text=mask_quote(h.text, pieces.get(h.turn_index, ()))) if h.text else h
             for h in item.evidence)) for item in score.items)
         changes["score"] = dataclasses.replace(score, items=items)
+    summary = rec.summary
+    if summary is not None:  # free text written by the summarize stage (an LLM may quote the call)
+        changes["summary"] = dataclasses.replace(summary, **{
+            k: mask_text(getattr(summary, k))[0] for k in SUMMARY_TEXT_FIELDS if getattr(summary, k)})
     return rec.replace(**changes)

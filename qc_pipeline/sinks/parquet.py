@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from qc_pipeline.errors import SetupError
 from qc_pipeline.records import CallRecord
 from qc_pipeline.schema import SCHEMA_VERSION, TABLES
-from qc_pipeline.sinks.rows import score_rows, session_row, utterance_rows
+from qc_pipeline.sinks.rows import score_rows, session_row, summary_rows, utterance_rows
 from qc_pipeline.text_safety import utf8_safe
 
 log = logging.getLogger(__name__)
@@ -214,6 +214,7 @@ class ParquetSink:
         scores, items = score_rows(rec, run_id=self.run_id)
         self._rows["scores"].extend(utf8_safe(scores))
         self._rows["item_results"].extend(utf8_safe(items))
+        self._rows["summaries"].extend(utf8_safe(summary_rows(rec, run_id=self.run_id)))
         if (len(self._rows["sessions"]) >= self.flush_every
                 or time.monotonic() - self._last_flush >= self.flush_interval_s):
             self.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Iterable
 
@@ -81,3 +82,10 @@ def score_rows(rec: CallRecord, *, run_id: str) -> tuple[list[dict], list[dict]]
         "run_id": run_id,
     } for r in s.items]
     return score, items
+
+
+def summary_rows(rec: CallRecord, *, run_id: str) -> list[dict]:
+    """The summaries row of a summarized record (stages/summarize.py); empty when it was not summarized."""
+    if rec.summary is None:
+        return []
+    return [{"call_id": rec.call_id, **dataclasses.asdict(rec.summary), "run_id": run_id}]

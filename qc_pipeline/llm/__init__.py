@@ -1,0 +1,2 @@
+"""Optional LLM layer: an OpenAI-compatible client, prompts, the judge behind the `llm` rule operator and the
+summary.  Nothing here is needed when ``llm.base_url`` is unset: everything then runs offline as before."""
