@@ -342,9 +342,13 @@ def test_summary_with_llm_and_its_failure(tmp_path):
         pc = dataclasses.replace(PipelineConfig(), llm=cfg(srv.url, tmp_path))
         stage = SummarizeStage(pc)
         stage.setup()
-        s = stage.process(_chat_record(DIALOGUE)).summary
+        rec = stage.process(_chat_record(DIALOGUE))
+    s = rec.summary
     assert (s.call_type, s.reason, s.resolved, s.call_type_source, s.llm_requests) == ("办理", "商品质量", True, "llm", 1)
-    assert s.problem == "耳机左边没声音" and "13812345678" not in s.reason_text       # PII masked
+    assert s.problem == "耳机左边没声音"
+    from qc_pipeline.scoring.pii import mask_record   # the one masking place, applied before any sink
+
+    assert "13812345678" not in mask_record(rec).summary.reason_text and "13812345678" in s.reason_text
     with StubServer([("answer", reply.replace("商品质量", "天气"))]) as srv:   # not a taxonomy name
         pc = dataclasses.replace(PipelineConfig(), llm=cfg(srv.url, tmp_path, cache_dir=""))
         stage = SummarizeStage(pc)
@@ -355,8 +359,8 @@ def test_summary_with_llm_and_its_failure(tmp_path):
 
 
 def test_batch_with_the_llm_server_down_completes_and_flags(tmp_path, samples):
-    from qc_pipeline.executor import run_batch
-    from qc_pipeline.writer import read_table
+    from qc_pipeline.runner import run_batch
+    from qc_pipeline.sinks.parquet import read_table
 
     cfg = load_config(overrides=(f"llm.base_url=http://127.0.0.1:{free_port()}/v1", "llm.model=qwen",
                                  "llm.max_retries=0", "llm.cache_dir=", "run.progress=false"))

@@ -102,7 +102,7 @@ def test_pipeline_writes_summaries_with_a_real_server(server, tmp_path):
            "--set", f"llm.cache_dir={tmp_path / 'cache'}", "--set", "llm.timeout_s=300"]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    from qc_pipeline.writer import read_table
+    from qc_pipeline.sinks.parquet import read_table
 
     sessions = read_table(out, "sessions").to_pylist()
     rows = {r["call_id"]: r for r in read_table(out, "summaries").to_pylist()}

@@ -114,7 +114,7 @@ def pii_run(tmp_path_factory):
 
 def test_every_table_is_masked(pii_run):
     files = sorted(pii_run.rglob("*.parquet"))
-    assert {f.relative_to(pii_run).parts[0] for f in files} == {"sessions", "utterances", "scores", "item_results"}
+    assert {f.relative_to(pii_run).parts[0] for f in files} == {"sessions", "utterances", "scores", "item_results", "summaries"}
     found = {}
     for f in files:
         for row in pq.read_table(f).to_pylist():
