@@ -346,7 +346,7 @@ def test_summary_with_llm_and_its_failure(tmp_path):
     s = rec.summary
     assert (s.call_type, s.reason, s.resolved, s.call_type_source, s.llm_requests) == ("办理", "商品质量", True, "llm", 1)
     assert s.problem == "耳机左边没声音"
-    from qc_pipeline.scoring.pii import mask_record   # the one masking place, applied before any sink
+    from qc_pipeline.scoring.pii import mask_record  # the one masking place, applied before any sink
 
     assert "13812345678" not in mask_record(rec).summary.reason_text and "13812345678" in s.reason_text
     with StubServer([("answer", reply.replace("商品质量", "天气"))]) as srv:   # not a taxonomy name
