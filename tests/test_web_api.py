@@ -146,7 +146,8 @@ ROLE_MATRIX = {  # path -> users allowed (others: 403)
     "/queue": {"rev", "admin"}, "/api/queue": {"rev", "admin"},
     "/sessions": {"rev", "admin", "ag1", "trainer"}, "/calibration": {"rev", "admin", "trainer"},
     "/api/calibration": {"rev", "admin", "trainer"}, "/reports": {"admin", "trainer"},
-    "/api/reports?level=team": {"admin", "trainer"}, "/export": {"admin", "trainer"}, "/users": {"admin"},
+    "/api/reports?level=team": {"admin", "trainer"}, "/reports/reasons": {"admin", "trainer"},
+    "/api/reports/reasons": {"admin", "trainer"}, "/export": {"admin", "trainer"}, "/users": {"admin"},
     "/api/users": {"admin"}, "/appeals": {"admin"}, "/audit": {"admin"}, "/api/audit": {"admin"},
 }
 

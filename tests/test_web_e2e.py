@@ -1,5 +1,6 @@
 """End-to-end in headless Chromium (uvicorn on 127.0.0.1): claim → review → appeal → decision, search, the audit
-trail of those steps, account disable/reset, the audio player, an agent's limits, reports.
+trail of those steps, account disable/reset, the audio player, an agent's limits, reports with the drill-down
+from a call reason's week to its calls.
 
 Skipped when /usr/bin/chromium (or playwright) is missing, unless QC_REQUIRE_BROWSER=1 (CI), then it fails.
 Screenshots go to $QC_SCREENSHOT_DIR (default: the test's tmp folder).
@@ -253,4 +254,21 @@ def test_trainer_reports_page(browser, base, shots):
     assert page.locator("svg.chart polyline").count() >= 2
     page.goto(base + "/reports?level=agent")
     page.screenshot(path=shots / "08_reports_agent.png", full_page=True)
+    # call reasons by week: a reason's week cell opens the session list of exactly those calls
+    page.click("#to-reasons")
+    expect(page.locator("h2#reasons")).to_contain_text("来电原因")
+    row = page.locator("table.reasons-week[data-dim=reason] tbody tr").first
+    reason = row.get_attribute("data-value")
+    cell = row.locator("td[data-week] a.drill").first
+    n, week = int(cell.inner_text()), cell.locator("xpath=..").get_attribute("data-week")
+    page.screenshot(path=shots / "09_reports_reasons.png", full_page=True)
+    with page.expect_navigation():
+        cell.click()
+    expect(page).to_have_url(re.compile(r"/sessions\?.*week=" + week))
+    expect(page.locator("table.list tbody tr")).to_have_count(n)
+    texts = page.locator("table.list td.call-reason").all_inner_texts()
+    assert len(texts) == n and all(t.endswith("/ " + reason) for t in texts), texts
+    expect(page.locator("select[name=reason]")).to_have_value(reason)
+    expect(page.locator("p.drill-filters")).to_contain_text(week)
+    page.screenshot(path=shots / "10_reason_drill_down.png", full_page=True)
     ctx.close()

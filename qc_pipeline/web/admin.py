@@ -14,6 +14,7 @@ from qc_pipeline.errors import SetupError
 from qc_pipeline.web.app import Ctx, HttpError, page_route
 from qc_pipeline.web.calibration import calibrate
 from qc_pipeline.web.db import ROLES
+from qc_pipeline.web.reasons import build_reasons, reasons_body, reasons_csv
 from qc_pipeline.web.reports import LEVELS, build_report, report_body
 from qc_pipeline.web.views import ListQuery
 
@@ -41,12 +42,18 @@ def calibration_page(ctx: Ctx):
     return ctx.render("calibration.html", cal=cal, names=ctx.app.model.item_names())
 
 
+def _report_query(ctx: Ctx) -> ListQuery:
+    q = ListQuery(date_from=ctx.date("from"), date_to=ctx.date("to"), team=ctx.query.get("team"))
+    if q.date_from and q.date_to and q.date_from > q.date_to:
+        raise HttpError(400, "from must not be after to")
+    return q
+
+
 def _report(ctx: Ctx) -> dict:
     level = ctx.query.get("level") or "center"
     if level not in LEVELS:
         raise HttpError(400, f"level must be one of {', '.join(LEVELS)}")
-    q = ListQuery(date_from=ctx.date("from"), date_to=ctx.date("to"), team=ctx.query.get("team"))
-    series, items = ctx.app.model.weekly(level, q)
+    series, items = ctx.app.model.weekly(level, _report_query(ctx))
     return build_report(series, items, level)
 
 
@@ -54,7 +61,27 @@ def reports_page(ctx: Ctx):
     rep = _report(ctx)
     if ctx.wants_json:
         return ctx.json(rep)
-    return ctx.render("reports.html", body=Markup(report_body(rep)))  # report_body escapes all data itself
+    return ctx.render("reports.html", body=Markup(report_body(rep)), section="levels")  # report_body escapes data
+
+
+def reasons_page(ctx: Ctx):
+    """Call reasons and types by week and team; every number links to the session list of its calls."""
+    cubes, n_unsummarized = ctx.app.model.call_reasons(_report_query(ctx))
+    rep = build_reasons(cubes, n_unsummarized)
+    ctx.audit_detail["n_calls"] = rep["n_calls"]
+    if ctx.wants_json:
+        return ctx.json(rep)
+    filters = {k: ctx.query.get(k) for k in ("from", "to", "team")}
+    return ctx.render("reports.html", body=Markup(reasons_body(rep, "", filters)), section="reasons",
+                      params=filters, teams=ctx.app.model.distinct("team"))
+
+
+def reasons_download(ctx: Ctx):
+    cubes, _ = ctx.app.model.call_reasons(_report_query(ctx))
+    ctx.audit_target = "export:call_reasons.csv"
+    ctx.audit_detail["n_rows"] = sum(len(rows) for rows in cubes.values())
+    return Response(reasons_csv(cubes), 200, media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": "attachment; filename=call_reasons.csv"})
 
 
 def export_page(ctx: Ctx):
@@ -165,6 +192,9 @@ ROUTES = [
     page_route("/api/calibration", calibration_page, "calibration", audit="view_calibration"),
     page_route("/reports", reports_page, "reports", audit="view_report"),
     page_route("/api/reports", reports_page, "reports", audit="view_report"),
+    page_route("/reports/reasons", reasons_page, "reports", audit="view_report_reasons"),
+    page_route("/api/reports/reasons", reasons_page, "reports", audit="view_report_reasons"),
+    page_route("/reports/reasons/download", reasons_download, "reports", audit="export_report_reasons"),
     page_route("/export", export_page, "export", audit="export_form"),
     page_route("/export/download", export_download, "export", audit="export_download"),
     page_route("/users", users_page, "users", audit="list_users"),

@@ -134,23 +134,35 @@ def _cmd_export(args) -> int:
 
 
 def _cmd_report(args) -> int:
+    from qc_pipeline.web.reasons import build_reasons, reasons_body
     from qc_pipeline.web.reports import LEVELS, build_report, render_report
     from qc_pipeline.web.views import ListQuery
 
+    app_url = (args.app_url or "").rstrip("/")
+    if app_url and not app_url.startswith(("http://", "https://")):
+        raise SetupError(f"--app-url {args.app_url!r} must start with http:// or https://")
     model = _model(args)
     q = ListQuery(date_from=_date(args.since, "--since"), date_to=_date(args.until, "--until"), team=args.team)
     levels = LEVELS if args.level == "all" else (args.level,)
     reps = [build_report(*model.weekly(lv, q), lv) for lv in levels]
-    if not reps[0]["n_sessions"]:
-        raise SetupError(f"no scored session in {args.results} matches the filters; loosen --team/--since/--until")
+    reasons = build_reasons(*model.call_reasons(q))
+    if not reps[0]["n_sessions"] and not reasons["n_calls"]:
+        raise SetupError(f"no scored or summarized session in {args.results} matches the filters; "
+                         "loosen --team/--since/--until")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".json":
-        out.write_text(json.dumps(reps, ensure_ascii=False, indent=1), encoding="utf-8")
+        out.write_text(json.dumps({"reports": reps, "call_reasons": reasons}, ensure_ascii=False, indent=1),
+                       encoding="utf-8")
     else:
-        out.write_text(render_report(reps, title="质检报表 QA report"), encoding="utf-8")
-    _audit(_db_path(args), "report_cli", target=f"report:{out}", detail={"levels": list(levels)})
-    log.info("report (%s) of %d sessions -> %s", ", ".join(levels), reps[0]["n_sessions"], out)
+        filters = {"from": args.since, "to": args.until, "team": args.team}
+        out.write_text(render_report(reps, title="质检报表 QA report",
+                                     extra=reasons_body(reasons, app_url or None, filters)), encoding="utf-8")
+    _audit(_db_path(args), "report_cli", target=f"report:{out}",
+           detail={"levels": list(levels), "call_reasons": reasons["n_calls"], "team": args.team,
+                   "since": args.since, "until": args.until})
+    log.info("report (%s; call reasons of %d sessions) of %d sessions -> %s", ", ".join(levels),
+             reasons["n_calls"], reps[0]["n_sessions"], out)
     return 0
 
 
@@ -272,6 +284,8 @@ def add_commands(sub) -> None:
     r.add_argument("--team")
     r.add_argument("--since")
     r.add_argument("--until")
+    r.add_argument("--app-url", metavar="URL", help="review app address (e.g. http://qa-host:8080): the call "
+                                                    "reasons' numbers link to its session list of those calls")
     r.add_argument("--timezone", default="Asia/Shanghai", help=TZ_HELP)
     r.set_defaults(func=_cmd_report)
 

@@ -6,11 +6,12 @@ import base64
 import datetime as dt
 import json
 
-from qc_pipeline.web.views import ListQuery, SessionView
+from qc_pipeline.web.views import ListQuery, SessionView, parse_week
 
 COLS = ("call_id", "kind", "source_path", "agent_id", "team", "queue", "started_at", "status", "error_reason",
          "duration_s", "role_confidence", "run_id", "part", "processed_at", "total", "grade", "passed", "veto",
-         "veto_items", "reasons", "failed_items", "escalation", "customer_emotion_index", "error_detail")
+         "veto_items", "reasons", "failed_items", "escalation", "customer_emotion_index", "error_detail",
+        "call_type", "call_reason")
 SELECT_VIEW = ", ".join(f"c.{c}" for c in COLS) + ", coalesce(w.state, 'pending'), w.user_name"
 FROM = "cur c LEFT JOIN wf w ON w.call_id = c.call_id AND w.run_id = c.run_id"
 
@@ -75,6 +76,16 @@ def where_clause(q: ListQuery) -> tuple[list[str], list]:
         add("(len(c.reasons) > 0 OR c.status = 'failed')" if q.include_failed else "len(c.reasons) > 0")
     if q.q:  # call id or agent id, case-insensitive substring
         add("contains(c.skey, ?)", q.q.lower())
+    if q.week:
+        add("c.day BETWEEN ? AND ?", *parse_week(q.week))
+    if q.call_type:
+        add("c.call_type = ?", q.call_type)
+    if q.call_reason:
+        add("c.call_reason = ?", q.call_reason)
+    if q.resolved is not None:
+        add("c.resolved = ?", q.resolved)
+    if q.over_target is not None:
+        add("c.over_duration_target = ?", q.over_target)
     if q.text:
         add("EXISTS (SELECT 1 FROM text_hits t WHERE t.call_id = c.call_id AND t.run_id = c.run_id)")
     if q.state == "mine":
@@ -85,3 +96,23 @@ def where_clause(q: ListQuery) -> tuple[list[str], list]:
         add("w.state = ?", q.state)
     return where, args
 
+
+
+# -- call reasons and types (the summaries table) ----------------------------------------------------
+REASON_DIMS = {"reason": "c.call_reason", "type": "c.call_type"}   # report dimension -> column of cur
+
+
+def reason_cube_sql(dim: str, where: list[str]) -> str:
+    """(value, team, ISO week, calls, over target, target known, resolved, resolved known) of the calls with a
+    summary that match ``where``: every cell of the reasons report sums these rows, and the list filters
+    (``call_reason``/``call_type``, ``team``, ``week``, ``over_target``, ``resolved``) select exactly its calls."""
+    col = REASON_DIMS[dim]
+    return (f"SELECT {col}, c.team, strftime(c.day, '%G-W%V'), count(*), "
+            "count(*) FILTER (WHERE c.over_duration_target), count(c.over_duration_target), "
+            "count(*) FILTER (WHERE c.resolved), count(c.resolved) "
+            f"FROM {FROM} WHERE {' AND '.join(where + [f'{col} IS NOT NULL'])} GROUP BY ALL ORDER BY ALL")
+
+
+def unsummarized_sql(where: list[str]) -> str:
+    """Calls matching ``where`` without a summary (results of runs before the summarize stage, failed calls)."""
+    return f"SELECT count(*) FROM {FROM} WHERE {' AND '.join(where + ['c.call_type IS NULL'])}"

@@ -5,7 +5,7 @@ The pipeline writes ``DIR/<table>/run_date=YYYY-MM-DD/part-<run>-<seq>.parquet``
 commit marker of its twins (same relative name) in the other tables.  A background thread lists the
 partition folders (only those whose mtime changed), ingests new sessions parts and their twins in
 batches (newest day first) and keeps ``cur``: one row per call, its newest committed run joined with
-that run's score, failed items and stored flags.  Each batch is one DuckDB transaction; requests read
+that run's score, failed items, stored flags and summary (call type / reason; none for older runs).  Each batch is one DuckDB transaction; requests read
 their own snapshot and never wait for a refresh.  The tables live in a DuckDB file (default next to
 the review database) so a restart only ingests what is new.  Parquet files are never written.
 
@@ -29,13 +29,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from qc_pipeline.errors import SetupError
-from qc_pipeline.web.queries import FROM, SELECT_VIEW, SORT_EXPR, decode_cursor, encode_cursor, view, where_clause
+from qc_pipeline.web.queries import FROM, REASON_DIMS, SELECT_VIEW, SORT_EXPR, decode_cursor, encode_cursor, \
+    reason_cube_sql, unsummarized_sql, view, where_clause
 from qc_pipeline.web.views import DEFAULT_TZ, ItemView, ListQuery, Page, SessionView
 
 log = logging.getLogger(__name__)
 
-MODEL_VERSION = "3"
-DEPENDENT = ("scores", "item_results", "utterances")
+MODEL_VERSION = "4"
+DEPENDENT = ("scores", "item_results", "utterances", "summaries")  # summaries: absent in older runs
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -50,12 +51,14 @@ CREATE TABLE IF NOT EXISTS sc_raw (part VARCHAR, call_id VARCHAR, run_id VARCHAR
 CREATE TABLE IF NOT EXISTS it_raw (part VARCHAR, call_id VARCHAR, run_id VARCHAR, item_id VARCHAR,
     item_name VARCHAR, applicable BOOLEAN, failed BOOLEAN);
 CREATE TABLE IF NOT EXISTS u_txt (part VARCHAR, call_id VARCHAR, run_id VARCHAR, text VARCHAR);
+CREATE TABLE IF NOT EXISTS su_raw (part VARCHAR, call_id VARCHAR, run_id VARCHAR, call_type VARCHAR,
+    call_reason VARCHAR, resolved BOOLEAN, over_duration_target BOOLEAN);
 CREATE TABLE IF NOT EXISTS cur (call_id VARCHAR PRIMARY KEY, run_id VARCHAR, part VARCHAR, kind VARCHAR,
     source_path VARCHAR, agent_id VARCHAR, team VARCHAR, queue VARCHAR, started_at TIMESTAMPTZ, day DATE,
     status VARCHAR, error_reason VARCHAR, error_detail VARCHAR, duration_s DOUBLE, role_confidence DOUBLE,
     processed_at TIMESTAMPTZ, total DOUBLE, grade VARCHAR, passed BOOLEAN, veto BOOLEAN, veto_items VARCHAR[],
     reasons VARCHAR[], failed_items VARCHAR[], escalation VARCHAR[], customer_emotion_index DOUBLE,
-    skey VARCHAR);
+    skey VARCHAR, call_type VARCHAR, call_reason VARCHAR, resolved BOOLEAN, over_duration_target BOOLEAN);
 CREATE TABLE IF NOT EXISTS wf (call_id VARCHAR PRIMARY KEY, run_id VARCHAR, state VARCHAR, user_name VARCHAR);
 """
 
@@ -71,8 +74,10 @@ _SELECT = {
                     "applicable, applicable AND (points < max_points OR coalesce(vetoed, false)) FROM {src}",
     "utterances": "SELECT {part}, call_id, run_id, string_agg(text, chr(10) ORDER BY turn_index) "
                   "FROM {src} GROUP BY ALL",
+    "summaries": "SELECT {part}, call_id, run_id, call_type, reason, resolved, over_duration_target FROM {src}",
 }
-_RAW = {"sessions": "s_raw", "scores": "sc_raw", "item_results": "it_raw", "utterances": "u_txt"}
+_RAW = {"sessions": "s_raw", "scores": "sc_raw", "item_results": "it_raw", "utterances": "u_txt",
+        "summaries": "su_raw"}
 
 _CUR_FROM_AFF = """
 INSERT INTO cur
@@ -81,15 +86,19 @@ WITH s AS (SELECT * FROM s_raw WHERE call_id IN (SELECT call_id FROM aff)
 sc AS (SELECT * FROM sc_raw WHERE call_id IN (SELECT call_id FROM aff)
        QUALIFY row_number() OVER (PARTITION BY call_id, run_id ORDER BY part DESC) = 1),
 it AS (SELECT call_id, run_id, list_sort(list_distinct(list(item_id) FILTER (WHERE failed))) AS failed_items
-       FROM it_raw WHERE call_id IN (SELECT call_id FROM aff) GROUP BY ALL)
+       FROM it_raw WHERE call_id IN (SELECT call_id FROM aff) GROUP BY ALL),
+su AS (SELECT * FROM su_raw WHERE call_id IN (SELECT call_id FROM aff)
+       QUALIFY row_number() OVER (PARTITION BY call_id, run_id ORDER BY part DESC) = 1)
 SELECT s.call_id, s.run_id, s.part, s.kind, s.source_path, s.agent_id, s.team, s.queue, s.started_at,
        CAST(timezone($tz, coalesce(s.started_at, s.processed_at)) AS DATE), s.status, s.error_reason, s.error_detail, s.duration_s,
        s.role_confidence, s.processed_at, sc.total, sc.grade, sc.passed, coalesce(sc.veto, false),
        coalesce(sc.veto_items, []), list_distinct(list_concat(s.flags, coalesce(sc.flags, []))),
        coalesce(it.failed_items, []), coalesce(sc.escalation, []), sc.customer_emotion_index,
-       lower(s.call_id) || chr(1) || lower(coalesce(s.agent_id, ''))
+       lower(s.call_id) || chr(1) || lower(coalesce(s.agent_id, '')), su.call_type, su.call_reason, su.resolved,
+       su.over_duration_target
 FROM s LEFT JOIN sc ON sc.call_id = s.call_id AND sc.run_id = s.run_id
        LEFT JOIN it ON it.call_id = s.call_id AND it.run_id = s.run_id
+       LEFT JOIN su ON su.call_id = s.call_id AND su.run_id = s.run_id
 """
 
 @dataclass
@@ -144,10 +153,11 @@ class ReadModel:
         con.execute(_DDL)
         meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         want = {"version": MODEL_VERSION, "results": str(self.root), "tz": self.tz}
-        if meta and meta != want:
+        if meta and meta != want:  # dropped, not emptied: an older version's tables have other columns
             log.info("read model %s was built for %s; rebuilding", self.path, meta)
-            for t in ("parts", "s_raw", "sc_raw", "it_raw", "u_txt", "cur", "meta"):
-                con.execute(f"DELETE FROM {t}")
+            for t in ("parts", *_RAW.values(), "cur", "meta"):
+                con.execute(f"DROP TABLE IF EXISTS {t}")
+            con.execute(_DDL)
         if meta != want:
             con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(want.items()))
         self.progress.parts_known = con.execute("SELECT count(*) FROM parts").fetchone()[0]
@@ -445,6 +455,9 @@ class ReadModel:
                  "items": dict(con.execute("SELECT item_id, any_value(item_name) FROM it_raw GROUP BY 1 ORDER BY 1")
                                .fetchall()),
                  "flags": [r[0] for r in con.execute("SELECT DISTINCT unnest(reasons) FROM cur ORDER BY 1").fetchall()]}
+            for col in ("call_type", "call_reason"):
+                f[col] = [r[0] for r in con.execute(f"SELECT DISTINCT {col} FROM cur WHERE {col} IS NOT NULL "
+                                                    "ORDER BY 1").fetchall()]
             self._facets = f
         return f
 
@@ -474,6 +487,13 @@ class ReadModel:
             f"AND i.run_id = c.run_id AND i.part = c.part WHERE {w} AND i.applicable GROUP BY i.item_id, wk "
             f"ORDER BY 1, 3", args).fetchall()
         return series, items
+
+    def call_reasons(self, q: ListQuery) -> tuple[dict[str, list[tuple]], int]:
+        """The reasons report's rows per dimension (:func:`queries.reason_cube_sql`) and the number of matching
+        calls without a summary."""
+        where, args = self._where(q)
+        cubes = {dim: self.con.execute(reason_cube_sql(dim, where), args).fetchall() for dim in REASON_DIMS}
+        return cubes, self.con.execute(unsummarized_sql(where), args).fetchone()[0]
 
     def close(self) -> None:
         self.stop()

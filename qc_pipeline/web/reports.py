@@ -10,6 +10,8 @@ import datetime as dt
 from html import escape
 from typing import Iterable, Optional
 
+from qc_pipeline.web.views import parse_week
+
 
 LEVELS = ("center", "team", "agent")
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#be185d", "#4b5563")
@@ -21,7 +23,7 @@ def week_of(d: dt.date) -> str:
 
 
 def _monday(week: str) -> dt.date:
-    return dt.date.fromisocalendar(int(week[:4]), int(week[6:]), 1)
+    return parse_week(week)[0]
 
 
 def _week_range(weeks: Iterable[str]) -> list[str]:
@@ -136,12 +138,14 @@ def report_body(rep: dict, max_lines: int = 8) -> str:
 
 REPORT_CSS = """body{font-family:system-ui,"Noto Sans CJK SC","Microsoft YaHei","PingFang SC","WenQuanYi Micro Hei",sans-serif;margin:24px;color:#111}
 table{border-collapse:collapse;margin:8px 0 24px;font-size:13px}th,td{border:1px solid #ddd;padding:4px 8px;
-text-align:left}th{background:#f3f4f6}.muted{color:#6b7280;font-size:12px}.chart{max-width:100%;height:auto}"""
+text-align:left}th{background:#f3f4f6}.muted{color:#6b7280;font-size:12px}.chart{max-width:100%;height:auto}
+.trend{font-size:11px;color:#92400e}"""
 
 
-def render_report(reps: list[dict], *, title: str, generated: Optional[str] = None) -> str:
+def render_report(reps: list[dict], *, title: str, generated: Optional[str] = None, extra: str = "") -> str:
+    """A self-contained page of the level reports, then ``extra`` (an already escaped HTML fragment)."""
     generated = generated or dt.datetime.now().isoformat(timespec="seconds")
-    body = "".join(report_body(r) for r in reps)
+    body = "".join(report_body(r) for r in reps) + extra
     return (f'<!doctype html><html lang="zh-CN"><head><meta charset="utf-8"><title>{escape(title)}</title>'
             f'<style>{REPORT_CSS}</style></head><body><h1>{escape(title)}</h1>'
             f'<p class="muted">生成于 {escape(generated)}</p>{body}</body></html>')

@@ -25,7 +25,7 @@ from qc_pipeline.web.app import COOKIE, LOGIN_COOKIE, Ctx, HttpError, page_route
 from qc_pipeline.web.audio import content_type, resolve_audio
 from qc_pipeline.web.db import current_state
 from qc_pipeline.web.views import SORTS, ListQuery, SessionView, evidence_keywords, evidence_quote, fmt_ts, \
-    local_time
+    local_time, parse_week
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ ACTION_ZH = {"confirm": "确认", "override": "改判", "appeal": "申诉", "app
 STATE_ZH = {"pending": "待复核", "claimed": "复核中", "done": "已复核"}
 FLAG_ZH = {"low_score": "低分", "veto": "否决", "compliance_hit": "合规命中", "customer_emotion_low": "客户情绪低",
            "low_role_confidence": "角色置信度低", "escalation_risk": "升级风险", "attitude_issue": "态度问题",
-           "low_asr_confidence": "识别置信度低"}
+           "low_asr_confidence": "识别置信度低", "over_duration_target": "超处理时长目标", "llm_error": "LLM 失败"}
+DRILL = {"week": "周", "over_target": "超时长目标", "resolved": "已解决"}  # list filters set by report links
 NAV = (("/queue", "复核队列", "queue"), ("/sessions", "会话", "sessions"), ("/appeals", "申诉", "appeals"),
        ("/calibration", "校准", "calibration"), ("/reports", "报表", "reports"), ("/export", "辅导导出", "export"),
        ("/users", "用户", "users"), ("/audit", "审计", "audit"))
@@ -63,11 +64,12 @@ def highlight(text: str, keywords: list[str]) -> Markup:
 
 
 def setup_templates(env) -> None:
-    env.globals.update(ROLE_ZH=ROLE_ZH, ACTION_ZH=ACTION_ZH, STATE_ZH=STATE_ZH, FLAG_ZH=FLAG_ZH, NAV=NAV,
+    env.globals.update(ROLE_ZH=ROLE_ZH, ACTION_ZH=ACTION_ZH, STATE_ZH=STATE_ZH, FLAG_ZH=FLAG_ZH, NAV=NAV, DRILL=DRILL,
                        allowed=allowed, session_link=session_link)
     env.filters.update(local=local_time, ts=fmt_ts, quote_=evidence_quote,
                        num=lambda v: "" if v is None else f"{v:g}",
-                       qs=lambda d: urlencode({k: v for k, v in d.items() if v not in (None, "")}))
+                       qs=lambda d: urlencode({k: v for k, v in d.items() if v not in (None, "")}),
+                       without=lambda d, *keys: {k: v for k, v in d.items() if k not in keys})
 
 
 # -- login -------------------------------------------------------------------------------------------
@@ -142,6 +144,23 @@ def home(ctx: Ctx):
 
 
 # -- lists -------------------------------------------------------------------------------------------
+def _yes_no(ctx: Ctx, name: str) -> Optional[bool]:
+    value = ctx.query.get(name)
+    if value not in (None, "1", "0"):
+        raise HttpError(400, f"{name} must be 1 or 0")
+    return None if value is None else value == "1"
+
+
+def _summary_value(ctx: Ctx, name: str, facet: str) -> Optional[str]:
+    """A call type / reason filter: one of the values stored in the summaries (400 naming the known ones)."""
+    value = ctx.query.get(name)
+    known = ctx.app.model.distinct(facet) if value is not None else []
+    if value is not None and value not in known:
+        raise HttpError(400, f"{name}: no call has {value!r}; "
+                        + (f"known: {'、'.join(known)}" if known else "these results have no call summaries"))
+    return value
+
+
 def list_query(ctx: Ctx, flagged_only: bool) -> ListQuery:
     q = ctx.query
     agent = q.get("agent")
@@ -161,10 +180,18 @@ def list_query(ctx: Ctx, flagged_only: bool) -> ListQuery:
     date_from, date_to = ctx.date("from"), ctx.date("to")
     if date_from and date_to and date_from > date_to:
         raise HttpError(400, "from must not be after to")
+    if q.get("week"):
+        try:
+            parse_week(q["week"])
+        except ValueError as exc:
+            raise HttpError(400, f"week: {exc}") from None
     return ListQuery(date_from=date_from, date_to=date_to, team=q.get("team"), agent_id=agent,
                      item_id=q.get("item"), flag=q.get("flag"), below=below, flagged_only=flagged_only,
                      include_failed=q.get("failed") == "1", q=(q.get("q") or "").strip() or None,
-                     text=(q.get("text") or "").strip() or None, state=state, user=ctx.user.username, sort=sort,
+                     text=(q.get("text") or "").strip() or None, week=q.get("week"),
+                     call_type=_summary_value(ctx, "type", "call_type"),
+                     call_reason=_summary_value(ctx, "reason", "call_reason"), resolved=_yes_no(ctx, "resolved"),
+                     over_target=_yes_no(ctx, "over_target"), state=state, user=ctx.user.username, sort=sort,
                      desc=(q.get("dir") == "desc") if q.get("dir") else (sort == "time" and not flagged_only),
                      after=q.get("after"), before=q.get("before"), last=q.get("last") == "1", page=page,
                      per_page=ctx.app.cfg.per_page)
@@ -194,7 +221,8 @@ def _list(ctx: Ctx, flagged_only: bool):
     return ctx.render("list.html", 400 if error else 200, title=title, action=action, page=page, error=error,
                       params=params, teams=model.distinct("team"), flags=model.flags(),
                       agents=[ctx.user.agent_id] if ctx.user.role == "agent" else model.distinct("agent_id"),
-                      items=model.item_names(), progress=model.progress, flagged_only=flagged_only)
+                      items=model.item_names(), progress=model.progress, flagged_only=flagged_only,
+                      call_types=model.distinct("call_type"), call_reasons=model.distinct("call_reason"))
 
 
 def queue_page(ctx: Ctx):

@@ -91,6 +91,64 @@ def build_audio_results(tmp: Path) -> Path:
     return out
 
 
+# Calls with stored summaries for the call-reasons report: (call_id, agent, team, started_at, call_type, reason,
+# resolved, over_duration_target).  Weeks 2026-W41, W42 and W44 (W43 empty); s05 is Sunday in UTC but Monday
+# (W42) in Asia/Shanghai; s10 has no team.
+SUMMARY_CALLS = (
+    ("s01", "A1001", "billing", "2026-10-05T09:00:00+08:00", "咨询", "物流配送", True, False),
+    ("s02", "A1001", "billing", "2026-10-06T10:00:00+08:00", "投诉", "物流配送", False, True),
+    ("s03", "A1002", "billing", "2026-10-07T11:00:00+08:00", "咨询", "发票", None, None),
+    ("s04", "A2001", "logistics", "2026-10-08T09:30:00+08:00", "投诉", "物流配送", False, True),
+    ("s05", "A2001", "logistics", "2026-10-11T16:30:00+00:00", "咨询", "物流配送", True, False),
+    ("s06", "A1001", "billing", "2026-10-12T09:00:00+08:00", "投诉", "退换货退款", None, True),
+    ("s07", "A1002", "billing", "2026-10-13T14:00:00+08:00", "咨询", "物流配送", True, None),
+    ("s08", "A2001", "logistics", "2026-10-14T15:00:00+08:00", "咨询", "物流配送", False, False),
+    ("s09", "A2001", "logistics", "2026-10-15T15:00:00+08:00", "投诉", "退换货退款", False, True),
+    ("s10", "A3001", None, "2026-10-16T10:00:00+08:00", "咨询", "发票", True, False),
+    ("s11", "A1001", "billing", "2026-10-26T09:00:00+08:00", "咨询", "物流配送", None, False),
+    ("s12", "A1002", "billing", "2026-10-27T09:00:00+08:00", "投诉", "物流配送", False, True),
+    ("s13", "A1001", "billing", "2026-10-28T09:00:00+08:00", "建议", "发票", True, None),
+    ("s14", "A2001", "logistics", "2026-10-29T09:00:00+08:00", "咨询", "退换货退款", True, False),
+)
+SUMMARY_FAILED = ("s15", "A1001", "billing", "2026-10-05T12:00:00+08:00")       # failed: no summary
+SUMMARY_RERUN = ("s02", "办理", "退换货退款", True, False)                       # a later run of s02 changed it
+
+
+def build_summary_results(out: Path) -> Path:
+    """A small results folder written with the pipeline's own sink (:class:`ParquetSink`, 4 calls per part):
+    SUMMARY_CALLS with their summaries and session flags, SUMMARY_FAILED, then a second run with SUMMARY_RERUN."""
+    import datetime as dt
+
+    from qc_pipeline.records import ROLE_AGENT, ROLE_CUSTOMER, CallRecord, CallSource, Utterance
+    from qc_pipeline.sinks.parquet import ParquetSink
+    from qc_pipeline.stages.summarize import Summary
+
+    def record(cid, agent, team, started, call_type=None, reason=None, resolved=None, over=None) -> CallRecord:
+        src = CallSource(call_id=cid, kind="chat", agent_id=agent, team=team,
+                         started_at=dt.datetime.fromisoformat(started))
+        utts = (Utterance(0, ROLE_CUSTOMER, -1, None, None, f"我想问一下{reason or ''}的问题"),
+                Utterance(1, ROLE_AGENT, -1, None, None, "好的，我帮您查询"))
+        rec = CallRecord(source=src, utterances=utts)
+        if call_type is None:
+            return rec.failed("decode_error", "test: failed before summarizing")
+        target = {"咨询": 300.0, "投诉": 480.0}.get(call_type)
+        rec = rec.replace(summary=Summary(
+            call_type=call_type, call_type_source="keywords", reason=reason, reason_text=utts[0].text,
+            reason_source="keywords", resolved=resolved, duration_s=None if over is None else (target or 0) + (60 if over else -60),
+            duration_target_s=target if over is not None else None, over_duration_target=over))
+        return rec.with_flag("over_duration_target") if over else rec
+
+    specs = {c[0]: c for c in SUMMARY_CALLS}
+    for run, recs in (("20261101T000000-aaaaaa", [record(*c) for c in SUMMARY_CALLS] + [record(*SUMMARY_FAILED)]),
+                      ("20261102T000000-bbbbbb", [record(*specs[SUMMARY_RERUN[0]][:4], *SUMMARY_RERUN[1:])])):
+        sink = ParquetSink(out, run_id=run, config_hash="test", flush_every=4, run_date=dt.date(2026, 11, 1))
+        sink.open()
+        for rec in recs:
+            sink.add(rec)
+        sink.close()
+    return out
+
+
 def add_users(db_path: Path) -> ReviewDB:
     """rev, rev2 (reviewers), trainer, admin, ag1 (agent A1001), ag2 (agent A2001), all with PASSWORD."""
     db = ReviewDB(db_path)

@@ -54,6 +54,8 @@ class SessionView:
     escalation: tuple[str, ...] = ()
     customer_emotion_index: Optional[float] = None
     error_detail: Optional[str] = None
+    call_type: Optional[str] = None            # summaries table (咨询/投诉/建议/办理), as stored
+    call_reason: Optional[str] = None          # summaries.reason (the configured taxonomy), as stored
     state: str = "pending"                     # review workflow: pending | claimed | done
     state_user: Optional[str] = None
     items: tuple[ItemView, ...] = field(default=(), compare=False)
@@ -69,7 +71,8 @@ class SessionView:
                 "queue": self.queue, "started_at": self.started_at.isoformat() if self.started_at else None,
                 "status": self.status, "total": self.total, "grade": self.grade, "passed": self.passed,
                 "veto": self.veto, "reasons": list(self.all_reasons()), "failed_items": list(self.failed_items),
-                "state": self.state, "state_user": self.state_user}
+                "call_type": self.call_type, "call_reason": self.call_reason, "state": self.state,
+                "state_user": self.state_user}
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,11 @@ class ListQuery:
     include_failed: bool = False
     q: Optional[str] = None                # call id (substring) or agent id (prefix)
     text: Optional[str] = None             # transcript text (substring)
+    week: Optional[str] = None             # ISO week of the call's day, "2026-W41" (checked by parse_week)
+    call_type: Optional[str] = None        # summaries.call_type
+    call_reason: Optional[str] = None      # summaries.reason
+    resolved: Optional[bool] = None        # summaries.resolved (unknown: not filterable)
+    over_target: Optional[bool] = None     # summaries.over_duration_target
     state: Optional[str] = None            # pending | claimed | done | mine
     user: Optional[str] = None             # whose claims "mine" means
     sort: str = "score"
@@ -155,3 +163,14 @@ def parse_date(value: Optional[str]) -> Optional[dt.date]:
         return dt.date.fromisoformat(value)
     except ValueError:
         raise ValueError(f"{value!r} is not a date; use YYYY-MM-DD") from None
+
+
+def parse_week(value: str) -> tuple[dt.date, dt.date]:
+    """``YYYY-Www`` (ISO week) -> (Monday, Sunday); ValueError (naming the value) for anything else."""
+    try:
+        if len(value) != 8 or value[4:6] != "-W" or not (value[:4] + value[6:]).isdigit():
+            raise ValueError
+        monday = dt.date.fromisocalendar(int(value[:4]), int(value[6:]), 1)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO week; use YYYY-Www, e.g. 2026-W41") from None
+    return monday, monday + dt.timedelta(days=6)
