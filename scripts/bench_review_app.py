@@ -3,13 +3,14 @@
     python scripts/bench_review_app.py [--sessions 100000] [--data /tmp/qc-bench-100k] [--requests 60]
 
 The dataset is written by qc_pipeline's own sink (``ParquetSink``: ``--calls-per-part``, default 8 = the worst case, many small files, sessions /
-utterances / scores / item_results, hive-partitioned by run date, the explicit schemas of
+utterances / scores / item_results / summaries, hive-partitioned by run date, the explicit schemas of
 ``qc_pipeline.schema``) from synthetic ``CallRecord`` s, one nightly run per day; it is kept and reused
 (delete the folder to rebuild).  fsync is skipped while writing it: bench data needs no durability.
 
 The app runs as ``qc-pipeline serve`` in a child process (uvicorn, real HTTP).  Reported:
 start-up until the first queue page answers (cold: no read-model file yet; warm: restart with it),
-p50/p95 of queue / search (call id, agent, text) / sort / session page, the same while a night's new
+p50/p95 of queue / search (call id, agent, text) / sort / session page / score and call-reasons reports / a
+reason+week drill-down list, the same while a night's new
 parts arrive (max latency = the longest any request was blocked), and the server's peak RSS (VmHWM).
 """
 
@@ -45,14 +46,18 @@ CUSTOMER_LINES = ("我的订单还没发货", "对的", "好的谢谢", "什么�
 ITEMS = (("greeting", "开场问候", 10), ("verify", "身份核实", 10), ("restate", "复述确认", 10),
          ("solution", "解决方案", 20), ("attitude", "服务态度", 15), ("closing", "结束语", 10),
          ("pii", "隐私保护", 10), ("forbidden", "禁语", 15))
+REASONS = ("物流配送", "退换货退款", "账户支付", "发票", "商品质量", "套餐业务", "其他")
+CALL_TYPES = ("咨询", "办理", "投诉", "建议")
 N_UTTERANCES = 20
 PER_DAY = 3000
 
 
 def _record(rng: random.Random, n: int, day: dt.date):
-    """One synthetic scored call: 20 utterances, 8 items with evidence, flags as the pipeline stores them."""
+    """One synthetic scored and summarized call: 20 utterances, 8 items with evidence, flags as the pipeline
+    stores them, a summaries row (call type, reason, resolved, over the duration target)."""
     from qc_pipeline.scoring.context import Hit
     from qc_pipeline.scoring.engine import ItemResult, SessionScore
+    from qc_pipeline.stages.summarize import Summary
 
     agent = f"A{1000 + n % 400}"
     team = f"team{(n % 400) // 20:02d}"
@@ -95,8 +100,14 @@ def _record(rng: random.Random, n: int, day: dt.date):
                      team=team, queue="话费查询",
                      started_at=dt.datetime.fromisoformat(f"{day}T{8 + n % 12:02d}:{n % 60:02d}:00+08:00"))
     session_flags = ("low_role_confidence",) if rng.random() < 0.05 else ()
+    over = t > 90.0
+    summary = Summary(call_type=rng.choice(CALL_TYPES), call_type_source="keywords", reason=rng.choice(REASONS),
+                      reason_text=utts[1].text, reason_source="keywords", resolved=rng.choice((True, False, None)),
+                      duration_s=round(t, 1), duration_target_s=90.0, over_duration_target=over)
+    if over:
+        session_flags += ("over_duration_target",)
     return CallRecord(source=src, utterances=tuple(utts), flags=session_flags, role_confidence=0.9,
-                      score=score, customer_emotion_index=cust, timings=(("asr", 1.0),))
+                      score=score, customer_emotion_index=cust, timings=(("asr", 1.0),), summary=summary)
 
 
 def _write_days(args: tuple[str, list[tuple[str, int, int]], int]) -> int:
@@ -242,6 +253,11 @@ def workload(n: int, rng: random.Random, last_day: dt.date) -> dict[str, list[st
         "sort by agent desc": ["/sessions?sort=agent&dir=desc"] * n,
         "filter team+flag": [f"/queue?team=team{rng.randrange(20):02d}&flag=low_score" for _ in range(n)],
         "session page": [],
+        "score report (team, JSON)": ["/api/reports?level=team"] * n,
+        "call reasons report (JSON)": ["/api/reports/reasons"] * n,
+        "call reasons report (page)": ["/reports/reasons"] * n,
+        "reason+week drill-down list": [f"/sessions?{urlencode({'reason': rng.choice(REASONS)})}"
+                                        f"&week=2026-W{1 + rng.randrange(max(1, days // 7)):02d}" for _ in range(n)],
     }
 
 
@@ -294,7 +310,7 @@ def main() -> int:
                          "defaults to output.flush_every 500 or output.flush_interval_s)")
     ap.add_argument("--x10", action="store_true", help="also time the list queries on the read model grown to 10x")
     args = ap.parse_args()
-    data = args.data or Path(tempfile.gettempdir()) / f"qc-bench-{args.sessions}-{args.calls_per_part}"
+    data = args.data or Path(tempfile.gettempdir()) / f"qc-bench-{args.sessions}-{args.calls_per_part}-sum"
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1/5 min), cores {os.cpu_count()}")
     if not (data / ".bench-complete").exists():
         print(f"building {args.sessions} sessions in {data} ...", flush=True)
@@ -380,7 +396,7 @@ def main() -> int:
             time.sleep(0.2)
         stop.set()
         th.join()
-        print(f"\nnight of {args.night} sessions ({args.night // 8} parts per table) written in {wrote:.1f} s; "
+        print(f"\nnight of {args.night} sessions ({-(-args.night // args.calls_per_part)} parts per table) written in {wrote:.1f} s; "
               f"all visible after {seen if seen is None else round(seen, 1)} s")
         print(f"requests during the refresh: n={len(lat)} p50 {pct(lat, .5):.1f} ms, p95 {pct(lat, .95):.1f} ms, "
               f"max (longest blocked) {max(lat) * 1000:.1f} ms")
