@@ -396,7 +396,8 @@ def main() -> int:
             time.sleep(0.2)
         stop.set()
         th.join()
-        print(f"\nnight of {args.night} sessions ({-(-args.night // args.calls_per_part)} parts per table) written in {wrote:.1f} s; "
+        n_parts = -(-args.night // args.calls_per_part)
+        print(f"\nnight of {args.night} sessions ({n_parts} parts per table) written in {wrote:.1f} s; "
               f"all visible after {seen if seen is None else round(seen, 1)} s")
         print(f"requests during the refresh: n={len(lat)} p50 {pct(lat, .5):.1f} ms, p95 {pct(lat, .95):.1f} ms, "
               f"max (longest blocked) {max(lat) * 1000:.1f} ms")

@@ -157,7 +157,8 @@ def test_read_model_of_an_older_version_is_rebuilt(results, tmp_path):
 
 
 def test_reasons_html_links_escapes_and_plain_numbers():
-    cubes = {"reason": [("<b>价格</b>", "a&b", "2026-W41", 2, 0, 0, 1, 2), ("<b>价格</b>", None, "2026-W42", 1, 0, 0, 0, 0)],
+    cubes = {"reason": [("<b>价格</b>", "a&b", "2026-W41", 2, 0, 0, 1, 2),
+                        ("<b>价格</b>", None, "2026-W42", 1, 0, 0, 0, 0)],
              "type": [("投诉", "a&b", "2026-W41", 2, 1, 2, 1, 2), ("投诉", None, "2026-W42", 1, 0, 0, 0, 0)]}
     rep = build_reasons(cubes)
     html = reasons_body(rep, "http://qa:8080", {"from": "2026-10-01", "to": None})
@@ -258,7 +259,8 @@ def test_filters_are_validated_with_clear_errors(app):
     c = client(app, "trainer")
     for query, message in (("reason=" + quote("不存在"), "known: 发票"), ("type=x", "known: "),
                            ("week=2026-41", "not an ISO week"), ("week=2026-W60", "not an ISO week"),
-                           ("resolved=yes", "resolved must be 1 or 0"), ("over_target=2", "over_target must be 1 or 0")):
+                           ("resolved=yes", "resolved must be 1 or 0"),
+                           ("over_target=2", "over_target must be 1 or 0")):
         r = c.get("/api/sessions?" + query)
         assert r.status_code == 400 and message in r.json()["error"], (query, r.text)
     page = c.get("/sessions?week=W41")

@@ -11,7 +11,7 @@ from qc_pipeline.web.views import ListQuery, SessionView, parse_week
 COLS = ("call_id", "kind", "source_path", "agent_id", "team", "queue", "started_at", "status", "error_reason",
          "duration_s", "role_confidence", "run_id", "part", "processed_at", "total", "grade", "passed", "veto",
          "veto_items", "reasons", "failed_items", "escalation", "customer_emotion_index", "error_detail",
-        "call_type", "call_reason")
+         "call_type", "call_reason")
 SELECT_VIEW = ", ".join(f"c.{c}" for c in COLS) + ", coalesce(w.state, 'pending'), w.user_name"
 FROM = "cur c LEFT JOIN wf w ON w.call_id = c.call_id AND w.run_id = c.run_id"
 
@@ -95,7 +95,6 @@ def where_clause(q: ListQuery) -> tuple[list[str], list]:
     elif q.state:
         add("w.state = ?", q.state)
     return where, args
-
 
 
 # -- call reasons and types (the summaries table) ----------------------------------------------------

@@ -5,9 +5,9 @@ The pipeline writes ``DIR/<table>/run_date=YYYY-MM-DD/part-<run>-<seq>.parquet``
 commit marker of its twins (same relative name) in the other tables.  A background thread lists the
 partition folders (only those whose mtime changed), ingests new sessions parts and their twins in
 batches (newest day first) and keeps ``cur``: one row per call, its newest committed run joined with
-that run's score, failed items, stored flags and summary (call type / reason; none for older runs).  Each batch is one DuckDB transaction; requests read
-their own snapshot and never wait for a refresh.  The tables live in a DuckDB file (default next to
-the review database) so a restart only ingests what is new.  Parquet files are never written.
+that run's score, failed items, stored flags and summary (call type / reason; none for older runs).  Each
+batch is one DuckDB transaction; requests read their own snapshot and never wait for a refresh.  The tables
+live in a DuckDB file (default next to the review database) so a restart only ingests what is new.  Parquet files are never written.
 
 Review reasons are the stored flags only (``sessions.flags`` + ``scores.flags``): nothing is
 re-derived here.  Columns are read by name; ``started_at`` may be text or a timestamp, an absent table

@@ -62,7 +62,8 @@ def _dimension(rows: list[tuple], weeks: list[str], teams: list[Optional[str]]) 
             by_team.append({"team": t, "n": n_t, "share": _share(n_t, team_total.get(t, 0)), "last_week": n_last,
                             "delta": None if prev is None else n_last - a["team_week"].get((t, prev), 0)})
         out.append({"value": value, "n": a["n"], "share": _share(a["n"], total),
-                    "over_target": {"n": a["over"], "known": a["over_known"], "share": _share(a["over"], a["over_known"])},
+                    "over_target": {"n": a["over"], "known": a["over_known"],
+                                    "share": _share(a["over"], a["over_known"])},
                     "resolved": {"n": a["res"], "known": a["res_known"], "share": _share(a["res"], a["res_known"])},
                     "weeks": by_week, "teams": by_team})
     return out
@@ -151,7 +152,8 @@ def reasons_body(rep: dict, link: Optional[str] = "", filters: Optional[dict] = 
                      + "</tr></thead><tbody>")
         for v in shown:
             cells = "".join(f'<td>{num(c["n"], **{dim: v["value"]}, team=c["team"])} '
-                            f'<span class="muted">{_pct(c["share"])}</span>{_trend(c["delta"])}</td>' for c in v["teams"])
+                            f'<span class="muted">{_pct(c["share"])}</span>{_trend(c["delta"])}</td>'
+                            for c in v["teams"])
             parts.append(f'<tr data-value="{escape(v["value"])}"><td>{escape(v["value"])}</td>{cells}</tr>')
         parts.append("</tbody></table>")
     parts.append('<h3>超出处理时长目标 · 按来电类型</h3><table class="over-target"><thead><tr><th>来电类型</th>'

@@ -64,8 +64,8 @@ def highlight(text: str, keywords: list[str]) -> Markup:
 
 
 def setup_templates(env) -> None:
-    env.globals.update(ROLE_ZH=ROLE_ZH, ACTION_ZH=ACTION_ZH, STATE_ZH=STATE_ZH, FLAG_ZH=FLAG_ZH, NAV=NAV, DRILL=DRILL,
-                       allowed=allowed, session_link=session_link)
+    env.globals.update(ROLE_ZH=ROLE_ZH, ACTION_ZH=ACTION_ZH, STATE_ZH=STATE_ZH, FLAG_ZH=FLAG_ZH, NAV=NAV,
+                       DRILL=DRILL, allowed=allowed, session_link=session_link)
     env.filters.update(local=local_time, ts=fmt_ts, quote_=evidence_quote,
                        num=lambda v: "" if v is None else f"{v:g}",
                        qs=lambda d: urlencode({k: v for k, v in d.items() if v not in (None, "")}),

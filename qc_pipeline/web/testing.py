@@ -131,11 +131,11 @@ def build_summary_results(out: Path) -> Path:
         rec = CallRecord(source=src, utterances=utts)
         if call_type is None:
             return rec.failed("decode_error", "test: failed before summarizing")
-        target = {"咨询": 300.0, "投诉": 480.0}.get(call_type)
+        target = None if over is None else 300.0
         rec = rec.replace(summary=Summary(
             call_type=call_type, call_type_source="keywords", reason=reason, reason_text=utts[0].text,
-            reason_source="keywords", resolved=resolved, duration_s=None if over is None else (target or 0) + (60 if over else -60),
-            duration_target_s=target if over is not None else None, over_duration_target=over))
+            reason_source="keywords", resolved=resolved, duration_target_s=target, over_duration_target=over,
+            duration_s=None if over is None else target + (60 if over else -60)))
         return rec.with_flag("over_duration_target") if over else rec
 
     specs = {c[0]: c for c in SUMMARY_CALLS}
