@@ -47,6 +47,14 @@ def decode_cursor(cursor: str):
         raise ValueError("bad page cursor; start again from the first page") from None
 
 
+# ListQuery field -> its condition, applied when the field is set (not None, not empty); the other filters below
+VALUE_FILTERS = {"date_from": "c.day >= ?", "date_to": "c.day <= ?", "team": "c.team = ?",
+                 "agent_id": "c.agent_id = ?", "item_id": "list_contains(c.failed_items, ?)",
+                 "flag": "list_contains(c.reasons, ?)", "below": "c.total < ?", "call_type": "c.call_type = ?",
+                 "call_reason": "c.call_reason = ?", "resolved": "c.resolved = ?",
+                 "over_target": "c.over_duration_target = ?"}
+
+
 def where_clause(q: ListQuery) -> tuple[list[str], list]:
     """SQL conditions (on ``cur c`` joined with ``wf w``) and their parameters for ``q``; a text search needs
     the temp table ``text_hits`` (made by :meth:`ReadModel._where`)."""
@@ -56,20 +64,10 @@ def where_clause(q: ListQuery) -> tuple[list[str], list]:
         where.append(sql)
         args.extend(values)
 
-    if q.date_from:
-        add("c.day >= ?", q.date_from)
-    if q.date_to:
-        add("c.day <= ?", q.date_to)
-    if q.team:
-        add("c.team = ?", q.team)
-    if q.agent_id:
-        add("c.agent_id = ?", q.agent_id)
-    if q.item_id:
-        add("list_contains(c.failed_items, ?)", q.item_id)
-    if q.flag:
-        add("list_contains(c.reasons, ?)", q.flag)
-    if q.below is not None:
-        add("c.total < ?", q.below)
+    for name, sql in VALUE_FILTERS.items():
+        value = getattr(q, name)
+        if value is not None and value != "":
+            add(sql, value)
     if q.not_passed:
         add("c.passed = false")
     if q.flagged_only:
@@ -78,14 +76,6 @@ def where_clause(q: ListQuery) -> tuple[list[str], list]:
         add("contains(c.skey, ?)", q.q.lower())
     if q.week:
         add("c.day BETWEEN ? AND ?", *parse_week(q.week))
-    if q.call_type:
-        add("c.call_type = ?", q.call_type)
-    if q.call_reason:
-        add("c.call_reason = ?", q.call_reason)
-    if q.resolved is not None:
-        add("c.resolved = ?", q.resolved)
-    if q.over_target is not None:
-        add("c.over_duration_target = ?", q.over_target)
     if q.text:
         add("EXISTS (SELECT 1 FROM text_hits t WHERE t.call_id = c.call_id AND t.run_id = c.run_id)")
     if q.state == "mine":
