@@ -13,7 +13,7 @@ from qc_pipeline.scoring.engine import score_session
 from qc_pipeline.scoring.pii import find_pii, mask_text
 from tests.conftest import REPO
 
-DEFAULT = REPO / "configs" / "scorecards" / "default.yaml"
+DEFAULT = REPO / "qc_pipeline" / "configs" / "scorecards" / "default.yaml"
 
 
 def utts(lines, step=5.0):

@@ -1,0 +1,107 @@
+"""Clauses of a turn and what kind of speech act each is: a question (and which kind) or a statement.
+
+Chinese questions are marked by final particles and question words, not only by "？": typed chat
+often has no punctuation at all, and ASR punctuation is unreliable.  呢 ends questions *and*
+statements ("我们周末也营业的呢" informs), so it makes a question only together with a question
+word, an A-not-A form or 还是.
+
+Question kinds
+  confirm_tag   …是吗 / 对吗 / 是吧 / 对吧 / 是不是 / 对不对   (checks that something is so)
+  permission    …好吗 / 可以吗 / 行吗 / 好不好 / 可不可以      (asks leave to act)
+  alternative   是A还是B                                    (offers options)
+  wh            什么 / 怎么 / 哪 / 多少 / 为什么 … + ？ or 呢 or 请问
+  yes_no        …吗 / 么 / 嘛, A-not-A (有没有 / 能不能 …), or "？"
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+QUESTION_KINDS = ("confirm_tag", "permission", "alternative", "wh", "yes_no")
+
+_SPLIT = re.compile(r"((?:[，,。！!？?；;…~～\n\s]|(?<!\d)\.(?!\d))+)")
+_SOFT_TAIL = re.compile(r"(?:[哦呀啊呐哈啦噢喔诶哟呦哒滴捏嗯]|亲亲|亲爱的|亲|[^\w\u4e00-\u9fff])+$")
+_SOFT_HEAD = re.compile(r"^(?:亲亲|亲爱的|亲|嗯嗯|嗯|哦|好的|那|那么|请问)+")
+_CONFIRM_TAGS = ("是吗", "对吗", "是么", "对么", "是嘛", "对嘛", "是吧", "对吧", "是不是", "对不对", "是这样吗",
+                 "没错吧", "是的吧", "对不")
+_PERMISSION_TAGS = ("好吗", "可以吗", "行吗", "好么", "可以么", "好不好", "可不可以", "行不行", "可以不", "好嘛")
+_TAG_ONLY = re.compile(r"^(?:" + "|".join(_CONFIRM_TAGS + _PERMISSION_TAGS) + r")$")
+_A_NOT_A = re.compile(r"(.)[不没]\1|有没有")
+_INDIRECT = re.compile(r"(?:看看|看下|看一下|查查|查一下|查下|确认|核实|问问|问一下|知道|清楚|了解)[^，。]{0,6}(?:.[不没].|有没有)")
+_WH = re.compile(r"什么|怎么|哪|谁|几[个天号点时次件]|多少|多久|多长|为什么|为何|如何|咋|啥")
+_ALTERNATIVE = re.compile(r"(?:是|要|想|需要|选择)[^，。,.!?！？]{0,16}还是")
+_PLACEHOLDER = re.compile(r"\[[^\]]{0,12}\]")
+_PARTICLES = re.compile(r"[呢哦呀啊啦吧哈嘛的了嗯呐噢喔哟呦哒滴亲~～\W_]", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class Clause:
+    start: int          # offset in the turn's text
+    text: str           # the clause with its trailing punctuation
+    body: str           # without trailing punctuation and soft particles (亲, 哦, emoticons …)
+
+    @property
+    def question_kind(self) -> Optional[str]:
+        return question_kind(self.text)
+
+
+def split_clauses(text: str) -> list[Clause]:
+    """Clauses of ``text``; a bare tag ("对吗", "可以吗") joins the clause before it."""
+    out: list[Clause] = []
+    parts = _SPLIT.split(text)
+    pos = 0
+    for k in range(0, len(parts), 2):
+        body_raw = parts[k]
+        tail = parts[k + 1] if k + 1 < len(parts) else ""
+        if body_raw:
+            body = strip_soft(body_raw)
+            if out and _TAG_ONLY.match(body):
+                prev = out.pop()
+                out.append(Clause(prev.start, text[prev.start:pos + len(body_raw) + len(tail)],
+                                  prev.body + body))
+            else:
+                out.append(Clause(pos, body_raw + tail, body))
+        pos += len(body_raw) + len(tail)
+    return out
+
+
+def strip_soft(clause: str) -> str:
+    """A clause without trailing particles, address terms and emoticons."""
+    return _SOFT_TAIL.sub("", clause.strip())
+
+
+def question_kind(clause: str) -> Optional[str]:
+    """Which kind of question ``clause`` (one clause, punctuation kept) is, or None for a statement."""
+    marked = "?" in clause or "？" in clause
+    body = strip_soft(clause)
+    head = _SOFT_HEAD.sub("", body)
+    asks = clause.lstrip().startswith("请问") or body.startswith("请问")
+    if not body:
+        return "yes_no" if marked else None
+    if body.endswith(_CONFIRM_TAGS):
+        return "confirm_tag"
+    if body.endswith(_PERMISSION_TAGS):
+        return "permission"
+    wh = bool(_WH.search(head))
+    if _ALTERNATIVE.search(head) and (marked or asks or body[-1] in "吗么呢嘛" or head.startswith(("是", "您是", "你是"))):
+        return "alternative"
+    if body[-1] in "吗么嘛麽":
+        return "yes_no"
+    if wh and (marked or asks or body.endswith("呢")):
+        return "wh"
+    if _A_NOT_A.search(head) and not _INDIRECT.search(head):
+        return "yes_no"
+    if marked or asks:
+        return "yes_no"
+    return None
+
+
+def substance(clause: str, ignore: Optional[re.Pattern] = None) -> int:
+    """Content characters of a clause: without anonymisation tags, the ``ignore`` phrases
+    (boilerplate), particles and punctuation."""
+    text = _PLACEHOLDER.sub("", clause)
+    if ignore is not None:
+        text = ignore.sub("", text)
+    return len(_PARTICLES.sub("", text))

@@ -1,0 +1,125 @@
+"""Combinators: ``all`` (optionally ``same_turn: true``), ``any``, ``not``, ``last``.
+
+    all: [NODE, ...]              every child matches (same_turn: one turn matches every child)
+    any: [NODE, ...]
+    not: NODE
+    last: NODE                    only the child's last hit (e.g. the customer's final reaction)
+
+Scope keys on a combinator are pushed down to its children.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+from qc_pipeline.scoring.operators.base import Node, Outcome
+
+
+def _children(body, c, key, rule_id) -> tuple[Node, ...]:
+    if not isinstance(body, list) or not body:
+        raise c.err(key, "expected a non-empty list of rules")
+    return tuple(c.compile(x, f"{key}[{i}]", rule_id) for i, x in enumerate(body))
+
+
+def _uncertain(outs) -> tuple[int, ...]:
+    return tuple(dict.fromkeys(t for o in outs for t in o.uncertain))
+
+
+@dataclass(frozen=True)
+class AllOf(Node):
+    op = "all"
+    extra_keys = ("same_turn",)
+    items: tuple[Node, ...] = ()
+    same_turn: bool = False
+
+    @classmethod
+    def parse(cls, body, c, key, rule_id, scope, **extra):
+        node = cls(rule_id=rule_id, items=_children(body, c, key, rule_id),
+                   same_turn=c.boolean(extra.get("same_turn", False), key.rsplit(".", 1)[0] + ".same_turn"))
+        return node if scope == type(scope)() else node.rescope(scope)
+
+    def children(self):
+        return self.items
+
+    def rescope(self, scope):
+        return replace(self, items=tuple(x.rescope(scope) for x in self.items))
+
+    def _evaluate(self, ctx):
+        outs = [x.evaluate(ctx) for x in self.items]
+        unc = _uncertain(outs)
+        if not all(o.matched for o in outs):
+            return Outcome(False, (), unc)
+        if not self.same_turn:
+            return Outcome(True, tuple(h for o in outs for h in o.hits), unc)
+        run_of = {ctx.utterances[i].turn_index: t.pos for t in ctx.turns for i in t.members}
+        common = set.intersection(*({run_of[h.turn_index] for h in o.hits} for o in outs))
+        hits = tuple(dict.fromkeys(h for o in outs for h in o.hits if run_of[h.turn_index] in common))
+        return Outcome(bool(common), hits, unc)
+
+
+@dataclass(frozen=True)
+class AnyOf(Node):
+    op = "any"
+    items: tuple[Node, ...] = ()
+
+    @classmethod
+    def parse(cls, body, c, key, rule_id, scope, **extra):
+        node = cls(rule_id=rule_id, items=_children(body, c, key, rule_id))
+        return node if scope == type(scope)() else node.rescope(scope)
+
+    def children(self):
+        return self.items
+
+    def rescope(self, scope):
+        return replace(self, items=tuple(x.rescope(scope) for x in self.items))
+
+    def _evaluate(self, ctx):
+        outs = [x.evaluate(ctx) for x in self.items]
+        return Outcome(any(o.matched for o in outs), tuple(h for o in outs if o.matched for h in o.hits),
+                       _uncertain(outs))
+
+
+@dataclass(frozen=True)
+class Not(Node):
+    op = "not"
+    child: Optional[Node] = None
+
+    @classmethod
+    def parse(cls, body, c, key, rule_id, scope, **extra):
+        node = cls(rule_id=rule_id, child=c.compile(body, key, rule_id))
+        return node if scope == type(scope)() else node.rescope(scope)
+
+    def children(self):
+        return (self.child,)
+
+    def rescope(self, scope):
+        return replace(self, child=self.child.rescope(scope))
+
+    def _evaluate(self, ctx):
+        out = self.child.evaluate(ctx)
+        return Outcome(not out.matched, (), out.uncertain)
+
+
+@dataclass(frozen=True)
+class Last(Node):
+    op = "last"
+    child: Optional[Node] = None
+
+    @classmethod
+    def parse(cls, body, c, key, rule_id, scope, **extra):
+        node = cls(rule_id=rule_id, child=c.compile(body, key, rule_id))
+        return node if scope == type(scope)() else node.rescope(scope)
+
+    def children(self):
+        return (self.child,)
+
+    def rescope(self, scope):
+        return replace(self, child=self.child.rescope(scope))
+
+    def _evaluate(self, ctx):
+        out = self.child.evaluate(ctx)
+        if not out.matched or not out.hits:
+            return out
+        last = max(h.turn_index for h in out.hits)
+        return Outcome(True, tuple(h for h in out.hits if h.turn_index == last), out.uncertain)
