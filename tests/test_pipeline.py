@@ -11,7 +11,7 @@ from qc_pipeline.audio import load_audio
 from qc_pipeline.config import load_config
 from qc_pipeline.executor import run_batch
 from qc_pipeline.metrics import cer
-from qc_pipeline.schema import SESSIONS, UTTERANCES
+from qc_pipeline.schema import SCHEMA_VERSION, SESSIONS, UTTERANCES
 from qc_pipeline.testing import resample, write_audio
 from qc_pipeline.textnorm import to_simplified
 from qc_pipeline.writer import read_table
@@ -146,7 +146,7 @@ def test_parquet_schema_is_the_declared_one(batch):
         for p in parts:
             got = pq.read_schema(p)
             assert got.equals(schema, check_metadata=False)
-            assert got.metadata[b"qc_pipeline.schema_version"] == b"1"
+            assert got.metadata[b"qc_pipeline.schema_version"] == SCHEMA_VERSION.encode()
 
 
 def test_sessions_carry_versions(batch):

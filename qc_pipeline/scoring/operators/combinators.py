@@ -1,9 +1,10 @@
-"""Combinators: ``all`` (optionally ``same_turn: true``), ``any``, ``not``, ``last``.
+"""Combinators: ``all`` (optionally ``same_turn: true``), ``any``, ``not``, ``first``, ``last``.
 
     all: [NODE, ...]              every child matches (same_turn: one turn matches every child)
     any: [NODE, ...]
     not: NODE
-    last: NODE                    only the child's last hit (e.g. the customer's final reaction)
+    first: NODE / last: NODE      only the child's first / last hit (the first upset turn, the
+                                  customer's final reaction)
 
 Scope keys on a combinator are pushed down to its children.
 """
@@ -117,9 +118,20 @@ class Last(Node):
     def rescope(self, scope):
         return replace(self, child=self.child.rescope(scope))
 
+    def pick(self, turns):
+        return max(turns)
+
     def _evaluate(self, ctx):
         out = self.child.evaluate(ctx)
         if not out.matched or not out.hits:
             return out
-        last = max(h.turn_index for h in out.hits)
-        return Outcome(True, tuple(h for h in out.hits if h.turn_index == last), out.uncertain)
+        keep = self.pick(h.turn_index for h in out.hits)
+        return Outcome(True, tuple(h for h in out.hits if h.turn_index == keep), out.uncertain)
+
+
+@dataclass(frozen=True)
+class First(Last):
+    op = "first"
+
+    def pick(self, turns):
+        return min(turns)

@@ -112,9 +112,18 @@ class Compiler:
         return value
 
     def regex(self, value: Any, k: str) -> str:
-        """A regular expression, or a list of them (any may match)."""
-        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-            value = "|".join(f"(?:{v})" for v in value)
+        """A regular expression, or a list of them (any may match; nested lists from YAML anchors are
+        flattened)."""
+        if isinstance(value, list):
+            flat, stack = [], list(reversed(value))
+            while stack:
+                v = stack.pop()
+                if isinstance(v, list):
+                    stack.extend(reversed(v))
+                else:
+                    flat.append(v)
+            if flat and all(isinstance(v, str) for v in flat):
+                value = "|".join(f"(?:{v})" for v in flat)
         if not isinstance(value, str):
             raise self.err(k, "expected a regular expression (or a list of them)")
         try:

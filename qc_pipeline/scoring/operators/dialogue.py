@@ -1,13 +1,16 @@
 """Speech acts of a turn's clauses (see :mod:`qc_pipeline.scoring.clauses`).
 
-    question:  {kinds: [confirm_tag, permission, alternative, wh, yes_no],   default: all kinds
-                pattern: REGEX | [REGEX, ...],    the clause must match (e.g. a need frame 您是想…)
-                exclude: REGEX | [REGEX, ...],    … and must not (offers to act, idle checks)
-                min_chars: N, ignore: REGEX | [...]}   … and keep N content characters once the
-                                                  ``ignore`` phrases are removed (是这个订单吗 has none)
-    statement: {min_chars: 4,                     a clause that is not a question and keeps at least
-                ignore: REGEX | [REGEX, ...],     min_chars content characters once the ``ignore``
-                exclude: REGEX | [REGEX, ...]}    phrases (boilerplate), particles and tags are removed
+    question:  {kinds: [confirm_tag, permission, alternative, wh, yes_no], ...}   default: all kinds
+    statement: {...}                                   a clause that is not a question
+
+Both take the clause filters
+    pattern: REGEX | [REGEX, ...]     the clause must match (a need frame 您是想…, acceptance words); tested
+                                      without leading address terms and fillers (亲爱的, 请问, 那 …)
+    exclude: REGEX | [REGEX, ...]     … and must not (offers to act, idle checks)
+    ignore:  REGEX | [REGEX, ...]     phrases that carry no content (boilerplate, identifiers)
+    min_chars: N / max_chars: N       content characters left once the ``ignore`` phrases, anonymisation
+                                      tags, particles and punctuation are removed ("是这个订单吗" has none;
+                                      a short "好的，谢谢" acknowledges, "做工都很好" does not)
 
 One hit per turn: the first clause that qualifies (evidence: the clause, then the message).
 """
@@ -34,9 +37,37 @@ def _compile(c, body, key, name) -> Optional[str]:
     return c.regex(body[name], f"{key}.{name}") if body.get(name) is not None else None
 
 
+@dataclass(frozen=True)
 class _ClauseAct(Node):
-    def qualifies(self, clause: Clause) -> bool:
+    pattern: Optional[str] = None
+    exclude: Optional[str] = None
+    ignore: Optional[str] = None
+    min_chars: int = 0
+    max_chars: Optional[int] = None
+    _FILTERS = ("pattern", "exclude", "ignore", "min_chars", "max_chars")
+
+    @classmethod
+    def _filters(cls, c, body, key) -> dict:
+        out = {k: _compile(c, body, key, k) for k in ("pattern", "exclude", "ignore")}
+        out["min_chars"] = int(c.number(body.get("min_chars", cls.min_chars), f"{key}.min_chars", 0, 500))
+        if body.get("max_chars") is not None:
+            out["max_chars"] = int(c.number(body["max_chars"], f"{key}.max_chars", 0, 500))
+        return out
+
+    def act(self, clause: Clause) -> bool:
         raise NotImplementedError
+
+    def qualifies(self, clause: Clause) -> bool:
+        if not self.act(clause):
+            return False
+        if self.pattern is not None and re.search(self.pattern, clause.core) is None:
+            return False
+        if self.exclude is not None and re.search(self.exclude, clause.core) is not None:
+            return False
+        if self.min_chars or self.max_chars is not None:
+            n = substance(clause.body, re.compile(self.ignore) if self.ignore else None)
+            return n >= self.min_chars and (self.max_chars is None or n <= self.max_chars)
+        return True
 
     def _evaluate(self, ctx):
         cands = self.scope.candidates(ctx)
@@ -54,50 +85,28 @@ class _ClauseAct(Node):
 class Question(_ClauseAct):
     op = "question"
     kinds: tuple[str, ...] = QUESTION_KINDS
-    pattern: Optional[str] = None
-    exclude: Optional[str] = None
-    min_chars: int = 0
-    ignore: Optional[str] = None
 
     @classmethod
     def parse(cls, body, c, key, rule_id, scope, **extra):
-        body = c.mapping(body or {}, key, ("kinds", "pattern", "exclude", "min_chars", "ignore"))
+        body = c.mapping(body or {}, key, ("kinds",) + cls._FILTERS)
         kinds = c.strings(body.get("kinds", list(QUESTION_KINDS)), f"{key}.kinds")
         for k in kinds:
             c.choice(k, f"{key}.kinds", QUESTION_KINDS)
-        return cls(rule_id=rule_id, scope=scope, kinds=kinds, pattern=_compile(c, body, key, "pattern"),
-                   exclude=_compile(c, body, key, "exclude"),
-                   min_chars=int(c.number(body.get("min_chars", 0), f"{key}.min_chars", 0, 200)),
-                   ignore=_compile(c, body, key, "ignore"))
+        return cls(rule_id=rule_id, scope=scope, kinds=kinds, **cls._filters(c, body, key))
 
-    def qualifies(self, clause):
-        if clause.question_kind not in self.kinds:
-            return False
-        if self.pattern is not None and re.search(self.pattern, clause.body) is None:
-            return False
-        if self.exclude is not None and re.search(self.exclude, clause.body) is not None:
-            return False
-        return not self.min_chars or substance(clause.body, re.compile(self.ignore) if self.ignore else None) >= \
-            self.min_chars
+    def act(self, clause):
+        return clause.question_kind in self.kinds
 
 
 @dataclass(frozen=True)
 class Statement(_ClauseAct):
     op = "statement"
     min_chars: int = 4
-    ignore: Optional[str] = None
-    exclude: Optional[str] = None
 
     @classmethod
     def parse(cls, body, c, key, rule_id, scope, **extra):
-        body = c.mapping(body or {}, key, ("min_chars", "ignore", "exclude"))
-        return cls(rule_id=rule_id, scope=scope, min_chars=int(c.number(body.get("min_chars", 4), f"{key}.min_chars",
-                                                                          1, 200)),
-                   ignore=_compile(c, body, key, "ignore"), exclude=_compile(c, body, key, "exclude"))
+        body = c.mapping(body or {}, key, cls._FILTERS)
+        return cls(rule_id=rule_id, scope=scope, **cls._filters(c, body, key))
 
-    def qualifies(self, clause):
-        if clause.question_kind is not None:
-            return False
-        if self.exclude is not None and re.search(self.exclude, clause.body):
-            return False
-        return substance(clause.body, re.compile(self.ignore) if self.ignore else None) >= self.min_chars
+    def act(self, clause):
+        return clause.question_kind is None

@@ -5,8 +5,10 @@
               fuzzy: exact|pinyin|pinyin_loose,   homophone-tolerant, on audio only (ASR errors)
               match: substring|word,              word: the keyword must start and end on word
                                                   boundaries (滚 is not in 滚动, 妈的 not in 妈妈的)
-              skip_negated: true}                 an occurrence after a negation cue in the same
+              skip_negated: true,                 an occurrence after a negation cue in the same
                                                   clause does not count (没办法跟您保证)
+              skip_after: [请, 需要]}             … nor one after these words (请您保证附件完好 asks
+                                                  the customer; it promises nothing)
 
 Fuzzy matches always need word boundaries (故障单 does not contain 账单), and a keyword with a
 common homophone (客服/克服, 核实/合适: ``settings.homophone_clash_min_freq``) is matched exactly.
@@ -38,15 +40,14 @@ class Keyword(Node):
     fuzzy_ok: tuple[bool, ...] = ()      # per word: no common homophone, fuzz allowed (on audio)
     whole_words: bool = False
     lexicon: tuple[str, ...] = ()
-    skip_negated: bool = False
-    negation_cues: tuple[str, ...] = ()
-    negation_max_gap: int = 0
+    skip_cues: tuple[str, ...] = ()     # negation cues and skip_after words
+    skip_max_gap: int = 0
 
     @classmethod
     def parse(cls, body, c, key, rule_id, scope, **extra):
         if isinstance(body, list):
             body = {"any": body}
-        body = c.mapping(body, key, _MODES + ("n", "fuzzy", "match", "skip_negated"))
+        body = c.mapping(body, key, _MODES + ("n", "fuzzy", "match", "skip_negated", "skip_after"))
         modes = [m for m in _MODES if m in body]
         if len(modes) != 1:
             raise c.err(key, "use exactly one of any / all / none / at_least (with n)")
@@ -64,10 +65,11 @@ class Keyword(Node):
             if clash:
                 log.debug("rule %s: %r sounds like the common word %r; matched exactly", rule_id, w, clash)
             fuzzy_ok.append(fuzzy != "exact" and clash is None)
+        skip = s.negation_cues if c.boolean(body.get("skip_negated", False), f"{key}.skip_negated") else ()
+        if "skip_after" in body:
+            skip += tuple(normalize(w) for w in c.strings(body["skip_after"], f"{key}.skip_after"))
         return cls(rule_id=rule_id, scope=scope, words=words, mode=mode, n=n, fuzzy=fuzzy, fuzzy_ok=tuple(fuzzy_ok),
-                   whole_words=match == "word", lexicon=s.lexicon,
-                   skip_negated=c.boolean(body.get("skip_negated", False), f"{key}.skip_negated"),
-                   negation_cues=s.negation_cues, negation_max_gap=s.negation_max_gap)
+                   whole_words=match == "word", lexicon=s.lexicon, skip_cues=skip, skip_max_gap=s.negation_max_gap)
 
     def _evaluate(self, ctx: SessionContext):
         fuzz = self.fuzzy if ctx.channel == KIND_AUDIO else "exact"
@@ -100,8 +102,8 @@ class Keyword(Node):
                 bounds = ctx.word_bounds(t, self.lexicon)
                 if pos not in bounds or pos + len(word) not in bounds:
                     continue
-            if self.skip_negated and negated(t.norm, pos, t.breaks, ctx.word_bounds(t, self.lexicon),
-                                             self.negation_cues, self.negation_max_gap):
+            if self.skip_cues and negated(t.norm, pos, t.breaks, ctx.word_bounds(t, self.lexicon),
+                                          self.skip_cues, self.skip_max_gap):
                 continue
             return pos
         return None

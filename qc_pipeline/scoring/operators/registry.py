@@ -23,6 +23,7 @@ OPERATORS = {
     "all": "combinators:AllOf",
     "any": "combinators:AnyOf",
     "not": "combinators:Not",
+    "first": "combinators:First",
     "last": "combinators:Last",
 }
 OPERATOR_NAMES = tuple(OPERATORS) + ("ref",)   # ref: a named rule of the card (resolved by the compiler)

@@ -1,6 +1,9 @@
 """``unanswered``: trigger turns with no response in the next N turns of the other speaker.
 
     unanswered: {trigger: NODE, response: NODE, within: 2}     e.g. a complaint not soothed
+
+The evidence is the other speaker's first turn after the trigger — where the response was due —
+quoting the trigger.  A trigger nobody spoke after (the last words of the session) is not counted.
 """
 
 from __future__ import annotations
@@ -8,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from qc_pipeline.scoring.context import Hit
 from qc_pipeline.scoring.operators.base import Node, Outcome
 
 
@@ -45,6 +47,6 @@ class Unanswered(Node):
             seen.add(run.pos)
             # the next `within` turns of the other speaker(s)
             later = [t for t in ctx.turns[run.pos + 1:] if t.role != run.role][: self.within]
-            if not any(ctx.utterances[i].turn_index in answered for t in later for i in t.members):
-                hits.append(Hit(self.rule_id, h.turn_index, h.role, h.start, h.end, h.text))
+            if later and not any(ctx.utterances[i].turn_index in answered for t in later for i in t.members):
+                hits.append(ctx.hit(self.rule_id, later[0].members[0], f"no reply to: {h.text}"))
         return Outcome(bool(hits), tuple(hits), trig.uncertain + resp.uncertain)
