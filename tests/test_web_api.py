@@ -250,8 +250,8 @@ def test_override_appeal_decision_flow(base):
     assert post(rev, item_id="nope", action="confirm")[0] == 400
     assert post(rev, item_id="attitude", action="appeal", comment="x")[0] == 403
     assert post(ag, item_id="attitude", action="override", new_points=15, comment="x")[0] == 403
-    status, r = post(rev, item_id="attitude", action="override", new_points=5, comment="语气生硬，酌情给分")
-    assert status == 201 and r["current"]["attitude"]["points"] == 5
+    status, r = post(rev, item_id="attitude", action="override", new_points=10, comment="语气生硬，酌情给分")
+    assert status == 201 and r["current"]["attitude"]["points"] == 10
     assert post(admin, item_id="attitude", action="appeal_decision", new_points=15, comment="x")[0] == 409
     assert post(ag, item_id="attitude", action="appeal", comment="客户先辱骂")[0] == 201
     assert post(ag, item_id="attitude", action="appeal", comment="again")[0] == 409

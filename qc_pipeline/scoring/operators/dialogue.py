@@ -76,7 +76,8 @@ class _ClauseAct(Node):
             for cl in _clauses(ctx, t):
                 if self.qualifies(cl):
                     member = t.member_at(cl.start, normalized=False)
-                    hits.append(ctx.hit(self.rule_id, member, cl.text.strip() + " | " + ctx.utterances[member].text))
+                    quote = cl.body if cl.body and cl.body in t.text else cl.text.strip()
+                    hits.append(ctx.hit(self.rule_id, member, quote + " | " + ctx.utterances[member].text))
                     break
         return turn_outcome(ctx, cands, hits)
 
