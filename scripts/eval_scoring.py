@@ -47,10 +47,10 @@ Tuning disclosure (issue 12). The default card was developed against: labels_v1.
 sessions, every error looked at), the error classes named in the issue, and reading unlabelled dev
 dialogues of all four corpora. labels_v2.jsonl (annotator A) and labels_v2_b.jsonl (B) were made without
 seeing machine output. v2 A was first measured untouched, then per-session errors were read on the
-'tune' half (--half tune: sha1(dialogue_id) even, 96 sessions), then the 'check' half (108) was measured
-once (need confirmation F1 0.57, attitude P/R 0.50/0.26, total MAE 6.09, pass/fail 80.6%) and after that
-its errors on need confirmation, attitude and the total were read too: every v2 A label has now been
-looked at. B labels were only ever read as the aggregate numbers in this table; B's 50 sessions are a
+'tune' half (--half tune: sha1(dialogue_id) even, 96 sessions); the 'check' half's (108) aggregate numbers
+were printed three times meanwhile (last: need confirmation F1 0.57, attitude P/R 0.50/0.26, total MAE
+6.09, pass/fail 80.6%), after which its errors on need confirmation, attitude and the total were read
+too: every v2 A label has now been looked at. B labels were only ever read as the aggregate numbers in this table; B's 50 sessions are a
 subset of A's. STC-3 A/S ratings were used for the Spearman rows only."""
 
 # Label-derived session total (GUIDE.md v2, "Label-derived total"); item weights of the default card.
