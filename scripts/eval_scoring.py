@@ -50,8 +50,9 @@ seeing machine output. v2 A was first measured untouched, then per-session error
 'tune' half (--half tune: sha1(dialogue_id) even, 96 sessions); the 'check' half's (108) aggregate numbers
 were printed three times meanwhile (last: need confirmation F1 0.57, attitude P/R 0.50/0.26, total MAE
 6.09, pass/fail 80.6%), after which its errors on need confirmation, attitude and the total were read
-too: every v2 A label has now been looked at. B labels were only ever read as the aggregate numbers in this table; B's 50 sessions are a
-subset of A's. STC-3 A/S ratings were used for the Spearman rows only."""
+too: every v2 A label has now been looked at. B labels were only ever read as the aggregate numbers in
+this table; B's 50 sessions are a subset of A's. STC-3 dev S ratings were looked at (per level of the
+solution item) while tuning the reaction rules, so the STC-3 ρ is a dev number too."""
 
 # Label-derived session total (GUIDE.md v2, "Label-derived total"); item weights of the default card.
 WEIGHTS = {"greeting": 10, "need_confirmation": 20, "solution": 30, "closing": 10, "attitude": 15, "compliance": 15}
@@ -309,7 +310,8 @@ def main() -> None:
     n = len(dialogues)
     rows.append((f"throughput, 1 core ({n} sessions)", f"rules {n / rules_s:.1f}/s, rules + sentiment "
                  f"{n / with_sentiment_s:.1f}/s ({1000 * with_sentiment_s / n:.1f} ms/session)", ""))
-    report["throughput"] = {"rules_per_s": round(n / rules_s, 1), "with_sentiment_per_s": round(n / with_sentiment_s, 1)}
+    report["throughput"] = {"rules_per_s": round(n / rules_s, 1),
+                            "with_sentiment_per_s": round(n / with_sentiment_s, 1)}
 
     width = max(len(r[0]) for r in rows) + 2
     print(f"Scorecard {args.scorecard}; labels A {args.labels if labels_a else '(none)'}; "

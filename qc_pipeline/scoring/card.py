@@ -42,7 +42,6 @@ import yaml
 
 from qc_pipeline.errors import ConfigError
 from qc_pipeline.scoring.operators import Compiler, Node, Settings, walk
-from qc_pipeline.scoring.words import NEGATION_CUES, NEGATION_MAX_GAP
 
 MODES = ("binary", "graded", "deduction")
 _ITEM_KEYS = ("id", "name", "weight", "role", "mode", "pass", "levels", "violation", "per_violation", "floor",
@@ -221,7 +220,8 @@ def _settings(raw, source) -> Settings:
     negation = raw.get("negation") or {}
     if not isinstance(negation, dict) or set(negation) - {"cues", "max_gap"}:
         raise ConfigError("settings.negation", "expected a mapping with keys cues, max_gap", source)
-    cues = negation.get("cues", list(NEGATION_CUES))
+    default = Settings()
+    cues = negation.get("cues", list(default.negation_cues))
     if not isinstance(cues, list) or not cues or not all(isinstance(w, str) and w.strip() for w in cues):
         raise ConfigError("settings.negation.cues", "expected a non-empty list of words", source)
     verified = raw.get("caller_verified")
@@ -230,16 +230,13 @@ def _settings(raw, source) -> Settings:
     from qc_pipeline.scoring.textmatch import normalize
 
     return Settings(lexicon=tuple(normalize(w) for w in lexicon),
-                    homophone_clash_min_freq=int(_num(raw.get("homophone_clash_min_freq", 500),
-                                                      "settings.homophone_clash_min_freq", 1, 1e9, source)),
+                    homophone_clash_min_freq=int(_num(
+                        raw.get("homophone_clash_min_freq", default.homophone_clash_min_freq),
+                        "settings.homophone_clash_min_freq", 1, 1e9, source)),
                     negation_cues=tuple(normalize(w) for w in cues),
-                    negation_max_gap=int(_num(negation.get("max_gap", NEGATION_MAX_GAP), "settings.negation.max_gap",
-                                              0, 100, source)),
+                    negation_max_gap=int(_num(negation.get("max_gap", default.negation_max_gap),
+                                              "settings.negation.max_gap", 0, 100, source)),
                     caller_verified=verified)
-
-
-#: The built-in card, inside the package (a wheel install has it too).
-BUILTIN_SCORECARD = "configs/scorecards/default.yaml"
 
 
 def resolve_scorecard_path(spec: str, key: str = "scoring.scorecard") -> Path:

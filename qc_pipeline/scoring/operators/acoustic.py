@@ -15,14 +15,18 @@ from qc_pipeline.scoring.operators.base import Node, Outcome
 
 
 @dataclass(frozen=True)
-class Silence(Node):
-    op = "silence"
-    over_s: float = 8.0
+class _OverSeconds(Node):
+    over_s: float = 0.0
 
     @classmethod
     def parse(cls, body, c, key, rule_id, scope, **extra):
         body = c.mapping(body, key, ("over_s",), required=("over_s",))
         return cls(rule_id=rule_id, scope=scope, over_s=c.number(body["over_s"], f"{key}.over_s", 0, 3600))
+
+
+@dataclass(frozen=True)
+class Silence(_OverSeconds):
+    op = "silence"
 
     def _evaluate(self, ctx):
         utts = [u for u in ctx.utterances if u.start is not None]
@@ -35,14 +39,8 @@ class Silence(Node):
 
 
 @dataclass(frozen=True)
-class Overtalk(Node):
+class Overtalk(_OverSeconds):
     op = "overtalk"
-    over_s: float = 1.5
-
-    @classmethod
-    def parse(cls, body, c, key, rule_id, scope, **extra):
-        body = c.mapping(body, key, ("over_s",), required=("over_s",))
-        return cls(rule_id=rule_id, scope=scope, over_s=c.number(body["over_s"], f"{key}.over_s", 0, 3600))
 
     def _evaluate(self, ctx):
         utts = [u for u in ctx.utterances if u.start is not None]

@@ -17,34 +17,62 @@ from typing import Optional
 from qc_pipeline.scoring.operators.base import Node, Outcome
 
 
-def _children(body, c, key, rule_id) -> tuple[Node, ...]:
-    if not isinstance(body, list) or not body:
-        raise c.err(key, "expected a non-empty list of rules")
-    return tuple(c.compile(x, f"{key}[{i}]", rule_id) for i, x in enumerate(body))
-
-
 def _uncertain(outs) -> tuple[int, ...]:
     return tuple(dict.fromkeys(t for o in outs for t in o.uncertain))
 
 
 @dataclass(frozen=True)
-class AllOf(Node):
-    op = "all"
-    extra_keys = ("same_turn",)
+class _Many(Node):
+    """A combinator over a list of rules."""
+
     items: tuple[Node, ...] = ()
-    same_turn: bool = False
 
     @classmethod
     def parse(cls, body, c, key, rule_id, scope, **extra):
-        node = cls(rule_id=rule_id, items=_children(body, c, key, rule_id),
-                   same_turn=c.boolean(extra.get("same_turn", False), key.rsplit(".", 1)[0] + ".same_turn"))
+        if not isinstance(body, list) or not body:
+            raise c.err(key, "expected a non-empty list of rules")
+        items = tuple(c.compile(x, f"{key}[{i}]", rule_id) for i, x in enumerate(body))
+        node = cls(rule_id=rule_id, items=items, **cls.options(c, key, extra))
         return node if scope == type(scope)() else node.rescope(scope)
+
+    @classmethod
+    def options(cls, c, key, extra) -> dict:
+        return {}
 
     def children(self):
         return self.items
 
     def rescope(self, scope):
         return replace(self, items=tuple(x.rescope(scope) for x in self.items))
+
+
+@dataclass(frozen=True)
+class _One(Node):
+    """A combinator over one rule."""
+
+    child: Optional[Node] = None
+
+    @classmethod
+    def parse(cls, body, c, key, rule_id, scope, **extra):
+        node = cls(rule_id=rule_id, child=c.compile(body, key, rule_id))
+        return node if scope == type(scope)() else node.rescope(scope)
+
+    def children(self):
+        return (self.child,)
+
+    def rescope(self, scope):
+        return replace(self, child=self.child.rescope(scope))
+
+
+@dataclass(frozen=True)
+class AllOf(_Many):
+    op = "all"
+    extra_keys = ("same_turn",)
+    same_turn: bool = False
+
+    @classmethod
+    def options(cls, c, key, extra):
+        return {"same_turn": c.boolean(extra.get("same_turn", False), key.rsplit(".", 1)[0] + ".same_turn")}
 
     def _evaluate(self, ctx):
         outs = [x.evaluate(ctx) for x in self.items]
@@ -60,20 +88,8 @@ class AllOf(Node):
 
 
 @dataclass(frozen=True)
-class AnyOf(Node):
+class AnyOf(_Many):
     op = "any"
-    items: tuple[Node, ...] = ()
-
-    @classmethod
-    def parse(cls, body, c, key, rule_id, scope, **extra):
-        node = cls(rule_id=rule_id, items=_children(body, c, key, rule_id))
-        return node if scope == type(scope)() else node.rescope(scope)
-
-    def children(self):
-        return self.items
-
-    def rescope(self, scope):
-        return replace(self, items=tuple(x.rescope(scope) for x in self.items))
 
     def _evaluate(self, ctx):
         outs = [x.evaluate(ctx) for x in self.items]
@@ -82,20 +98,8 @@ class AnyOf(Node):
 
 
 @dataclass(frozen=True)
-class Not(Node):
+class Not(_One):
     op = "not"
-    child: Optional[Node] = None
-
-    @classmethod
-    def parse(cls, body, c, key, rule_id, scope, **extra):
-        node = cls(rule_id=rule_id, child=c.compile(body, key, rule_id))
-        return node if scope == type(scope)() else node.rescope(scope)
-
-    def children(self):
-        return (self.child,)
-
-    def rescope(self, scope):
-        return replace(self, child=self.child.rescope(scope))
 
     def _evaluate(self, ctx):
         out = self.child.evaluate(ctx)
@@ -103,20 +107,8 @@ class Not(Node):
 
 
 @dataclass(frozen=True)
-class Last(Node):
+class Last(_One):
     op = "last"
-    child: Optional[Node] = None
-
-    @classmethod
-    def parse(cls, body, c, key, rule_id, scope, **extra):
-        node = cls(rule_id=rule_id, child=c.compile(body, key, rule_id))
-        return node if scope == type(scope)() else node.rescope(scope)
-
-    def children(self):
-        return (self.child,)
-
-    def rescope(self, scope):
-        return replace(self, child=self.child.rescope(scope))
 
     def pick(self, turns):
         return max(turns)
