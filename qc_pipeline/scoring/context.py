@@ -122,10 +122,9 @@ class SessionContext:
         u = self.utterances[i]
         return Hit(rule_id, u.turn_index, u.role, u.start, u.end, text if text is not None else u.text)
 
-    def turn_hit(self, rule_id: str, turn: Turn, offset: int = 0, text: Optional[str] = None,
-                 normalized: bool = True) -> Hit:
-        """Evidence on the member of ``turn`` holding character ``offset`` (of its norm or text)."""
-        return self.hit(rule_id, turn.member_at(offset, normalized), text)
+    def turn_hit(self, rule_id: str, turn: Turn, text: Optional[str] = None) -> Hit:
+        """Evidence on a whole turn: named by its first utterance."""
+        return self.hit(rule_id, turn.members[0], text)
 
     def uncertain(self, turns: Sequence[Turn]) -> tuple[int, ...]:
         """turn_index of the low-confidence utterances inside ``turns``."""

@@ -53,5 +53,5 @@ class Restates(Node):
                     sim = coverage(s.text, t.text)
                 best = max(best, sim)
             if best >= self.min_similarity:
-                hits.append(ctx.turn_hit(self.rule_id, t, 0, f"sim={best:.2f} | {t.text}"))
+                hits.append(ctx.turn_hit(self.rule_id, t, f"sim={best:.2f} | {t.text}"))
         return turn_outcome(ctx, cands, hits)

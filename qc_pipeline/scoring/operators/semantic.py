@@ -39,5 +39,5 @@ class Semantic(Node):
         for t in cands:
             sim = float(np.max(ex @ ctx.embedding(t.pos)))
             if sim >= self.threshold:
-                hits.append(ctx.turn_hit(self.rule_id, t, 0, f"sim={sim:.2f} | {t.text}"))
+                hits.append(ctx.turn_hit(self.rule_id, t, f"sim={sim:.2f} | {t.text}"))
         return turn_outcome(ctx, cands, hits)
