@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="transcribe and inspect calls / chat sessions, write Parquet")
     r.add_argument("inputs", nargs="+", help="folders, manifests (.csv/.jsonl), chat .jsonl files or audio files")
     r.add_argument("--out", required=True, help="results folder (re-running resumes)")
-    r.add_argument("--config", help="YAML config (default: built-in defaults = configs/default.yaml)")
+    r.add_argument("--config", help="YAML config (default: built-in defaults = qc_pipeline/configs/default.yaml)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. asr.language=en")
     r.add_argument("--workers", type=int, help="worker processes (overrides run.workers; 0 = one per core)")
     r.add_argument("--engine", choices=ENGINES,

@@ -121,7 +121,8 @@ class DiarizationConfig:
 class ScoringConfig:
     enabled: bool = _opt(True, doc="score every session against the scorecard")
     scorecard: str = _opt("configs/scorecards/default.yaml",
-                          doc="scorecard YAML (relative paths: current folder, then the qc-pipeline checkout)")
+                          doc="scorecard YAML (relative paths: current folder, then the installed qc_pipeline "
+                              "package, which ships configs/scorecards/default.yaml)")
     sentiment: bool = _opt(True, doc="utterance/session emotion with the model in models/sentiment")
     sentiment_backend: str = _opt("sklearn", choices=("sklearn", "onnx"),
                                   doc="sklearn = models/sentiment (default); onnx = fine-tuned m3e-small built by "

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"  # 2: drops / stage_seconds are maps, started_at is a timestamp
+SCHEMA_VERSION = "2"  # 2: sessions drops / stage_seconds are maps, started_at a timestamp; utterances
+# low_confidence; item_results uncertain, uncertain_turns
 
 
 def _schema(name: str, fields: list[pa.Field], version: str = SCHEMA_VERSION) -> pa.Schema:
@@ -104,6 +105,8 @@ ITEM_RESULTS = _schema("item_results", [
     pa.field("violations", pa.int32()),
     pa.field("vetoed", pa.bool_()),
     pa.field("evidence", pa.list_(EVIDENCE)),
+    pa.field("uncertain", pa.bool_(), nullable=False),         # decided on low-confidence ASR text (review it)
+    pa.field("uncertain_turns", pa.list_(pa.int32())),         # the low-confidence utterances it rests on
     pa.field("run_id", pa.string(), nullable=False),
 ])
 

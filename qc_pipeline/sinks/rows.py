@@ -79,6 +79,7 @@ def score_rows(rec: CallRecord, *, run_id: str) -> tuple[list[dict], list[dict]]
         "hit": r.hit, "level": r.level, "violations": r.violations, "vetoed": r.vetoed,
         "evidence": [{"rule_id": h.rule_id, "rule_version": s.scorecard_version, "turn_index": h.turn_index,
                       "role": h.role, "start": h.start, "end": h.end, "text": h.text} for h in r.evidence],
+        "uncertain": r.uncertain, "uncertain_turns": list(r.uncertain_turns),
         "run_id": run_id,
     } for r in s.items]
     return score, items
