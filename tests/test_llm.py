@@ -210,8 +210,9 @@ def _ctx(dialogue=DIALOGUE):
 
 
 def _soothe_rule(**kw):
-    from qc_pipeline.llm.operator import LlmRule
     from qc_pipeline.scoring.rules import Keyword, Scope
+
+    from qc_pipeline.llm.operator import LlmRule
 
     fallback = Keyword(rule_id="soothing", scope=Scope(role="agent"), words=("抱歉",))
     return LlmRule(rule_id="item:soothe", scope=Scope(role="agent"), criterion="坐席是否在给出解决方案之前先安抚了客户的情绪",
@@ -234,8 +235,9 @@ def test_llm_rule_hits_carry_the_verified_quote(tmp_path):
 @pytest.mark.parametrize("action, code", [(("answer", "不是JSON"), C.BAD_ANSWER), (("status", 500), C.HTTP_ERROR),
                                           (("answer", answer(quote="抱歉抱歉我们马上处理")), C.NO_EVIDENCE)])
 def test_llm_failure_falls_back_to_rules_and_is_recorded(tmp_path, action, code):
-    from qc_pipeline.llm.operator import LlmRuntime
     from qc_pipeline.scoring.rules import Not
+
+    from qc_pipeline.llm.operator import LlmRuntime
 
     no_soothing = [("customer", "耳机坏了"), ("agent", "帮您换货")]
     with StubServer([action]) as srv:
@@ -249,8 +251,9 @@ def test_llm_failure_falls_back_to_rules_and_is_recorded(tmp_path, action, code)
 
 
 def test_llm_rule_offline_and_empty_scope_ask_nothing(tmp_path):
-    from qc_pipeline.llm.operator import LlmRuntime
     from qc_pipeline.scoring.rules import Keyword, Scope
+
+    from qc_pipeline.llm.operator import LlmRuntime
 
     assert _soothe_rule().evaluate(_ctx()).matched            # no LLM configured: fallback, no error
     with StubServer([("answer", answer())]) as srv:
@@ -263,8 +266,9 @@ def test_llm_rule_offline_and_empty_scope_ask_nothing(tmp_path):
 
 
 def test_compile_llm_names_the_key():
-    from qc_pipeline.llm.operator import compile_llm
     from qc_pipeline.scoring.rules import RuleCompiler, Scope
+
+    from qc_pipeline.llm.operator import compile_llm
 
     comp = RuleCompiler({"soothing": {"keyword": ["抱歉"]}}, "card.yaml")
     node = compile_llm(comp, {"criterion": "坐席是否安抚", "fallback": {"ref": "soothing"},

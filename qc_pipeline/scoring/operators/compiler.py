@@ -13,9 +13,9 @@ from qc_pipeline.scoring.operators.registry import OPERATOR_NAMES, operator_clas
 class Compiler:
     """``specs`` are the card's reusable named rules (compiled lazily, cycle-safe); ``ref: ID`` uses one."""
 
-    def __init__(self, named_specs: dict, settings: Settings = Settings(), source: Optional[str] = None) -> None:
+    def __init__(self, named_specs: dict, settings: Optional[Settings] = None, source: Optional[str] = None) -> None:
         self.specs = named_specs
-        self.settings = settings
+        self.settings = settings if settings is not None else Settings()
         self.source = source
         self.compiled: dict[str, Node] = {}
         self._stack: list[str] = []
