@@ -97,6 +97,10 @@ class SessionContext:
     # the caller's identity was verified upstream (IVR, logged-in chat; None = unknown)
     channel: Optional[str] = None
     caller_verified: Optional[bool] = None
+    # the summarize stage's result (call type, duration target) and, when an LLM is configured and the card
+    # has ``llm`` rules, the per-session LLM runtime (scoring.operators.llm.LlmRuntime)
+    summary: Optional[object] = None
+    llm: Optional[object] = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:

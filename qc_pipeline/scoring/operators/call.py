@@ -4,6 +4,9 @@
     call: {caller_verified: true|false}    identity already verified upstream (IVR, logged-in chat);
                                            unknown when neither the call nor the card's
                                            ``settings.caller_verified`` says (then it matches neither)
+    over_duration_target: {}               longer than the operations manual's handling-time target for
+                                           its call type (summary.duration_targets_min; needs the
+                                           summarize stage's result, ``SessionContext.summary``)
 """
 
 from __future__ import annotations
@@ -43,3 +46,23 @@ class Call(Node):
             known = ctx.caller_verified if ctx.caller_verified is not None else self.assume_verified
             ok = ok and known is not None and known == self.caller_verified
         return Outcome(ok)
+
+
+@dataclass(frozen=True)
+class OverDurationTarget(Node):
+    op = "over_duration_target"
+
+    @classmethod
+    def parse(cls, body, c, key, rule_id, scope, **extra):
+        if body not in (None, {}, True):
+            raise c.err(key, "takes no options: over_duration_target: {}")
+        if scope != type(scope)():
+            raise c.err(key, "the call's duration has no turns: scope keys do not apply")
+        return cls(rule_id=rule_id)
+
+    def rescope(self, scope):
+        return self
+
+    def _evaluate(self, ctx):
+        summary = ctx.summary
+        return Outcome(bool(summary is not None and summary.over_duration_target))

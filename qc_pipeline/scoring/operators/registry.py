@@ -20,6 +20,8 @@ OPERATORS = {
     "overtalk": "acoustic:Overtalk",
     "speech_rate": "acoustic:SpeechRate",
     "call": "call:Call",
+    "over_duration_target": "call:OverDurationTarget",
+    "llm": "llm:LlmRule",
     "all": "combinators:AllOf",
     "any": "combinators:AnyOf",
     "not": "combinators:Not",
