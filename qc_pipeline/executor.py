@@ -110,13 +110,10 @@ def calls_per_task(cfg: PipelineConfig) -> int:
     (on CPU, grouping calls measured no faster than batching within each call, and costs memory)."""
     if cfg.run.calls_per_task > 0:
         return cfg.run.calls_per_task
-    if cfg.asr.batch_size != 0 and cfg.asr.device in ("auto", "cuda"):
-        try:
-            from qc_pipeline.stages.asr import pick_device
+    if cfg.asr.batch_size != 0:
+        from qc_pipeline.asr.registry import backend_uses_gpu
 
-            return 8 if pick_device("auto", "auto")[0] == "cuda" else 1  # "auto": actually look for a GPU
-        except ImportError:
-            return 1
+        return 8 if backend_uses_gpu(cfg.asr) else 1
     return 1
 
 
@@ -190,7 +187,7 @@ def run_batch(inputs: list[str], out_dir: str, cfg: PipelineConfig, *, workers: 
     if executor is None:  # built before reading inputs: a missing Ray fails fast
         executor = make_executor(engine or cfg.run.engine, cfg, workers)
     from qc_pipeline.inputs import discover
-    from qc_pipeline.models import resolve_asr_model
+    from qc_pipeline.asr.install import resolve_asr_model
     from qc_pipeline.writer import ResultWriter, completed_call_ids, new_run_id
 
     t0 = time.perf_counter()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: utterances.low_confidence, sessions.asr_low_confidence_share
 
 
 def _schema(name: str, fields: list[pa.Field]) -> pa.Schema:
@@ -45,6 +45,7 @@ SESSIONS = _schema("sessions", [
     pa.field("stage_seconds", KV_FLOAT),
     pa.field("asr_model", pa.string()),
     pa.field("asr_model_sha256", pa.string()),
+    pa.field("asr_low_confidence_share", pa.float64()),         # share of speech time in low-confidence utterances
     pa.field("pipeline_version", pa.string(), nullable=False),
     pa.field("config_hash", pa.string(), nullable=False),
     pa.field("run_id", pa.string(), nullable=False),
@@ -65,6 +66,7 @@ UTTERANCES = _schema("utterances", [
     pa.field("avg_logprob", pa.float32()),
     pa.field("no_speech_prob", pa.float32()),
     pa.field("words", pa.list_(WORD)),
+    pa.field("low_confidence", pa.bool_()),                    # ASR unsure of this turn (asr.low_confidence_*)
     pa.field("emotion_index", pa.float32()),                  # 0..100, 100 = calm/positive
     pa.field("emotion", pa.string()),
     pa.field("run_id", pa.string(), nullable=False),

@@ -61,7 +61,7 @@ def tts_line_spans(mono: np.ndarray, n_lines: int, line_gap_s: float = 0.40) -> 
     ../shared/data/synthetic_calls): VAD spans closer than ``line_gap_s`` belong to one line.
     Raises ValueError when the grouping does not give ``n_lines`` lines."""
     from qc_pipeline.config import VadConfig
-    from qc_pipeline.stages.segment import detect_speech
+    from qc_pipeline.vad import detect_speech
 
     groups: list[list[tuple[float, float]]] = []
     for s in detect_speech(mono, VadConfig()):

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from qc_pipeline import __version__
 from qc_pipeline.errors import SetupError
-from qc_pipeline.records import ROLE_AGENT, ROLE_CUSTOMER, CallRecord
+from qc_pipeline.records import ROLE_AGENT, ROLE_CUSTOMER, CallRecord, low_confidence_share
 from qc_pipeline.schema import SESSIONS, TABLES
 from qc_pipeline.text_safety import utf8_safe
 
@@ -117,6 +117,7 @@ def session_row(rec: CallRecord, *, run_id: str, asr_model: str, asr_sha: str, c
         "stage_seconds": [{"key": k, "value": v} for k, v in rec.timings],
         "asr_model": asr_model if is_audio else None,
         "asr_model_sha256": asr_sha if is_audio else None,
+        "asr_low_confidence_share": low_confidence_share(rec.utterances) if is_audio else None,
         "pipeline_version": __version__, "config_hash": config_hash, "run_id": run_id,
         "processed_at": dt.datetime.now(dt.timezone.utc),
     }
@@ -129,6 +130,7 @@ def utterance_rows(rec: CallRecord, *, run_id: str) -> Iterable[dict]:
             "channel": u.channel, "start": u.start, "end": u.end, "text": u.text,
             "avg_logprob": u.avg_logprob, "no_speech_prob": u.no_speech_prob,
             "words": [{"start": w.start, "end": w.end, "word": w.word, "probability": w.probability} for w in u.words],
+            "low_confidence": u.low_confidence,
             "emotion_index": u.emotion_index, "emotion": u.emotion,
             "run_id": run_id,
         }

@@ -11,7 +11,7 @@ from qc_pipeline.audio import load_audio
 from qc_pipeline.config import load_config
 from qc_pipeline.executor import run_batch
 from qc_pipeline.metrics import cer
-from qc_pipeline.schema import SESSIONS, UTTERANCES
+from qc_pipeline.schema import SCHEMA_VERSION, SESSIONS, UTTERANCES
 from qc_pipeline.testing import resample, write_audio
 from qc_pipeline.textnorm import to_simplified
 from qc_pipeline.writer import read_table
@@ -146,12 +146,12 @@ def test_parquet_schema_is_the_declared_one(batch):
         for p in parts:
             got = pq.read_schema(p)
             assert got.equals(schema, check_metadata=False)
-            assert got.metadata[b"qc_pipeline.schema_version"] == b"1"
+            assert got.metadata[b"qc_pipeline.schema_version"] == SCHEMA_VERSION.encode()
 
 
 def test_sessions_carry_versions(batch):
     s = _sessions(batch[0])["stereo_call"]
-    from qc_pipeline.models import WHISPER_BASE_SHA256
+    from qc_pipeline.asr.install import WHISPER_BASE_SHA256
 
     assert s["asr_model"] == "whisper-base" and s["asr_model_sha256"] == WHISPER_BASE_SHA256["model.bin"]
     assert s["config_hash"] == CFG.fingerprint() and s["pipeline_version"]
