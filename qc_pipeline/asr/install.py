@@ -192,10 +192,15 @@ def _hub_download(repo: str, dest: Path, endpoint: Optional[str], revision: Opti
     except ImportError:
         raise SetupError("downloading needs huggingface_hub: pip install 'qc-pipeline[asr]'") from None
     endpoint = endpoint or os.environ.get("HF_ENDPOINT") or None
-    info = HfApi(endpoint=endpoint).model_info(repo, revision=revision)
-    names = [s.rfilename for s in info.siblings or ()]
-    patterns = list(CT2_FILES) if "model.bin" in names else None   # no model.bin: a Transformers checkpoint
-    snapshot_download(repo, revision=info.sha, local_dir=str(dest), endpoint=endpoint, allow_patterns=patterns)
+    try:
+        info = HfApi(endpoint=endpoint).model_info(repo, revision=revision)
+        names = [s.rfilename for s in info.siblings or ()]
+        patterns = list(CT2_FILES) if "model.bin" in names else None   # no model.bin: a Transformers checkpoint
+        snapshot_download(repo, revision=info.sha, local_dir=str(dest), endpoint=endpoint, allow_patterns=patterns)
+    except Exception as exc:  # the hub client's HTTP, offline-mode and connection errors alike
+        raise SetupError(f"could not download {repo} from {endpoint or 'the Hugging Face hub'}: "
+                         f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''} (set HF_ENDPOINT "
+                         "for a mirror, or use --from with a local folder)") from exc
     shutil.rmtree(dest / ".cache", ignore_errors=True)   # huggingface_hub's bookkeeping inside local_dir
     return info.sha or ""
 
@@ -206,9 +211,12 @@ def _modelscope_download(repo: str, dest: Path, revision: Optional[str]) -> str:
     base = domain if "://" in domain else f"https://{domain}"
     rev = revision or "master"
     q = urllib.parse.quote
-    with urllib.request.urlopen(f"{base}/api/v1/models/{repo}/repo/files?Revision={q(rev)}&Recursive=true",
-                                timeout=60) as r:
-        listing = json.load(r)
+    try:
+        with urllib.request.urlopen(f"{base}/api/v1/models/{repo}/repo/files?Revision={q(rev)}&Recursive=true",
+                                    timeout=60) as r:
+            listing = json.load(r)
+    except (OSError, ValueError) as exc:
+        raise SetupError(f"could not list {repo} on ModelScope ({base}): {exc}") from exc
     files = [f for f in listing.get("Data", {}).get("Files", []) if f.get("Type") == "blob"]
     if not files:
         raise SetupError(f"ModelScope repository {repo}@{rev} lists no files")
