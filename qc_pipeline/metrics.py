@@ -21,6 +21,7 @@ def edit_distance(ref: Sequence, hyp: Sequence) -> int:
 
 
 _NUMBER_RE = re.compile(r"(\d+)(?:\.(\d+))?(%?)")
+_DIGIT_RUN_RE = re.compile(r"(?<![\d.])\d+(?:[ ,，、\-]+\d+)+(?![\d.%])")
 # a number followed by one of these is an amount/count, read as a cardinal (三百五十元, 十五万, 二十八日)
 _UNITS = "元块角分毛万亿千百个人名岁次天日月号小点分秒米里克斤吨斤台辆家位年度倍多余"
 
@@ -69,6 +70,8 @@ def spell_numbers(text: str) -> str:
             spoken += "点" + frac.translate(_DIGITS)
         return ("百分之" + spoken) if pct else spoken
 
+    # digit groups separated only by spaces, commas or dashes are one code read digit by digit (13628066 930)
+    text = _DIGIT_RUN_RE.sub(lambda m: re.sub(r"\D", "", m.group(0)).translate(_DIGITS), text)
     return _NUMBER_RE.sub(read, text).replace("幺", "一")
 
 
