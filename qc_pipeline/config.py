@@ -78,9 +78,9 @@ class AsrConfig:
     fallback_compression_ratio: float = _opt(2.4, ge=1.0, doc="sequential decoding: a window whose text "
                                                               "compresses better than this (a loop) is decoded "
                                                               "again at the next temperature")
-    low_confidence_logprob: float = _opt(-0.8, le=0.0, doc="an utterance whose mean token log-prob is below "
+    low_confidence_logprob: float = _opt(-0.6, le=0.0, doc="an utterance whose mean token log-prob is below "
                                                            "this is marked low_confidence")
-    low_confidence_word_prob: float = _opt(0.5, ge=0.0, le=1.0, doc="... or whose mean word probability is "
+    low_confidence_word_prob: float = _opt(0.65, ge=0.0, le=1.0, doc="... or whose mean word probability is "
                                                                     "below this")
     low_confidence_session_share: float = _opt(0.3, ge=0.0, le=1.0,
                                                doc="a session with at least this share of its speech time in "
