@@ -154,3 +154,30 @@ def test_registry():
     assert err.value.key == "asr.backend"
     with pytest.raises(ConfigError):
         backend_uses_gpu(bad.asr)
+
+
+class _LoopsWhenBatched(FakeAsrBackend):
+    """Like whisper at temperature 0 on a short telephone clip: batched decoding loops; decoding the clip on
+    its own (with the temperature fallback) does not."""
+
+    def transcribe(self, clips, language, batch_size):
+        self.calls.append((len(clips), batch_size))
+        if batch_size > 0:
+            return [[Segment(0.0, 0.5, "轻" * 8, tuple(Word(0.05 * k, 0.05 * k + 0.05, "轻", 0.3) for k in range(8)),
+                             -0.4, 0.1)] for _ in clips]
+        return [self.recognise(c) for c in clips]
+
+
+def test_windows_that_loop_in_a_batch_are_decoded_again_with_the_fallback():
+    backend = _LoopsWhenBatched()
+    rec = _stage(backend, "asr.batch_size=4").process(_call({0: [(1.0, 1.5)], 1: [(4.0, 4.6)]}))
+    assert backend.calls == [(2, 4), (2, 0)]                  # one batched pass, then the two windows alone
+    assert [w.word for u in rec.utterances for w in u.words] == ["w0", "w0"]
+    assert "repetition_loop_words" not in dict(rec.drops)
+    # without fallback temperatures, or when decoding one by one already, nothing is decoded twice
+    backend = _LoopsWhenBatched()
+    rec = _stage(backend, "asr.batch_size=4", "asr.temperatures=[0.0]").process(_call({0: [(1.0, 1.5)]}))
+    assert backend.calls == [(1, 4)] and dict(rec.drops)["repetition_loop_words"] == 7
+    backend = _LoopsWhenBatched()
+    _stage(backend, "asr.batch_size=0").process(_call({0: [(1.0, 1.5)]}))
+    assert backend.calls == [(1, 0)]

@@ -136,6 +136,33 @@ class AsrStage(Stage):
                             "--set asr.batch_size=%d to avoid the retries", batch, batch // 2, batch // 2)
                 batch //= 2
 
+    def _needs_fallback(self, segments: list[Segment]) -> bool:
+        """Whisper's own retry criteria, which batched decoding skips: a mean token log-prob under
+        ``asr.fallback_logprob``, or output the guards would cut (a repeated-token loop, a segment that looks
+        like silence inside what VAD called speech)."""
+        if not segments:
+            return False
+        words = [w.word for s in segments for w in s.words]
+        return (float(np.mean([s.avg_logprob for s in segments])) < self.cfg.fallback_logprob
+                or any(s.no_speech_prob > self.cfg.max_no_speech_prob and s.avg_logprob < self.cfg.min_avg_logprob
+                       for s in segments)
+                or collapse_loops(words, max_repeats=self.cfg.max_repeats)[1] > 0)
+
+    def _with_fallback(self, windows: list[Window], decoded: list[list[Segment]]) -> list[list[Segment]]:
+        """Batched decoding has no temperature fallback; windows that need it are decoded again one by one
+        with ``asr.temperatures`` (a handful of windows, typically short band-limited clips)."""
+        if self.batch_size <= 0 or len(self.cfg.temperatures) < 2:
+            return decoded
+        redo = [i for i, segs in enumerate(decoded) if self._needs_fallback(segs)]
+        if not redo:
+            return decoded
+        language = None if self.cfg.language == "auto" else self.cfg.language
+        again = self.backend.transcribe([windows[i].clip for i in redo], language, 0)
+        out = list(decoded)
+        for i, segs in zip(redo, again):
+            out[i] = segs
+        return out
+
     def _is_prompt_echo(self, text: str) -> bool:
         """A segment that only repeats the configured hotwords (whisper echoing its prompt)."""
         squashed = "".join(ch for ch in text if ch.isalnum())
@@ -174,7 +201,8 @@ class AsrStage(Stage):
         """Several calls' windows in one pass (with batched decoding, cross-call batching keeps a GPU busy
         when calls are short).  Sequential decoding (``batch_size`` 0) goes window by window either way."""
         windows = [self._windows(r) for r in records]
-        decoded = iter(self._transcribe([w for ws in windows for _ch, w in ws]))
+        flat = [w for ws in windows for _ch, w in ws]
+        decoded = iter(self._with_fallback(flat, self._transcribe(flat)))
         out = []
         for record, ws in zip(records, windows):
             drops: dict[str, int] = {}
