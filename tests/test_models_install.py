@@ -193,3 +193,34 @@ def test_models_dir_comes_from_the_installation_not_the_working_directory(tmp_pa
     assert models_dir() == INSTALL_ROOT / "models" == REPO_ROOT / "models"
     monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path / "elsewhere"))
     assert models_dir() == tmp_path / "elsewhere"   # the environment variable still wins
+
+
+def _tiny_transformers_whisper(out: Path, tokenizer_json: Path) -> dict:
+    """A real (random-weight, 16-wide) Transformers Whisper checkpoint with whisper-base's tokenizer."""
+    from transformers import (WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration,
+                              WhisperTokenizerFast)
+
+    tok = WhisperTokenizerFast(tokenizer_file=str(tokenizer_json))
+    cfg = WhisperConfig(vocab_size=len(tok), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32)
+    WhisperForConditionalGeneration(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    WhisperFeatureExtractor().save_pretrained(out)
+    return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+
+@pytest.mark.model
+def test_a_transformers_checkpoint_on_the_hub_is_downloaded_converted_and_loads(hf_env, whisper_base, tmp_path):
+    pytest.importorskip("transformers")
+    files = _tiny_transformers_whisper(tmp_path / "hf", whisper_base / "tokenizer.json")
+    assert "model.bin" not in files and "model.safetensors" in files
+    _Hub.repos["acme/whisper-tiny-zh-hf"] = files
+    path = install_model("tiny-zh", "acme/whisper-tiny-zh-hf")
+    assert (path / "model.bin").is_file() and (path / "tokenizer.json").is_file()
+    assert "TransformersConverter" in json.loads((path / MANIFEST).read_text())["converted"]
+    import numpy as np
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(str(resolve_asr_model("tiny-zh").path), device="cpu", compute_type="int8")
+    segments, _ = model.transcribe(np.zeros(16000, np.float32), language="zh", beam_size=1, max_new_tokens=4)
+    list(segments)  # random weights: any text; what matters is that the converted folder decodes
