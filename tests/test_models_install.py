@@ -137,6 +137,11 @@ def test_install_from_a_repo_id_under_a_name(hf_env):
     path = install_model("zh-callcenter", "acme/whisper-zh-callcenter")
     assert path == hf_env / "zh-callcenter" and (path / "model.bin").read_bytes() == FILES["model.bin"]
     assert resolve_asr_model("zh-callcenter").path == path.resolve()
+    install_model("whisper-zh", "acme/whisper-zh-callcenter")
+    # every listed name is one asr.model accepts
+    listed = [m.name for m in list_models()]
+    assert sorted(listed) == ["whisper-zh", "zh-callcenter"]
+    assert all(resolve_asr_model(n).path.parent == hf_env for n in listed)
 
 
 def test_unknown_repo_and_unknown_name_fail_with_a_setup_error(hf_env):

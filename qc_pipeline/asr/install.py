@@ -300,12 +300,14 @@ class InstalledModel:
 def list_models(root: Optional[Path] = None) -> list[InstalledModel]:
     """CTranslate2 model folders under ``root`` (installed or put there by hand)."""
     root = root or models_dir()
+    folders = sorted(p for p in root.iterdir() if (p / "model.bin").is_file()) if root.is_dir() else []
     out = []
-    for folder in sorted(p for p in root.iterdir() if (p / "model.bin").is_file()) if root.is_dir() else ():
+    for folder in folders:
         manifest = read_manifest(folder) or {}
         source = manifest.get("source") or ("pypi" if folder.name == WHISPER_BASE else "unrecorded")
         size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 1e6
-        name = folder.name[len("whisper-"):] if folder.name.startswith("whisper-") else folder.name
+        size_name = folder.name.removeprefix("whisper-")
+        name = size_name if size_name in HUB_MODELS else folder.name   # the inverse of folder_name()
         out.append(InstalledModel(name, folder, source, round(size, 1)))
     return out
 
