@@ -13,8 +13,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from qc_pipeline.asr.base import AsrBackend, AsrOutOfMemory, Segment, Word
-
-SAMPLE_RATE = 16000
+from qc_pipeline.audio import SAMPLE_RATE
 
 
 def words_from_bursts(clip: np.ndarray) -> list[Segment]:

@@ -14,11 +14,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 from qc_pipeline.asr.base import AsrBackend, AsrOutOfMemory, Segment, Word
+from qc_pipeline.audio import SAMPLE_RATE
 from qc_pipeline.config import AsrConfig
 
 log = logging.getLogger(__name__)
-
-SAMPLE_RATE = 16000
 
 
 def pick_device(device: str, compute_type: str) -> tuple[str, str]:
