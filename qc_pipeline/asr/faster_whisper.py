@@ -85,19 +85,29 @@ class FasterWhisperBackend(AsrBackend):
         return opts
 
     def transcribe(self, clips: Sequence[np.ndarray], language: Optional[str], batch_size: int) -> list[list[Segment]]:
+        """BLAS (the mel spectrogram's matrix product) runs on ``asr.cpu_threads`` threads like CTranslate2: the
+        float summation order, and so the decoded text, then does not depend on the process's thread settings
+        (a Ray actor has OMP_NUM_THREADS=1, a local worker the machine's default)."""
+        from threadpoolctl import threadpool_limits
+
         if not clips:
             return []
-        if batch_size <= 0:
-            return [self._one(c, language) for c in clips]
-        try:
-            return self._batch(clips, language, batch_size)
-        except RuntimeError as exc:
-            if "out of memory" in str(exc).lower():
-                raise AsrOutOfMemory(str(exc)) from None
-            raise
+        with threadpool_limits(limits=self.cfg.cpu_threads or None):
+            if batch_size <= 0:
+                return [self._one(c, language) for c in clips]
+            try:
+                return self._batch(clips, language, batch_size)
+            except RuntimeError as exc:
+                if "out of memory" in str(exc).lower():
+                    raise AsrOutOfMemory(str(exc)) from None
+                raise
 
     def _one(self, clip: np.ndarray, language: Optional[str]) -> list[Segment]:
-        """One clip with whisper's temperature fallback."""
+        """One clip with whisper's temperature fallback.  Sampling at a fallback temperature is random: the
+        seed is reset per clip so a clip decodes the same whichever worker, batch or order it comes in."""
+        import ctranslate2
+
+        ctranslate2.set_random_seed(0)
         segments, _info = self.model.transcribe(clip, temperature=list(self.cfg.temperatures),
                                                 **self._options(language, len(clip) / SAMPLE_RATE))
         return [_segment(s) for s in segments]
