@@ -154,7 +154,7 @@ def test_parquet_schema_is_the_declared_one(batch):
 
 def test_sessions_carry_versions(batch):
     s = _sessions(batch[0])["stereo_call"]
-    from qc_pipeline.models import WHISPER_BASE_SHA256
+    from qc_pipeline.asr.install import WHISPER_BASE_SHA256
 
     assert s["asr_model"] == "whisper-base" and s["asr_model_sha256"] == WHISPER_BASE_SHA256["model.bin"]
     assert s["config_hash"] == CFG.fingerprint() and s["pipeline_version"]
