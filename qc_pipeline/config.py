@@ -68,13 +68,18 @@ class VadConfig:
 
 @dataclass(frozen=True)
 class AsrConfig:
-    model: str = _opt("whisper-base", doc="a model name under models/ or a path to a CTranslate2 Whisper folder")
+    backend: str = _opt("faster-whisper", doc="ASR backend by name (qc_pipeline/asr/registry.py)")
+    model: str = _opt("whisper-base", doc="a Whisper size installed with `qc-pipeline models install NAME` "
+                                          "(large-v3, ...), a folder name under models/, or a path to a "
+                                          "CTranslate2 Whisper folder")
     device: str = _opt("auto", choices=("auto", "cpu", "cuda"))
     compute_type: str = _opt("auto", doc="auto = float16 on cuda, int8 on cpu; any CTranslate2 compute type")
     cpu_threads: int = _opt(1, ge=0, doc="per worker; two 1-thread workers beat one 2-thread worker")
     language: str = _opt("zh", doc="ISO code, or 'auto' to detect per channel")
     beam_size: int = _opt(5, ge=1, le=16)
-    hotwords: Optional[str] = _opt("简体", doc="steers whisper towards simplified characters")
+    hotwords: Optional[str] = _opt(None, doc="words to bias decoding towards (whisper's prompt); a segment that "
+                                             "only echoes them is dropped (prompt_echo). Off by default: the old "
+                                             "'简体' leaked into transcripts; OpenCC makes the output simplified")
     simplified: bool = _opt(True, doc="convert output to simplified Chinese with OpenCC (tw2sp)")
     window_s: float = _opt(28.0, ge=5.0, le=30.0, doc="speech spans are packed into windows this long")
     batch_size: int = _opt(-1, ge=-1, le=256,
@@ -84,6 +89,18 @@ class AsrConfig:
                                      doc="a segment above this AND below min_avg_logprob is dropped")
     min_avg_logprob: float = _opt(-1.0, le=0.0)
     max_repeats: int = _opt(4, ge=2, doc="a 1-4 character unit repeated more times is a decoding loop")
+    fallback_logprob: float = _opt(-1.0, le=0.0, doc="sequential decoding: a window whose mean token log-prob "
+                                                     "is below this is decoded again at the next temperature")
+    fallback_compression_ratio: float = _opt(2.4, ge=1.0, doc="sequential decoding: a window whose text "
+                                                              "compresses better than this (a loop) is decoded "
+                                                              "again at the next temperature")
+    low_confidence_logprob: float = _opt(-0.6, le=0.0, doc="an utterance whose mean token log-prob is below "
+                                                           "this is marked low_confidence")
+    low_confidence_word_prob: float = _opt(0.65, ge=0.0, le=1.0, doc="... or whose mean word probability is "
+                                                                    "below this")
+    low_confidence_session_share: float = _opt(0.3, ge=0.0, le=1.0,
+                                               doc="a session with at least this share of its speech time in "
+                                                   "low-confidence utterances is flagged low_asr_confidence")
     temperatures: tuple = _opt_list((0.0, 0.4), item=float,
                                     doc="fallback temperatures (whisper retries a window at the next one when "
                                         "it fails the compression/log-prob checks)")
@@ -121,7 +138,8 @@ class DiarizationConfig:
 class ScoringConfig:
     enabled: bool = _opt(True, doc="score every session against the scorecard")
     scorecard: str = _opt("configs/scorecards/default.yaml",
-                          doc="scorecard YAML (relative paths: current folder, then the qc-pipeline checkout)")
+                          doc="scorecard YAML (relative paths: current folder, then the installed qc_pipeline "
+                              "package, which ships configs/scorecards/default.yaml)")
     sentiment: bool = _opt(True, doc="utterance/session emotion with the model in models/sentiment")
     sentiment_backend: str = _opt("sklearn", choices=("sklearn", "onnx"),
                                   doc="sklearn = models/sentiment (default); onnx = fine-tuned m3e-small built by "

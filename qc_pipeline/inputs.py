@@ -5,7 +5,7 @@ Accepted inputs (any mix):
 * a folder — audio files found recursively (call_id = relative path without extension)
   and ``*.jsonl`` chat-session files;
 * a manifest ``.csv`` or ``.jsonl`` with columns ``call_id, path, agent_id, team, queue,
-  started_at, channel_layout`` (paths relative to the manifest's folder);
+  started_at, channel_layout, caller_verified`` (paths relative to the manifest's folder);
 * a chat ``.jsonl`` with one session per line: ``{dialogue_id, turns: [{role, text}, ...]}``
   (the schema of the shared dialogue corpora);
 * a single audio file.
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".mp3", ".m4a", ".flac", ".amr", ".ogg", ".opus", ".aac", ".wma",
                               ".mp4", ".3gp", ".webm", ".au", ".aiff", ".aif", ".caf", ".gsm", ".v3", ".vox"})
-MANIFEST_FIELDS = ("call_id", "path", "agent_id", "team", "queue", "started_at", "channel_layout")
+MANIFEST_FIELDS = ("call_id", "path", "agent_id", "team", "queue", "started_at", "channel_layout", "caller_verified")
 LAYOUT_ALIASES = {
     "": "auto", "auto": "auto", "mono": "mono", "stereo": "auto",
     "agent_left": "agent_left", "left": "agent_left", "agent_l": "agent_left", "stereo_agent_left": "agent_left",
@@ -136,6 +136,24 @@ def parse_started_at(value, tz: Optional[dt.tzinfo] = None) -> tuple[Optional[dt
     return (when if when.tzinfo else when.replace(tzinfo=tz or _default_tz())), None
 
 
+_TRUE = frozenset(("true", "1", "yes", "y", "是"))
+_FALSE = frozenset(("false", "0", "no", "n", "否"))
+
+
+def parse_flag(value, name: str) -> tuple[Optional[bool], Optional[str]]:
+    """``(True/False/None, problem)`` for an optional yes/no column such as ``caller_verified``
+    (true/false, 1/0, yes/no, 是/否; empty = unknown)."""
+    if isinstance(value, bool):
+        return value, None
+    text = _clean(value if not isinstance(value, int) else str(value))
+    if text is None:
+        return None, None
+    low = text.lower()
+    if low in _TRUE or low in _FALSE:
+        return low in _TRUE, None
+    return None, f"{name} {text[:40]!r} must be true or false (or empty = unknown)"
+
+
 def _bad(call_id: str, reason: str, detail: str, kind: str = KIND_AUDIO, path: Optional[str] = None) -> CallSource:
     return CallSource(call_id=call_id, kind=kind, path=path, input_error=(reason, detail))
 
@@ -191,11 +209,12 @@ def manifest_row_to_source(row: dict, base: Path, fallback_id: str, tz: Optional
         return _bad(call_id, Reason.BAD_MANIFEST_ROW,
                     f"channel_layout {layout_raw!r} is not one of auto, mono, agent_left, agent_right", path=path)
     started_at, problem = parse_started_at(row.get("started_at"), tz)
-    if problem:
-        return _bad(call_id, Reason.BAD_MANIFEST_ROW, problem, path=path)
+    verified, problem2 = parse_flag(row.get("caller_verified"), "caller_verified")
+    if problem or problem2:
+        return _bad(call_id, Reason.BAD_MANIFEST_ROW, problem or problem2, path=path)
     return CallSource(call_id=call_id, kind=KIND_AUDIO, path=path, agent_id=_clean(row.get("agent_id")),
                       team=_clean(row.get("team")), queue=_clean(row.get("queue")),
-                      started_at=started_at, channel_layout=LAYOUT_ALIASES[layout_raw])
+                      started_at=started_at, channel_layout=LAYOUT_ALIASES[layout_raw], caller_verified=verified)
 
 
 def _seconds(value) -> Optional[float]:
@@ -234,13 +253,14 @@ def chat_to_source(obj, fallback_id: str, tz: Optional[dt.tzinfo] = None) -> Cal
         turns.append(ChatTurn(role=role, text=_utf8_text(text), start=_seconds(t.get("start")), end=_seconds(t.get("end"))))
     meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
     started_at, problem = parse_started_at(obj.get("started_at") or meta.get("started_at"), tz)
-    if problem:
-        return _bad(call_id, Reason.BAD_CHAT_SESSION, problem, kind=KIND_CHAT)
+    verified, problem2 = parse_flag(obj.get("caller_verified", meta.get("caller_verified")), "caller_verified")
+    if problem or problem2:
+        return _bad(call_id, Reason.BAD_CHAT_SESSION, problem or problem2, kind=KIND_CHAT)
     return CallSource(call_id=call_id, kind=KIND_CHAT, path=None,
                       agent_id=_clean(obj.get("agent_id") or meta.get("agent_id")),
                       team=_clean(obj.get("team") or meta.get("team")),
                       queue=_clean(obj.get("queue") or meta.get("queue")),
-                      started_at=started_at, chat_turns=tuple(turns))
+                      started_at=started_at, chat_turns=tuple(turns), caller_verified=verified)
 
 
 def _iter_lines(fh) -> Iterator[tuple[int, Optional[bytes]]]:

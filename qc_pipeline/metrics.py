@@ -20,12 +20,67 @@ def edit_distance(ref: Sequence, hyp: Sequence) -> int:
     return prev[-1]
 
 
+_NUMBER_RE = re.compile(r"(\d+)(?:\.(\d+))?(%?)")
+_DIGIT_RUN_RE = re.compile(r"(?<![\d.])\d+(?:[ ,，、\-]+\d+)+(?![\d.%])")
+# a number followed by one of these is an amount/count, read as a cardinal (三百五十元, 十五万, 二十八日)
+_UNITS = "元块角分毛万亿千百个人名岁次天日月号小点分秒米里克斤吨斤台辆家位年度倍多余"
+
+
+_DIGITS_HANZI = "零一二三四五六七八九"
+
+
+def _below_10k(n: int) -> str:
+    out, gap = "", False
+    for place, name in ((1000, "千"), (100, "百"), (10, "十"), (1, "")):
+        d, n = divmod(n, place)
+        if d:
+            out += ("零" if gap else "") + _DIGITS_HANZI[d] + name
+            gap = False
+        elif out:
+            gap = True
+    return out
+
+
+def _cardinal_int(n: int) -> str:
+    for value, name in ((10 ** 8, "亿"), (10 ** 4, "万")):
+        if n >= value:
+            hi, lo = divmod(n, value)
+            return _cardinal_int(hi) + name + (("零" if lo < value // 10 else "") + _cardinal_int(lo) if lo else "")
+    return _below_10k(n) or "零"
+
+
+def _cardinal(digits: str) -> str:
+    """Cardinal reading of a non-negative integer (350 -> 三百五十, 10 -> 十, 1005 -> 一千零五, 15万 -> 十五万)."""
+    out = _cardinal_int(int(digits))
+    return out[1:] if out.startswith("一十") else out
+
+
+def spell_numbers(text: str) -> str:
+    """Arabic numbers -> hanzi as they are read aloud: digit by digit for codes and phone numbers (three or
+    more digits not followed by a unit, a leading zero, a year), else as a cardinal; ``3.5`` -> 三点五,
+    ``50%`` -> 百分之五十.  幺 (1 in read-out digit strings) becomes 一.  Applied to reference and hypothesis
+    alike, so CER compares the same spelling on both sides."""
+    def read(m: re.Match) -> str:
+        whole, frac, pct = m.group(1), m.group(2), m.group(3)
+        nxt = text[m.end():m.end() + 1]
+        by_digit = (len(whole) > 1 and whole.startswith("0")) or nxt == "年" or (
+            len(whole) >= 3 and not frac and not pct and (not nxt or nxt not in _UNITS))
+        spoken = whole.translate(_DIGITS) if by_digit or len(whole) > 16 else _cardinal(whole)
+        if frac:
+            spoken += "点" + frac.translate(_DIGITS)
+        return ("百分之" + spoken) if pct else spoken
+
+    # digit groups separated only by spaces, commas or dashes are one code read digit by digit (13628066 930)
+    text = _DIGIT_RUN_RE.sub(lambda m: re.sub(r"\D", "", m.group(0)).translate(_DIGITS), text)
+    return _NUMBER_RE.sub(read, text).replace("幺", "一")
+
+
 def normalize_zh(text: str, digits_to_hanzi: bool = True) -> str:
-    """NFKC, drop punctuation/space, lowercase; optionally read Arabic digits one by one as hanzi
-    (phone and ID numbers are spoken digit by digit in calls)."""
+    """NFKC, drop punctuation/space, lowercase; optionally spell Arabic numbers as hanzi the way they are
+    read (:func:`spell_numbers`: phone and ID numbers digit by digit, amounts as cardinals)."""
     text = unicodedata.normalize("NFKC", text).lower()
     if digits_to_hanzi:
-        text = text.translate(_DIGITS)
+        text = spell_numbers(text)
     return _PUNCT_RE.sub("", text)
 
 

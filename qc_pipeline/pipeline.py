@@ -35,7 +35,7 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
     if cfg.summary.enabled:  # before scoring: a card may use the call type
         stages.append(SummarizeStage(cfg))
     if cfg.scoring.enabled:
-        stages.append(ScoreStage(cfg.scoring))
+        stages.append(ScoreStage(cfg.scoring, llm=cfg.llm))
     return stages
 
 

@@ -106,6 +106,16 @@ class Utterance:
     low_confidence: bool = False
 
 
+def low_confidence_share(utterances: tuple[Utterance, ...]) -> Optional[float]:
+    """Share of transcribed speech time (utterance durations) in low-confidence utterances; None without any
+    timed utterance (chat).  The ASR stage flags the session from it; the sessions table stores it."""
+    timed = [u for u in utterances if u.start is not None and u.end is not None and u.channel >= 0]
+    total = sum(u.end - u.start for u in timed)
+    if not timed or total <= 0:
+        return None
+    return round(sum(u.end - u.start for u in timed if u.low_confidence) / total, 4)
+
+
 @dataclass(frozen=True)
 class CallRecord:
     source: CallSource

@@ -174,8 +174,8 @@ def run_batch(inputs: list[str], out_dir: str, cfg: PipelineConfig, *, workers: 
     """
     from zoneinfo import ZoneInfo
 
+    from qc_pipeline.asr.install import resolve_asr_model
     from qc_pipeline.inputs import discover
-    from qc_pipeline.models import resolve_asr_model
     from qc_pipeline.scoring.pii import mask_record
     from qc_pipeline.sinks.parquet import ParquetSink, new_run_id, session_states
 

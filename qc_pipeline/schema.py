@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "2"  # 2: drops / stage_seconds are maps, started_at is a timestamp
+SCHEMA_VERSION = "2"  # 2: sessions drops / stage_seconds are maps, started_at a timestamp,
+# asr_low_confidence_share; utterances low_confidence; item_results uncertain, uncertain_turns
 
 
 def _schema(name: str, fields: list[pa.Field], version: str = SCHEMA_VERSION) -> pa.Schema:
@@ -45,6 +46,7 @@ SESSIONS = _schema("sessions", [
     pa.field("stage_seconds", SECONDS),
     pa.field("asr_model", pa.string()),
     pa.field("asr_model_sha256", pa.string()),
+    pa.field("asr_low_confidence_share", pa.float64()),         # share of speech time in low-confidence utterances
     pa.field("pipeline_version", pa.string(), nullable=False),
     pa.field("config_hash", pa.string(), nullable=False),
     pa.field("run_id", pa.string(), nullable=False),
@@ -65,6 +67,7 @@ UTTERANCES = _schema("utterances", [
     pa.field("avg_logprob", pa.float32()),
     pa.field("no_speech_prob", pa.float32()),
     pa.field("words", pa.list_(WORD)),
+    pa.field("low_confidence", pa.bool_()),                    # ASR unsure of this turn (asr.low_confidence_*)
     pa.field("emotion_index", pa.float32()),                  # 0..100, 100 = calm/positive
     pa.field("emotion", pa.string()),
     pa.field("run_id", pa.string(), nullable=False),
@@ -104,6 +107,8 @@ ITEM_RESULTS = _schema("item_results", [
     pa.field("violations", pa.int32()),
     pa.field("vetoed", pa.bool_()),
     pa.field("evidence", pa.list_(EVIDENCE)),
+    pa.field("uncertain", pa.bool_(), nullable=False),         # decided on low-confidence ASR text (review it)
+    pa.field("uncertain_turns", pa.list_(pa.int32())),         # the low-confidence utterances it rests on
     pa.field("run_id", pa.string(), nullable=False),
 ])
 

@@ -61,7 +61,7 @@ def tts_line_spans(mono: np.ndarray, n_lines: int, line_gap_s: float = 0.40) -> 
     ../shared/data/synthetic_calls): VAD spans closer than ``line_gap_s`` belong to one line.
     Raises ValueError when the grouping does not give ``n_lines`` lines."""
     from qc_pipeline.config import VadConfig
-    from qc_pipeline.stages.segment import detect_speech
+    from qc_pipeline.vad import detect_speech
 
     groups: list[list[tuple[float, float]]] = []
     for s in detect_speech(mono, VadConfig()):
@@ -72,3 +72,19 @@ def tts_line_spans(mono: np.ndarray, n_lines: int, line_gap_s: float = 0.40) -> 
     if len(groups) != n_lines:
         raise ValueError(f"found {len(groups)} line groups, expected {n_lines}")
     return [(g[0][0], g[-1][1]) for g in groups]
+
+
+def telephone_copy(src: str | Path, dst: str | Path) -> Path:
+    """A telephone-channel copy of a mono recording: 8 kHz, 300–3400 Hz band (4th-order Butterworth, causal
+    like a real channel), stored as G.711 μ-law WAV.  For evaluations and tests of band-limited speech."""
+    import soundfile as sf
+    from scipy.signal import butter, resample_poly, sosfilt
+
+    audio, rate = sf.read(str(src), dtype="float32", always_2d=True)
+    if audio.shape[1] != 1:
+        raise ValueError(f"{src}: telephone copies are made of mono recordings (got {audio.shape[1]} channels)")
+    g = np.gcd(int(rate), 8000)
+    x = resample_poly(audio[:, 0], 8000 // g, int(rate) // g)
+    x = sosfilt(butter(4, (300, 3400), btype="bandpass", fs=8000, output="sos"), x)
+    sf.write(str(dst), np.clip(x, -1.0, 1.0).astype(np.float32), 8000, subtype="ULAW")
+    return Path(dst)

@@ -82,16 +82,17 @@ def bench_bare(paths: list[str], cfg: PipelineConfig, batch_size: int = 0) -> di
     ``batch_size`` > 0: faster-whisper's own BatchedInferencePipeline (its VAD chunks, batched) instead."""
     from faster_whisper import BatchedInferencePipeline
 
-    from qc_pipeline.stages.asr import AsrStage
+    from qc_pipeline.asr.faster_whisper import FasterWhisperBackend
 
     a = cfg.asr
-    stage = AsrStage(a, cfg.vad)
+    backend = FasterWhisperBackend(a)
     t0 = time.perf_counter()
-    stage.load()  # the pipeline's own model load: same device, compute type and threads
-    model = stage.model
+    backend.load()  # the pipeline's own model load: same device, compute type and threads
+    model = backend.model
     load_s = time.perf_counter() - t0
     # the pipeline's decoding options, but over whole channels with faster-whisper's VAD and no token cap
-    opts = {**stage._options(0.0), "vad_filter": True}
+    language = None if a.language == "auto" else a.language
+    opts = {**backend._options(language, 0.0), "vad_filter": True}
     opts.pop("max_new_tokens", None)
     batched = BatchedInferencePipeline(model) if batch_size > 0 else None
     audio_s = decode_s = asr_s = channel_s = 0.0
@@ -108,8 +109,7 @@ def bench_bare(paths: list[str], cfg: PipelineConfig, batch_size: int = 0) -> di
                 segments, _ = batched.transcribe(audio[ch], batch_size=batch_size, temperature=a.temperatures[0],
                                                  **opts)
             else:
-                segments, _ = model.transcribe(audio[ch], condition_on_previous_text=False,
-                                               temperature=list(a.temperatures), **opts)
+                segments, _ = model.transcribe(audio[ch], temperature=list(a.temperatures), **opts)
             n_segments += sum(1 for _ in segments)  # the generator does the decoding
             asr_s += time.perf_counter() - t0
     wall = decode_s + asr_s

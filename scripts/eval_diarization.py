@@ -26,8 +26,8 @@ from qc_pipeline.config import VadConfig, load_config
 from qc_pipeline.inputs import CallSource
 from qc_pipeline.metrics import diarization_error, read_rttm
 from qc_pipeline.pipeline import Pipeline, build_stages
-from qc_pipeline.stages.segment import detect_speech
 from qc_pipeline.testing import tts_line_spans, write_audio
+from qc_pipeline.vad import detect_speech
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -34,13 +34,14 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from qc_pipeline.scoring.rules import RuleCompiler  # noqa: E402
+
 from qc_pipeline.config import LlmConfig, ScoringConfig  # noqa: E402
 from qc_pipeline.inputs import chat_to_source  # noqa: E402
 from qc_pipeline.llm.client import LlmClient  # noqa: E402
 from qc_pipeline.llm.judge import judge  # noqa: E402
 from qc_pipeline.pipeline import Pipeline  # noqa: E402
 from qc_pipeline.scoring.context import SessionContext  # noqa: E402
-from qc_pipeline.scoring.rules import RuleCompiler  # noqa: E402
 from qc_pipeline.stages.chat import ChatStage  # noqa: E402
 from qc_pipeline.stages.score import ScoreStage  # noqa: E402
 

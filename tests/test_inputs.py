@@ -66,3 +66,22 @@ def test_folder_scan_ids_are_relative_paths(tmp_path):
     (tmp_path / "notes.txt").write_text("ignore me")
     sources = discover([str(tmp_path)]).sources
     assert sorted(s.call_id for s in sources) == ["day1/通话 001", "day2/通话 001"]
+
+
+def test_caller_verified_from_manifest_and_chat(tmp_path):
+    """Call metadata that switches the card's identity-check rule off (IVR-verified callers)."""
+    (tmp_path / "a.wav").write_bytes(b"x")
+    (tmp_path / "m.csv").write_text(
+        "call_id,path,caller_verified\nv1,a.wav,true\nv2,a.wav,否\nv3,a.wav,\nv4,a.wav,maybe\n", encoding="utf-8")
+    by_id = {s.call_id: s for s in discover([str(tmp_path / "m.csv")]).sources}
+    assert [by_id[c].caller_verified for c in ("v1", "v2", "v3")] == [True, False, None]
+    assert by_id["v4"].input_error[0] == Reason.BAD_MANIFEST_ROW and "caller_verified" in by_id["v4"].input_error[1]
+    turns = [{"role": "agent", "text": "您好"}]
+    f = tmp_path / "chats.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in [
+        {"dialogue_id": "c1", "caller_verified": False, "turns": turns},
+        {"dialogue_id": "c2", "meta": {"caller_verified": "yes"}, "turns": turns},
+        {"dialogue_id": "c3", "turns": turns},
+    ]) + "\n", encoding="utf-8")
+    by_id = {s.call_id: s for s in discover([str(f)]).sources}
+    assert [by_id[c].caller_verified for c in ("c1", "c2", "c3")] == [False, True, None]

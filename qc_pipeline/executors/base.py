@@ -76,12 +76,9 @@ def calls_per_task(cfg: PipelineConfig, gpu: Optional[bool] = None) -> int:
     if cfg.asr.batch_size == 0 or cfg.asr.device == "cpu":
         return 1
     if gpu is None:
-        try:
-            from qc_pipeline.stages.asr import pick_device
+        from qc_pipeline.asr.registry import backend_uses_gpu
 
-            gpu = pick_device("auto", "auto")[0] == "cuda"  # "auto": actually look for a GPU
-        except ImportError:
-            gpu = False
+        gpu = backend_uses_gpu(cfg.asr)  # asks the ASR backend; loads no model
     return 8 if gpu else 1
 
 

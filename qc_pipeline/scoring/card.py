@@ -5,7 +5,14 @@
     name: 默认质检评分表
     pass_score: 60
     grades: {A: 90, B: 75, C: 60, D: 0}
-    rules: {rule_id: RULE, ...}          # reusable named rules (see qc_pipeline.scoring.rules)
+    settings:                            # optional, card-wide matching settings
+      lexicon: [工单, 套餐]               # extra words for word-boundary keyword matching
+      homophone_clash_min_freq: 500      # pinyin fuzz is off for keywords with a homophone this common
+      negation: {cues: [不, 没, 无法], max_gap: 8}   # for keyword ``skip_negated``
+      caller_verified: false             # assumed when a call's metadata does not say (null: unknown)
+    phrases:                             # optional: named phrase/regex lists, reused with YAML anchors
+      boilerplate: &boilerplate ["您好|你好", "请稍等"]
+    rules: {rule_id: RULE, ...}          # reusable named rules (see qc_pipeline.scoring.operators)
     items:
       - id: greeting
         name: 问候语
@@ -26,19 +33,21 @@ Weights must add up to 100.  Every error names the offending key path.
 
 from __future__ import annotations
 
+import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import yaml
 
 from qc_pipeline.errors import ConfigError
-from qc_pipeline.scoring.rules import Node, RuleCompiler
+from qc_pipeline.scoring.operators import Compiler, Node, Settings, walk
 
 MODES = ("binary", "graded", "deduction")
 _ITEM_KEYS = ("id", "name", "weight", "role", "mode", "pass", "levels", "violation", "per_violation", "floor",
               "veto", "not_applicable", "flag", "description")
-_CARD_KEYS = ("id", "version", "name", "pass_score", "grades", "rules", "items", "description")
+_CARD_KEYS = ("id", "version", "name", "pass_score", "grades", "settings", "phrases", "rules", "items", "description")
+_SETTING_KEYS = ("lexicon", "homophone_clash_min_freq", "negation", "caller_verified")
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,10 @@ class Item:
     not_applicable: Optional[Node] = None
     flag: Optional[str] = None
 
+    def roots(self) -> tuple[Node, ...]:
+        nodes = (self.passing, self.violation, self.veto, self.not_applicable) + tuple(lv.when for lv in self.levels)
+        return tuple(n for n in nodes if n is not None)
+
 
 @dataclass(frozen=True)
 class Scorecard:
@@ -73,6 +86,11 @@ class Scorecard:
     grades: tuple[tuple[str, float], ...]   # sorted high → low
     items: tuple[Item, ...]
     rules: tuple[tuple[str, Node], ...] = ()  # the compiled named rules, for evaluation and review tools
+    settings: Settings = Settings()
+
+    def nodes(self) -> Iterator[Node]:
+        """Every rule node the items use (through operands and scope keys)."""
+        return walk(n for item in self.items for n in item.roots())
 
     def rule(self, rule_id: str) -> Node:
         for name, node in self.rules:
@@ -111,7 +129,12 @@ def parse_scorecard(data: dict, source: Optional[str] = None) -> Scorecard:
     rules = data.get("rules") or {}
     if not isinstance(rules, dict):
         raise ConfigError("rules", "expected a mapping of rule id → rule", source)
-    compiler = RuleCompiler(rules, source)
+    settings = _settings(data.get("settings") or {}, source)
+    phrases = data.get("phrases") or {}
+    if not isinstance(phrases, dict) or not all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in phrases.values()):
+        raise ConfigError("phrases", "expected a mapping of name → list of phrases", source)
+    compiler = Compiler(rules, settings, source)
     for rule_id in rules:  # compile all named rules so errors surface even when unused
         compiler.named(rule_id, f"rules.{rule_id}")
 
@@ -182,7 +205,49 @@ def parse_scorecard(data: dict, source: Optional[str] = None) -> Scorecard:
     return Scorecard(id=_str(data["id"], "id", source), version=_str(data["version"], "version", source),
                      name=str(data.get("name", data["id"])),
                      pass_score=_num(data.get("pass_score", 60), "pass_score", 0, 100, source),
-                     grades=grades, items=tuple(items), rules=tuple(compiler.compiled.items()))
+                     grades=grades, items=tuple(items), rules=tuple(compiler.compiled.items()), settings=settings)
+
+
+def _settings(raw, source) -> Settings:
+    if not isinstance(raw, dict):
+        raise ConfigError("settings", f"expected a mapping with keys {', '.join(_SETTING_KEYS)}", source)
+    for k in raw:
+        if k not in _SETTING_KEYS:
+            raise ConfigError(f"settings.{k}", f"unknown key (allowed: {', '.join(_SETTING_KEYS)})", source)
+    lexicon = raw.get("lexicon", [])
+    if not isinstance(lexicon, list) or not all(isinstance(w, str) and w.strip() for w in lexicon):
+        raise ConfigError("settings.lexicon", "expected a list of words", source)
+    negation = raw.get("negation") or {}
+    if not isinstance(negation, dict) or set(negation) - {"cues", "max_gap"}:
+        raise ConfigError("settings.negation", "expected a mapping with keys cues, max_gap", source)
+    default = Settings()
+    cues = negation.get("cues", list(default.negation_cues))
+    if not isinstance(cues, list) or not cues or not all(isinstance(w, str) and w.strip() for w in cues):
+        raise ConfigError("settings.negation.cues", "expected a non-empty list of words", source)
+    verified = raw.get("caller_verified")
+    if verified is not None and not isinstance(verified, bool):
+        raise ConfigError("settings.caller_verified", f"expected true, false or null, got {verified!r}", source)
+    from qc_pipeline.scoring.textmatch import normalize
+
+    return Settings(lexicon=tuple(normalize(w) for w in lexicon),
+                    homophone_clash_min_freq=int(_num(
+                        raw.get("homophone_clash_min_freq", default.homophone_clash_min_freq),
+                        "settings.homophone_clash_min_freq", 1, 1e9, source)),
+                    negation_cues=tuple(normalize(w) for w in cues),
+                    negation_max_gap=int(_num(negation.get("max_gap", default.negation_max_gap),
+                                              "settings.negation.max_gap", 0, 100, source)),
+                    caller_verified=verified)
+
+
+def resolve_scorecard_path(spec: str, key: str = "scoring.scorecard") -> Path:
+    """A scorecard path as configured: absolute, else relative to the current folder, else to the
+    installed package (where ``configs/scorecards/default.yaml`` ships)."""
+    p = Path(spec).expanduser()
+    package = Path(str(importlib.resources.files("qc_pipeline")))
+    for candidate in (p, package / p):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(key, f"scorecard file {spec!r} not found (looked in {Path.cwd()} and {package})")
 
 
 def load_scorecard(path: str | Path) -> Scorecard:

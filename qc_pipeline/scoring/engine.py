@@ -1,4 +1,14 @@
-"""Score one session against a scorecard; every point carries its evidence."""
+"""Score one session against a scorecard; every point carries its evidence.
+
+A transcript can be wrong.  On audio, an utterance the ASR stage marked ``low_confidence`` may have
+lost the very phrase a rule looks for, or contain words that were never said.  So:
+
+* an item that lost points while its rules looked at low-confidence utterances is marked
+  ``uncertain`` with those utterances named (``uncertain_turns``);
+* a veto found only on low-confidence utterances is not applied (a veto must be near-certain);
+  the item is marked uncertain instead;
+* the session gets the flag ``low_asr_confidence``, which puts it in the review queue.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +17,8 @@ from typing import Optional
 
 from qc_pipeline.scoring.card import Item, Scorecard
 from qc_pipeline.scoring.context import Hit, SessionContext
+
+FLAG_LOW_ASR_CONFIDENCE = "low_asr_confidence"
 
 
 @dataclass(frozen=True)
@@ -23,6 +35,8 @@ class ItemResult:
     violations: int
     vetoed: bool
     evidence: tuple[Hit, ...]
+    uncertain: bool = False               # decided on low-confidence ASR text (see module doc)
+    uncertain_turns: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -45,13 +59,16 @@ def score_item(item: Item, ctx: SessionContext) -> ItemResult:
         if na.matched:
             return ItemResult(**base, points=0.0, applicable=False, hit=False, level=None, violations=0,
                               vetoed=False, evidence=na.hits)
+    low = ctx.low_confidence
     evidence: list[Hit] = []
+    unsure: list[int] = []      # low-confidence utterances the verdict rests on
     level = None
     violations = 0
     if item.mode == "binary":
         out = item.passing.evaluate(ctx)
         hit, points = out.matched, item.weight if out.matched else 0.0
         evidence.extend(out.hits)
+        unsure.extend(out.uncertain if not hit else ())
     elif item.mode == "graded":
         hit, points = False, 0.0
         for j, lv in enumerate(item.levels):
@@ -60,6 +77,7 @@ def score_item(item: Item, ctx: SessionContext) -> ItemResult:
                 hit, points, level = True, lv.points, j
                 evidence.extend(out.hits)
                 break
+            unsure.extend(out.uncertain)   # a better level missed, maybe on uncertain text
     else:
         out = item.violation.evaluate(ctx)
         turns = sorted({h.turn_index for h in out.hits}) if out.matched else []
@@ -68,15 +86,24 @@ def score_item(item: Item, ctx: SessionContext) -> ItemResult:
         hit = violations > 0
         points = max(item.floor, item.weight - violations * item.per_violation)
         evidence.extend(out.hits)
+        unsure.extend(t for t in turns if t in low)
+        if out.matched and not turns:
+            unsure.extend(out.uncertain)
     vetoed = False
     if item.veto is not None:
         v = item.veto.evaluate(ctx)
         if v.matched:
-            vetoed = True
-            points = 0.0
-            evidence.extend(v.hits)
+            sure = [h for h in v.hits if h.turn_index not in low]
+            if sure or not v.hits:
+                vetoed, points = True, 0.0
+                evidence.extend(sure or v.hits)
+            else:
+                unsure.extend(h.turn_index for h in v.hits)
+                evidence.extend(v.hits)
+    unsure_turns = tuple(sorted(set(unsure)))
     return ItemResult(**base, points=round(points, 3), applicable=True, hit=hit, level=level, violations=violations,
-                      vetoed=vetoed, evidence=tuple(dict.fromkeys(evidence)))
+                      vetoed=vetoed, evidence=tuple(dict.fromkeys(evidence)), uncertain=bool(unsure_turns),
+                      uncertain_turns=unsure_turns)
 
 
 def score_session(card: Scorecard, ctx: SessionContext) -> SessionScore:
@@ -96,6 +123,8 @@ def score_session(card: Scorecard, ctx: SessionContext) -> SessionScore:
     passed = total >= card.pass_score
     if not passed:
         flags.append("low_score")
+    if any(r.uncertain for r in results):
+        flags.append(FLAG_LOW_ASR_CONFIDENCE)
     return SessionScore(scorecard_id=card.id, scorecard_version=card.version, total=round(total, 2),
                         grade=card.grade(total), passed=passed, veto=bool(veto_items), veto_items=veto_items,
                         flags=tuple(flags), items=results)

@@ -1,9 +1,11 @@
-"""Tolerant text matching for ASR output: exact, homophone (pinyin) and loose-pinyin keyword
-search, and a lexical similarity on pinyin bigrams.
+"""Tolerant text matching: exact, homophone (pinyin) and loose-pinyin keyword search, clause
+breaks, and a lexical similarity on pinyin bigrams.
 
-Whisper-base on Mandarin writes homophones (客服 → 克服, 核实 → 合适); matching keywords on
+Whisper-base on Mandarin writes homophones (服务 → 伏务, 核实 → 合适); matching keywords on
 toneless pinyin finds them.  ``pinyin_loose`` also merges the pairs southern speakers and ASR
-confuse most (zh/z, ch/c, sh/s, n/l, -ng/-n).
+confuse most (zh/z, ch/c, sh/s, n/l, -ng/-n).  Fuzz is an ASR tool: the keyword operator uses it
+on audio only, on word boundaries, and never for words with a common homophone (see
+:mod:`qc_pipeline.scoring.words`).
 """
 
 from __future__ import annotations
@@ -14,12 +16,31 @@ import unicodedata
 
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 _STRIP = re.compile(r"[\s\W_]+", re.UNICODE)
+# stripped characters that do not end a clause (inside numbers, names, placeholders)
+_JOINERS = frozenset("-_·'’‘\"“”[]【】()（）<>《》/\\@#&*+=|^`")
 MODES = ("exact", "pinyin", "pinyin_loose")
 
 
 def normalize(text: str) -> str:
     """NFKC, lowercase, no spaces/punctuation — the form keywords are matched against."""
     return _STRIP.sub("", unicodedata.normalize("NFKC", text).lower())
+
+
+def normalize_breaks(text: str) -> tuple[str, frozenset[int]]:
+    """``normalize(text)`` plus the offsets in it where a clause ends (punctuation or white space
+    stood there): keyword search and negation look inside one clause."""
+    out: list[str] = []
+    breaks = {0}
+    n = 0
+    for ch in unicodedata.normalize("NFKC", text).lower():
+        if _STRIP.match(ch):
+            if ch not in _JOINERS:
+                breaks.add(n)
+        else:
+            out.append(ch)
+            n += 1
+    breaks.add(n)
+    return "".join(out), frozenset(breaks)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -50,27 +71,33 @@ def syllables(norm_text: str, mode: str = "pinyin") -> tuple[str, ...]:
     from pypinyin import Style, lazy_pinyin
 
     # phrase-aware conversion gets polyphones right (e.g. 银行 hang); one syllable per hanzi
-    out: list[str] = []
-    for tok in lazy_pinyin(norm_text, style=Style.NORMAL, errors=lambda s: list(s)):
-        out.append(tok)
+    out = list(lazy_pinyin(norm_text, style=Style.NORMAL, errors=lambda s: list(s)))
     if len(out) != len(norm_text):  # fall back to per-char when segmentation disagrees
         out = [_char_pinyin(c) for c in norm_text]
     return tuple(_loosen(s) for s in out) if mode == "pinyin_loose" else tuple(out)
 
 
-def find(keyword_norm: str, text_norm: str, mode: str = "exact") -> int:
-    """Start offset of ``keyword_norm`` in ``text_norm`` under ``mode``, or -1."""
-    if not keyword_norm:
-        return -1
-    pos = text_norm.find(keyword_norm)
-    if pos >= 0 or mode == "exact":
-        return pos
+def find_all(keyword_norm: str, text_norm: str, mode: str = "exact") -> list[int]:
+    """Every start offset of ``keyword_norm`` in ``text_norm`` under ``mode`` (exact occurrences
+    first, then the homophone-only ones)."""
+    if not keyword_norm or len(keyword_norm) > len(text_norm):
+        return []
+    exact = [m.start() for m in re.finditer(f"(?={re.escape(keyword_norm)})", text_norm)]
+    if mode == "exact":
+        return exact
     k, t = syllables(keyword_norm, mode), syllables(text_norm, mode)
     n = len(k)
-    for i in range(len(t) - n + 1):
-        if t[i:i + n] == k:
-            return i
-    return -1
+    fuzzy = [i for i in range(len(t) - n + 1) if t[i:i + n] == k and i not in exact]
+    return exact + fuzzy
+
+
+def find(keyword_norm: str, text_norm: str, mode: str = "exact") -> int:
+    """Start offset of ``keyword_norm`` in ``text_norm`` under ``mode``, or -1."""
+    pos = text_norm.find(keyword_norm) if keyword_norm else -1
+    if pos >= 0 or mode == "exact":
+        return pos
+    found = find_all(keyword_norm, text_norm, mode)
+    return min(found) if found else -1
 
 
 def _bigrams(tokens: tuple[str, ...]) -> set[tuple[str, str]]:

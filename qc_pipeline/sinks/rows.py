@@ -7,7 +7,7 @@ import datetime as dt
 from typing import Iterable
 
 from qc_pipeline import __version__
-from qc_pipeline.records import ROLE_AGENT, ROLE_CUSTOMER, CallRecord
+from qc_pipeline.records import ROLE_AGENT, ROLE_CUSTOMER, CallRecord, low_confidence_share
 
 
 def session_row(rec: CallRecord, *, run_id: str, asr_model: str, asr_sha: str, config_hash: str) -> dict:
@@ -32,6 +32,7 @@ def session_row(rec: CallRecord, *, run_id: str, asr_model: str, asr_sha: str, c
         "n_utterances": len(rec.utterances),
         "agent_speech_s": round(speech[ROLE_AGENT], 3) if is_audio else None,
         "customer_speech_s": round(speech[ROLE_CUSTOMER], 3) if is_audio else None,
+        "asr_low_confidence_share": low_confidence_share(rec.utterances) if is_audio else None,
         "flags": list(rec.flags),
         "drops": dict(rec.drops),
         "stage_seconds": _summed(rec.timings),
@@ -57,7 +58,7 @@ def utterance_rows(rec: CallRecord, *, run_id: str) -> Iterable[dict]:
             "channel": u.channel, "start": u.start, "end": u.end, "text": u.text,
             "avg_logprob": u.avg_logprob, "no_speech_prob": u.no_speech_prob,
             "words": [{"start": w.start, "end": w.end, "word": w.word, "probability": w.probability} for w in u.words],
-            "emotion_index": u.emotion_index, "emotion": u.emotion,
+            "emotion_index": u.emotion_index, "emotion": u.emotion, "low_confidence": u.low_confidence,
             "run_id": run_id,
         }
 
@@ -79,6 +80,7 @@ def score_rows(rec: CallRecord, *, run_id: str) -> tuple[list[dict], list[dict]]
         "hit": r.hit, "level": r.level, "violations": r.violations, "vetoed": r.vetoed,
         "evidence": [{"rule_id": h.rule_id, "rule_version": s.scorecard_version, "turn_index": h.turn_index,
                       "role": h.role, "start": h.start, "end": h.end, "text": h.text} for h in r.evidence],
+        "uncertain": r.uncertain, "uncertain_turns": list(r.uncertain_turns),
         "run_id": run_id,
     } for r in s.items]
     return score, items

@@ -1,11 +1,33 @@
-"""Chat stage: a text-chat session's role-marked turns become utterances directly."""
+"""Chat stage: a text-chat session's role-marked turns become utterances directly.
+
+One message is one utterance, numbered in order (empty messages dropped), so evidence points at the
+message a reviewer sees.  Consecutive messages of one speaker are read together by the scoring rules
+(speaker turns, :mod:`qc_pipeline.scoring.context`), not merged here.
+
+Typed chat is converted to simplified characters one character at a time (OpenCC ``t2s``): the
+Taiwan-phrasing conversion the ASR stage uses would rewrite already-simplified mainland text
+(么 → 幺 breaks every "…么" question; 程序 → 进程, 文件 → 文档).
+"""
 
 from __future__ import annotations
+
+import functools
 
 from qc_pipeline.errors import CallError, Reason
 from qc_pipeline.records import CallRecord, Utterance
 from qc_pipeline.stages.base import Stage
-from qc_pipeline.textnorm import to_simplified
+
+
+@functools.lru_cache(maxsize=1)
+def _t2s():
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
+def to_simplified_chars(text: str) -> str:
+    """Traditional characters → simplified, character by character; simplified text is unchanged."""
+    return _t2s().convert(text) if text else text
 
 
 class ChatStage(Stage):
@@ -25,7 +47,7 @@ class ChatStage(Stage):
                 continue
             utterances.append(Utterance(
                 turn_index=len(utterances), role=turn.role, channel=-1, start=turn.start, end=turn.end,
-                text=to_simplified(text) if self.simplified else text, speaker=turn.role))
+                text=to_simplified_chars(text) if self.simplified else text, speaker=turn.role))
         if not utterances:
             raise CallError(Reason.BAD_CHAT_SESSION, "chat session has no non-empty turns")
         return record.with_drops({"empty_turn": empty}).replace(utterances=tuple(utterances))

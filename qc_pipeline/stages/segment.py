@@ -8,23 +8,11 @@ the call is flagged ``mono_no_diarizer``.
 
 from __future__ import annotations
 
-import numpy as np
-
-from qc_pipeline.audio import SAMPLE_RATE
 from qc_pipeline.config import DiarizationConfig, VadConfig
 from qc_pipeline.errors import CallError, Reason
 from qc_pipeline.records import ROLE_AGENT, ROLE_CUSTOMER, ROLE_UNKNOWN, CallRecord, SpeechSpan
 from qc_pipeline.stages.base import Stage
-
-
-def detect_speech(audio: np.ndarray, cfg: VadConfig) -> list[tuple[float, float]]:
-    """Speech intervals (seconds) in one channel of 16 kHz audio, via faster-whisper's bundled Silero VAD."""
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
-
-    opts = VadOptions(threshold=cfg.threshold, min_silence_duration_ms=cfg.min_silence_ms,
-                      speech_pad_ms=cfg.speech_pad_ms, max_speech_duration_s=cfg.max_span_s)
-    stamps = get_speech_timestamps(np.ascontiguousarray(audio, dtype=np.float32), opts, sampling_rate=SAMPLE_RATE)
-    return [(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in stamps]
+from qc_pipeline.vad import detect_speech
 
 
 class SegmentStage(Stage):

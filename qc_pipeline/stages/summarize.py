@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from qc_pipeline.config import PipelineConfig, SummaryConfig
+from qc_pipeline.llm import FLAG_LLM_ERROR
 from qc_pipeline.records import ROLE_CUSTOMER, CallRecord, Utterance
 from qc_pipeline.stages.base import Stage
 
 log = logging.getLogger(__name__)
 
 FLAG_OVER_TARGET = "over_duration_target"
-FLAG_LLM_ERROR = "llm_error"
 
 
 @dataclass(frozen=True)
@@ -120,34 +120,3 @@ class SummarizeStage(Stage):
         if summary.llm_error:
             out = out.with_flag(FLAG_LLM_ERROR)
         return out
-
-
-# ------------------------------------------------------------------ optional card item
-# Scorecard operator ``over_duration_target: {}``: matches when the session is longer than the operations
-# manual's target for its call type (needs the summarize stage's result on the rule context).  A thin adapter,
-# to be registered by the scoring registry's owner (README "Call summaries"):
-#   registry line ``"over_duration_target": ...:OverDurationTarget``; ``SessionContext.summary = record.summary``.
-def _node_base():
-    try:
-        from qc_pipeline.scoring.operators.base import Node, Outcome
-    except ImportError:
-        from qc_pipeline.scoring.rules import Node, Outcome
-    return Node, Outcome
-
-
-_Node, _Outcome = _node_base()
-
-
-@dataclass(frozen=True)
-class OverDurationTarget(_Node):
-    op = "over_duration_target"
-
-    @classmethod
-    def parse(cls, body, c, key, rule_id, scope, **extra) -> "OverDurationTarget":
-        if body not in (None, {}, True):
-            raise c.err(key, "takes no options: over_duration_target: {}")
-        return cls(rule_id=rule_id, scope=scope)
-
-    def _evaluate(self, ctx):
-        summary = getattr(ctx, "summary", None)
-        return _Outcome(bool(summary is not None and summary.over_duration_target))

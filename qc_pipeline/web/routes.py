@@ -35,8 +35,9 @@ ACTION_ZH = {"confirm": "确认", "override": "改判", "appeal": "申诉", "app
 STATE_ZH = {"pending": "待复核", "claimed": "复核中", "done": "已复核"}
 FLAG_ZH = {"low_score": "低分", "veto": "否决", "compliance_hit": "合规命中", "customer_emotion_low": "客户情绪低",
            "low_role_confidence": "角色置信度低", "escalation_risk": "升级风险", "attitude_issue": "态度问题",
-           "low_asr_confidence": "识别置信度低", "over_duration_target": "超处理时长目标", "llm_error": "LLM 失败"}
-DRILL = {"week": "周", "over_target": "超时长目标", "resolved": "已解决"}  # list filters set by report links
+           "low_asr_confidence": "识别置信度低", "llm_error": "大模型未判定", "over_duration_target": "通话超时长",
+           "truncated_audio": "音频截断", "mono_no_diarizer": "单声道未分离", "channel_map_suspect": "声道疑似颠倒"}
+DRILL = {"week": "周", "over_target": "通话超时长", "resolved": "已解决"}  # list filters set by report links
 NAV = (("/queue", "复核队列", "queue"), ("/sessions", "会话", "sessions"), ("/appeals", "申诉", "appeals"),
        ("/calibration", "校准", "calibration"), ("/reports", "报表", "reports"), ("/export", "辅导导出", "export"),
        ("/users", "用户", "users"), ("/audit", "审计", "audit"))

@@ -15,13 +15,10 @@ configured: the node is its ``fallback`` (or does not match), no flag.  LLM conf
 server down, budget, malformed answer, quote not in the cited turns): the node is its ``fallback``, and the
 session gets the ``llm_error`` flag (the wiring in the score stage reads :attr:`LlmRuntime.errors`).
 
-Wiring (whoever owns ``qc_pipeline/scoring``; written so it fits both the current ``scoring/rules.py`` and the
-operator registry of ``scoring/operators/``):
-* registry line: ``"llm": "qc_pipeline.llm.operator:LlmRule"`` (the class has ``op``, ``parse``, ``children``);
-  on today's ``RuleCompiler``: ``if op == "llm": return compile_llm(self, body, k, rule_id, scope)``;
-* ``SessionContext`` gets ``llm: Optional[LlmRuntime] = None``; the score stage sets it to
-  ``LlmRuntime.for_call(cfg.llm, call_id)`` and after scoring adds the flag ``llm_error`` to the session's
-  flags when ``runtime.errors`` is non-empty.
+The score stage puts an :class:`LlmRuntime` on the rule context (``SessionContext.llm``) when ``llm.base_url``
+is set and the card has ``llm`` rules, and adds the session flag ``llm_error`` when ``runtime.errors`` is
+non-empty.  The judging itself (prompts, chunking, JSON parsing, the verbatim evidence check) lives in
+:mod:`qc_pipeline.llm`.
 """
 
 from __future__ import annotations
@@ -33,11 +30,7 @@ from qc_pipeline.config import LlmConfig
 from qc_pipeline.llm.client import LlmClient, LlmSession, get_client
 from qc_pipeline.llm.judge import Verdict, judge
 from qc_pipeline.llm.prompts import ANSWERS, FewShot
-
-try:  # the operator registry (scoring/operators/) replaces scoring/rules.py
-    from qc_pipeline.scoring.operators.base import Node, Outcome
-except ImportError:
-    from qc_pipeline.scoring.rules import Node, Outcome
+from qc_pipeline.scoring.operators.base import Node, Outcome
 
 
 @dataclass
@@ -111,15 +104,9 @@ _KEYS = ("criterion", "few_shot", "fallback")
 _SHOT_KEYS = ("dialogue", "answer", "turns", "quote", "reason")
 
 
-def _mapping(compiler, body, key: str, allowed: tuple, required: tuple = ()) -> dict:
-    """The compiler's mapping check (``mapping`` in the operator registry, ``_mapping`` in rules.py)."""
-    check = getattr(compiler, "mapping", None) or compiler._mapping
-    return check(body, key, allowed, required)
-
-
 def compile_llm(compiler, body, key: str, rule_id: str, scope) -> LlmRule:
     """Compile an ``llm:`` mapping; errors name the dotted key (``compiler``: scoring's rule compiler)."""
-    body = _mapping(compiler, body, key, _KEYS, required=("criterion",))
+    body = compiler.mapping(body, key, _KEYS, required=("criterion",))
     criterion = body["criterion"]
     if not isinstance(criterion, str) or not criterion.strip():
         raise compiler.err(f"{key}.criterion", "expected a non-empty sentence (the QA criterion, in Chinese)")
@@ -129,7 +116,7 @@ def compile_llm(compiler, body, key: str, rule_id: str, scope) -> LlmRule:
     shots = []
     for n, raw in enumerate(shots_raw):
         k = f"{key}.few_shot[{n}]"
-        raw = _mapping(compiler, raw, k, _SHOT_KEYS, required=("dialogue", "answer"))
+        raw = compiler.mapping(raw, k, _SHOT_KEYS, required=("dialogue", "answer"))
         if raw["answer"] not in ANSWERS:
             raise compiler.err(f"{k}.answer", f"must be one of {', '.join(ANSWERS)}; got {raw['answer']!r}")
         turns = raw.get("turns", [])

@@ -1,0 +1,1 @@
+"""ASR backends (``base.AsrBackend``), their registry, and model installation (``install``)."""

@@ -1,0 +1,107 @@
+"""Words, not substrings: jieba word boundaries, homophone clashes and negation for keyword rules.
+
+* :func:`word_bounds` — the offsets where words begin/end in normalized text (jieba's default
+  dictionary, no HMM guessing, so the result is stable).  A keyword matched on words must start
+  and end on such offsets: 滚 is not found inside 滚动/滚屏/翻滚, 妈的 not inside 妈妈的, 保证
+  not inside 保证金.  A card's ``settings.lexicon`` lists extra words (product names, 工单 …):
+  their occurrences are kept whole, whatever the dictionary says.
+* :func:`homophone_clash` — a common dictionary word that sounds exactly like (a word of) a keyword:
+  客服/克服, 核实/合适, 祝您/助您.  Pinyin fuzz for such keywords would turn ordinary text into hits.
+* :func:`negated` — a negation cue earlier in the same clause (没办法跟您保证).
+
+jieba's shared tokenizer is used read-only (the sentiment model relies on its default dictionary).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import warnings
+from typing import Optional
+
+from qc_pipeline.errors import SetupError
+from qc_pipeline.scoring.textmatch import normalize, syllables
+
+#: Default negation cues and how far (characters) a cue may stand before the keyword, inside one
+#: clause; a card can override both (``settings.negation``).
+NEGATION_CUES = ("不", "没", "没有", "无法", "没法", "没办法", "没有办法", "不能", "不会", "不敢", "不可能", "不一定",
+                 "难以", "别", "未")
+NEGATION_MAX_GAP = 8
+
+
+@functools.lru_cache(maxsize=1)
+def _jieba():
+    try:
+        with warnings.catch_warnings():  # jieba 0.42 imports the deprecated pkg_resources
+            warnings.simplefilter("ignore")
+            import jieba
+    except ImportError:
+        raise SetupError("word-level keyword matching needs jieba: pip install jieba") from None
+    jieba.setLogLevel(logging.WARNING)
+    jieba.dt.initialize()
+    return jieba.dt
+
+
+def word_bounds(norm: str, lexicon: tuple[str, ...] = ()) -> frozenset[int]:
+    """Offsets in ``norm`` (normalized text) where a word starts or ends."""
+    bounds, pos = {0}, 0
+    for tok in _jieba().cut(norm, HMM=False):
+        pos += len(tok)
+        bounds.add(pos)
+    for word in lexicon:
+        start = norm.find(word)
+        while start >= 0:
+            end = start + len(word)
+            bounds.difference_update(range(start + 1, end))
+            bounds.update((start, end))
+            start = norm.find(word, end)
+    return frozenset(bounds)
+
+
+@functools.lru_cache(maxsize=1)
+def _homophones() -> dict[str, tuple[str, ...]]:
+    """toneless pinyin -> characters whose usual (first) reading it is."""
+    from pypinyin.pinyin_dict import pinyin_dict
+    from pypinyin.style._utils import replace_symbol_to_no_symbol as plain
+
+    index: dict[str, list[str]] = {}
+    for code, readings in pinyin_dict.items():
+        index.setdefault(plain(readings.split(",")[0]), []).append(chr(code))
+    return {k: tuple(v) for k, v in index.items()}
+
+
+@functools.lru_cache(maxsize=4096)
+def homophone_clash(keyword: str, min_freq: int) -> Optional[str]:
+    """A dictionary word with frequency >= ``min_freq`` that is written differently from a word of
+    ``keyword`` but reads the same (toneless pinyin, as fuzzy matching reads it), or None."""
+    freq = _jieba().FREQ
+    homophones = _homophones()
+    for word in _jieba().cut(normalize(keyword), HMM=False):
+        if len(word) < 2:
+            continue
+        reading = syllables(word, "pinyin")
+        options = [homophones.get(syl, ()) + (c,) for syl, c in zip(reading, word)]
+        stack = [""]
+        while stack:  # depth-first over homophone spellings; jieba's FREQ holds every word prefix
+            prefix = stack.pop()
+            if len(prefix) == len(word):
+                if prefix != word and freq.get(prefix, 0) >= min_freq and syllables(prefix, "pinyin") == reading:
+                    return prefix
+                continue
+            stack.extend(p for p in (prefix + c for c in options[len(prefix)]) if p in freq)
+    return None
+
+
+def negated(norm: str, pos: int, breaks: frozenset[int], bounds: frozenset[int], cues: tuple[str, ...],
+            max_gap: int) -> bool:
+    """A negation cue, as whole words, ends at most ``max_gap`` characters before ``pos`` with no
+    clause break in between (没办法跟您保证; not 不用担心，我保证 and not 非常 …)."""
+    clause_start = max(b for b in breaks if b <= pos)
+    for cue in cues:
+        at = norm.find(cue, clause_start, pos)
+        while at >= 0:
+            end = at + len(cue)
+            if pos - end <= max_gap and at in bounds and end in bounds:
+                return True
+            at = norm.find(cue, at + 1, pos)
+    return False
