@@ -321,7 +321,9 @@ def test_read_model_tolerates_newer_schemas_and_bad_parts(results, tmp_path):
     row = {**base, "call_id": "newschema-1", "run_id": "new", "flags": ["low_asr_confidence"],
            "started_at": dt.datetime(2026, 10, 30, 2, 0, tzinfo=dt.timezone.utc), "drops": [("vad", 2)],
            "stage_seconds": [("asr", 1.5)]}
-    utt = pa.schema(list(TABLES["utterances"]) + [pa.field("low_confidence", pa.bool_())])
+    utt = TABLES["utterances"]   # schema 2 has low_confidence; older parts (the fixture's) may not
+    if "low_confidence" not in utt.names:
+        utt = pa.schema(list(utt) + [pa.field("low_confidence", pa.bool_())])
     pq.write_table(pa.Table.from_pylist([{"call_id": "newschema-1", "turn_index": 0, "role": "agent", "channel": 0,
                                           "start": 0.0, "end": 1.0, "text": "您好", "run_id": "new",
                                           "low_confidence": True}], schema=utt),
