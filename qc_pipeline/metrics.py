@@ -111,6 +111,17 @@ def read_rttm(path) -> list[Segment]:
     return segs
 
 
+def read_uem(path) -> list[tuple[float, float]]:
+    """Scored regions of a UEM file (``uri channel start end`` per line)."""
+    regions = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            f = line.split()
+            if len(f) >= 4:
+                regions.append((float(f[2]), float(f[3])))
+    return regions
+
+
 def write_rttm(path, uri: str, segments: list[Segment]) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         for s, e, spk in segments:
@@ -126,9 +137,11 @@ def _frames(segments: list[Segment], n: int, step: float, names: list[str]):
     return m
 
 
-def diarization_error(ref: list[Segment], hyp: list[Segment], collar: float = 0.0, step: float = 0.01) -> dict:
+def diarization_error(ref: list[Segment], hyp: list[Segment], collar: float = 0.0, step: float = 0.01,
+                      uem: list[tuple[float, float]] | None = None) -> dict:
     """Frame-based DER with optimal speaker mapping (Hungarian).  ``collar`` seconds around every
-    reference boundary are not scored (NIST convention: 0.25).  Returns rates over scored speech."""
+    reference boundary are not scored (NIST convention: 0.25), nor anything outside ``uem`` regions
+    when given.  Returns rates over scored speech (and ``ref_speech_s``, the scored reference speech)."""
     import numpy as np
     from scipy.optimize import linear_sum_assignment
 
@@ -137,6 +150,10 @@ def diarization_error(ref: list[Segment], hyp: list[Segment], collar: float = 0.
     rn, hn = sorted({s for *_, s in ref}), sorted({s for *_, s in hyp})
     R, H = _frames(ref, n, step, rn), _frames(hyp, n, step, hn)
     scored = np.ones(n, bool)
+    if uem is not None:
+        scored[:] = False
+        for s, e in uem:
+            scored[max(0, int(round(s / step))):int(round(e / step))] = True
     if collar > 0:
         for s, e, _ in ref:
             for b in (s, e):
@@ -150,6 +167,8 @@ def diarization_error(ref: list[Segment], hyp: list[Segment], collar: float = 0.
     missed = np.maximum(0, nref - nhyp).sum()
     fa = np.maximum(0, nhyp - nref).sum()
     confusion = np.minimum(nref, nhyp).sum() - correct
+    ref_s = float(total * step)
+    total = max(total, 1)  # no scored reference speech: rates are errors per frame, not NaN
     return {"der": (missed + fa + confusion) / total, "missed": missed / total, "false_alarm": fa / total,
-            "confusion": confusion / total, "ref_speech_s": total * step,
+            "confusion": confusion / total, "ref_speech_s": ref_s,
             "mapping": {hn[c]: rn[r] for r, c in zip(rows, cols)}}
