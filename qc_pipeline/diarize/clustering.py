@@ -7,10 +7,12 @@
      the nearest centroid (a cough, a laugh, windows over an overlap or a turn change);
    * two pieces whose *normalised* similarity - the mean similarity between their windows divided by
      the geometric mean of the similarity within each - is at least ``same_speaker_ratio`` are one
-     voice.  Raw cosine similarity moves with the channel (8 kHz telephone audio raises every score by
-     ~0.1) and with how much speech a piece holds; the ratio does not: a voice split in two scores
-     0.86-0.95 on the dev set at 16 and 8 kHz, two different voices 0.55-0.75.  Only window pairs that
-     do not overlap in time count (overlapping windows share audio);
+     voice.  Raw cosine similarity between two halves of one voice drops with how noisy and short its
+     windows are (0.58-0.66 at worst on the dev set, as low as two different voices); relative to each
+     half's own consistency a voice split in two scores 0.86-0.95 at 16 and 8 kHz, two different voices
+     0.55-0.75.  Only window pairs that do not overlap in time count (overlapping windows share audio).
+     A piece with little speech (n independent windows) is measured less surely: it needs a ratio
+     ``SMALL_PIECE_SLACK / sqrt(n)`` lower to stay apart;
    * at most ``max_speakers`` pieces: the most similar pair merges until it fits.
 A single voice therefore becomes two speakers only when both halves are long and clearly unlike each
 other.
@@ -24,12 +26,19 @@ from typing import Sequence
 import numpy as np
 
 
+SMALL_PIECE_SLACK = 0.15  # see the module docstring
+MAX_WINDOWS = 2000        # clustered directly (a 25-minute call); longer calls: an even sample of them
+
+
 @dataclass(frozen=True)
 class ClusterParams:
-    threshold: float = 0.6
-    same_speaker_ratio: float = 0.8
-    min_speaker_s: float = 3.0
-    max_windows: int = 2000
+    threshold: float           # diarization.cluster_threshold
+    same_speaker_ratio: float  # diarization.same_speaker_ratio
+    min_speaker_s: float       # diarization.min_speaker_s
+
+    @classmethod
+    def from_config(cls, cfg) -> "ClusterParams":
+        return cls(cfg.cluster_threshold, cfg.same_speaker_ratio, cfg.min_speaker_s)
 
 
 def _union_s(wins: Sequence[tuple[float, float]]) -> float:
@@ -85,11 +94,12 @@ def cluster_speakers(emb: np.ndarray, wins: Sequence[tuple[float, float]], max_s
     from scipy.cluster.hierarchy import fcluster, linkage
 
     # at most max_windows windows, evenly spread over the call; the rest join the nearest centroid at the end
-    pick = np.unique(np.linspace(0, n - 1, min(n, p.max_windows)).round().astype(int))
+    pick = np.unique(np.linspace(0, n - 1, min(n, MAX_WINDOWS)).round().astype(int))
     e, w = emb[pick], [wins[i] for i in pick]
     labels = _compact(fcluster(linkage(e, method="average", metric="cosine"), t=1.0 - p.threshold,
                                criterion="distance"))
     sim = e @ e.T
+    window_s = float(np.median([t - s for s, t in w]))
     starts = np.array([s for s, _ in w])
     ends = np.array([t for _, t in w])
     apart = (starts[:, None] >= ends[None, :]) | (starts[None, :] >= ends[:, None])
@@ -105,9 +115,12 @@ def cluster_speakers(emb: np.ndarray, wins: Sequence[tuple[float, float]], max_s
             moved = labels == small
             labels[moved] = keep[assign_nearest(e[moved], c[keep])]
         else:
-            ratio = normalised_similarity(sim, apart, labels, k)
-            a, b = np.unravel_index(int(ratio.argmax()), ratio.shape)
-            if ratio[a, b] < p.same_speaker_ratio and k <= max_speakers:
+            # a piece with little speech gives a noisy ratio: it needs to be that much more unlike to stay
+            independent = np.maximum(speech / window_s, 1.0)
+            need = p.same_speaker_ratio - SMALL_PIECE_SLACK / np.sqrt(np.minimum.outer(independent, independent))
+            margin = normalised_similarity(sim, apart, labels, k) - need
+            a, b = np.unravel_index(int(margin.argmax()), margin.shape)
+            if margin[a, b] < 0 and k <= max_speakers:
                 break
             labels[labels == max(a, b)] = min(a, b)
         labels = _compact(labels)

@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddedDiarizer:
-    def __init__(self, max_speakers: int = 2, window_s: float = 1.5, hop_s: float = 0.5,
-                 min_segment_s: float = 0.5, single_speaker_similarity: float = 0.90) -> None:
+    def __init__(self, max_speakers: int, window_s: float, hop_s: float, min_segment_s: float,
+                 single_speaker_similarity: float) -> None:
         self.max_speakers = max_speakers
         self.window_s = window_s
         self.hop_s = hop_s
