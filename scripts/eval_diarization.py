@@ -4,7 +4,7 @@ splits, role accuracy, speed, start-up time and memory - per backend, side by si
     python scripts/eval_diarization.py runs/diar/dev/calls_16k runs/diar/dev/calls_8k \\
         --backends campp,embedded,senko [--roles] [--cold] [--json out.json] [--set key=value ...]
 
-Every ``X.wav`` with an ``X.rttm`` next to it is scored (``X.uem``, if present, limits the scored
+Every audio file ``X.wav`` (or .flac, .ogg, .mp3, ...) with an ``X.rttm`` next to it is scored (``X.uem``, if present, limits the scored
 time).  Each backend runs in a fresh process of its own, through the pipeline's real decode and
 segment stages (Silero VAD, then the diarizer; spans under ``vad.min_span_s`` dropped), so:
   start-up   seconds to build the diarizer and load its model in that process (imports included);
@@ -47,13 +47,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+AUDIO = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".amr")
+
+
 def list_files(folders: list[str]) -> list[tuple[str, Path]]:
-    out = []
-    for folder in folders:
-        for wav in sorted(Path(folder).glob("*.wav")):
-            if wav.with_suffix(".rttm").exists():
-                out.append((folder, wav))
-    return out
+    """(folder, audio file) for every audio file with an RTTM of the same stem next to it."""
+    return [(folder, f) for folder in folders for f in sorted(Path(folder).iterdir())
+            if f.suffix.lower() in AUDIO and f.with_suffix(".rttm").exists()]
 
 
 def short_turns(ref: list, hyp: list, mapping: dict, max_s: float = 1.0) -> tuple[int, int]:
@@ -227,7 +227,7 @@ def print_table(results: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("folders", nargs="+", help="folders of X.wav + X.rttm (+ X.uem)")
+    ap.add_argument("folders", nargs="+", help="folders of X.wav (any audio) + X.rttm (+ X.uem)")
     ap.add_argument("--backends", default="campp,embedded", help="comma-separated diarization.backend values")
     ap.add_argument("--roles", action="store_true", help="also run ASR + roles on role-named calls")
     ap.add_argument("--cold", action="store_true", help="start every backend with an empty model cache")
