@@ -28,7 +28,7 @@ from qc_pipeline.diarize.cache import build_once
 from qc_pipeline.diarize.clustering import ClusterParams, cluster_speakers, normalised_similarity
 from qc_pipeline.errors import SetupError
 from qc_pipeline.metrics import diarization_error, read_rttm, read_uem, write_rttm
-from qc_pipeline.stages.segment import detect_speech
+from qc_pipeline.vad import detect_speech
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULTS = ClusterParams.from_config(DiarizationConfig())
