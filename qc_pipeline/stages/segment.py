@@ -26,7 +26,8 @@ class SegmentStage(Stage):
 
     def setup(self) -> None:
         """Check the diarizer can load (fail fast, before any call); its model itself loads on the
-        first mono call, so stereo-only batches never pay for torch/resemblyzer (~0.5 GB a worker)."""
+        first mono call, so stereo-only batches never pay for it (campp: onnxruntime + CAM++, ~0.1 GB a
+        worker; embedded and senko: torch, 0.4-2.5 GB)."""
         from qc_pipeline.diarize import check_available, make_diarizer
 
         check_available(self.diarization)
