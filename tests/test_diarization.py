@@ -251,7 +251,7 @@ def test_campp_embeddings_match_the_torch_model(campp_cache):
 
     audio, _ = load_audio(FIXTURE / "two_voices.ogg")
     feats = [fbank(audio[0][16000 * a:16000 * b]) for a, b in ((1, 3), (9, 10), (22, 27))]
-    emb = CamppEmbedder(campp_cache).embed(feats)
+    emb = CamppEmbedder(campp_cache, threads=1).embed(feats)
     model = CAMPPlus(feat_dim=80, embedding_size=192)
     model.load_state_dict(torch.load(weights_path(), map_location="cpu", weights_only=True))
     model.eval()

@@ -32,7 +32,7 @@ import numpy as np
 from qc_pipeline.audio import SAMPLE_RATE
 from qc_pipeline.diarize.base import SpeakerSegment
 from qc_pipeline.diarize.clustering import ClusterParams, assign_nearest, cluster_speakers
-from qc_pipeline.diarize.labels import label_runs, name_segments, runs_of
+from qc_pipeline.diarize.labels import label_runs, name_segments, runs_of, sliding_windows
 from qc_pipeline.errors import SetupError
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def onnx_model(cache_dir: str = "") -> Path:
 class CamppEmbedder:
     """fbank windows -> unit-length CAM++ embeddings with onnxruntime."""
 
-    def __init__(self, cache_dir: str = "", threads: int = 1) -> None:
+    def __init__(self, cache_dir: str, threads: int) -> None:
         self.cache_dir = cache_dir
         self.threads = threads
         self.session = None
@@ -154,21 +154,6 @@ class CamppDiarizer:
     def setup(self) -> None:
         self.embedder.setup()
 
-    def windows(self, speech: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-        """Windows of ``window_s`` every ``hop_s`` inside each span (the last one flush with its end);
-        a span shorter than a window is one window."""
-        wins = []
-        for start, end in speech:
-            if end - start <= self.window_s:
-                wins.append((start, end))
-                continue
-            t = start
-            while t + self.window_s < end - 1e-6:
-                wins.append((t, t + self.window_s))
-                t += self.hop_s
-            wins.append((end - self.window_s, end))
-        return wins
-
     def features(self, audio: np.ndarray, speech: Sequence[tuple[float, float]],
                  wins: list[tuple[float, float]]) -> list[np.ndarray]:
         """fbank of each span once, sliced per window (10 ms frames)."""
@@ -201,7 +186,7 @@ class CamppDiarizer:
         """(phrases, windows, unit embedding per window) of a call's speech."""
         self.setup()
         phrases = split_at_pauses(audio, speech)
-        wins = self.windows(phrases)
+        wins = sliding_windows(phrases, self.window_s, self.hop_s)
         return phrases, wins, self.embedder.embed(self.features(audio, phrases, wins))
 
     def label(self, phrases: list[tuple[float, float]], wins: list[tuple[float, float]],

@@ -16,7 +16,7 @@ import numpy as np
 
 from qc_pipeline.audio import SAMPLE_RATE
 from qc_pipeline.diarize.base import SpeakerSegment
-from qc_pipeline.diarize.labels import frames_to_segments
+from qc_pipeline.diarize.labels import frames_to_segments, sliding_windows
 from qc_pipeline.errors import SetupError
 
 log = logging.getLogger(__name__)
@@ -45,19 +45,6 @@ class EmbeddedDiarizer:
         self.encoder = VoiceEncoder(device="cpu", verbose=False)
 
     # -- embeddings --------------------------------------------------------------------------
-    def _windows(self, speech: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-        wins = []
-        for start, end in speech:
-            if end - start <= self.window_s:
-                wins.append((start, end))
-                continue
-            t = start
-            while t + self.window_s < end:
-                wins.append((t, t + self.window_s))
-                t += self.hop_s
-            wins.append((max(start, end - self.window_s), end))
-        return wins
-
     def _embed(self, audio: np.ndarray, wins: list[tuple[float, float]]) -> np.ndarray:
         from resemblyzer.audio import wav_to_mel_spectrogram
 
@@ -102,6 +89,6 @@ class EmbeddedDiarizer:
         speech = [(s, e) for s, e in speech if e > s]
         if not speech:
             return []
-        wins = self._windows(speech)
+        wins = sliding_windows(speech, self.window_s, self.hop_s)
         labels = self._cluster(self._embed(audio, wins))
         return frames_to_segments(speech, wins, labels, self.min_segment_s)

@@ -11,6 +11,22 @@ from qc_pipeline.diarize.base import SpeakerSegment, name_by_first_appearance
 FRAME_S = 0.01
 
 
+def sliding_windows(spans: Sequence[tuple[float, float]], window_s: float, hop_s: float) -> list[tuple[float, float]]:
+    """Windows of ``window_s`` every ``hop_s`` inside each span (the last one flush with its end); a
+    span no longer than a window is one window."""
+    wins = []
+    for start, end in spans:
+        if end - start <= window_s:
+            wins.append((start, end))
+            continue
+        t = start
+        while t + window_s < end - 1e-6:
+            wins.append((t, t + window_s))
+            t += hop_s
+        wins.append((end - window_s, end))
+    return wins
+
+
 def frames_to_segments(speech: Sequence[tuple[float, float]], wins: Sequence[tuple[float, float]],
                        labels: np.ndarray, min_segment_s: float) -> list[SpeakerSegment]:
     """Every frame of every speech span takes the label with the most (Hann-weighted) votes of the
