@@ -2,7 +2,7 @@
 
 Each backend is one module plus one entry in ``BACKENDS`` (name -> what it needs, how to build it);
 ``diarization.backend`` picks one.  Models load in ``setup()``, on the first mono call, so a batch of
-stereo calls never imports torch or onnxruntime.
+stereo calls never loads a speaker model (nor torch).
 """
 
 from __future__ import annotations
