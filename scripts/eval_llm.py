@@ -8,9 +8,12 @@ Without --base-url it starts llama.cpp's server (``llmtest`` extra) on 127.0.0.1
 
 On the hand-labelled dev sessions (eval/item_labels; labels_v2 fields need_confirmation, customer_upset +
 soothed_first, customer_reaction), for three items, on the same sessions:
-  rules   the default card's rules (qc_pipeline/scoring on this branch)
+  rules   the default card's rules (need_confirmation's pass rule; soothing before solution_or_transfer;
+          customer_accepts and not customer_rejects_or_gives_up)
   llm     the LLM asked on every session (a failed/rejected answer falls back to the rule)
-  gated   rules where they are sure, the LLM only where they are unsure (the card pattern in README)
+  gated   rules where they are sure, the LLM only where they are unsure (the card pattern in README):
+          need confirmation when the agent asked back after the request but the rule did not credit it,
+          soothing when the agent soothed but not first, acceptance when the customer showed no stance
 prints F1 and Cohen's kappa; evidence precision (answers whose quote is found verbatim in the cited turns);
 seconds, tokens per request and sessions/hour on this box; requests per session gated vs every item; and a
 projection for a night of 10,000 calls on a GPU server with a 7B model from published vLLM numbers.
@@ -34,14 +37,14 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from qc_pipeline.scoring.rules import RuleCompiler  # noqa: E402
-
 from qc_pipeline.config import LlmConfig, ScoringConfig  # noqa: E402
 from qc_pipeline.inputs import chat_to_source  # noqa: E402
 from qc_pipeline.llm.client import LlmClient  # noqa: E402
 from qc_pipeline.llm.judge import judge  # noqa: E402
 from qc_pipeline.pipeline import Pipeline  # noqa: E402
+from qc_pipeline.scoring.card import resolve_scorecard_path  # noqa: E402
 from qc_pipeline.scoring.context import SessionContext  # noqa: E402
+from qc_pipeline.scoring.operators import Compiler  # noqa: E402
 from qc_pipeline.stages.chat import ChatStage  # noqa: E402
 from qc_pipeline.stages.score import ScoreStage  # noqa: E402
 
@@ -109,7 +112,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared", default=os.environ.get("QC_SHARED_DATA", str(REPO.parent / "shared" / "data")))
     ap.add_argument("--labels", default=str(REPO / "eval" / "item_labels" / "labels_v2.jsonl"))
-    ap.add_argument("--scorecard", default=str(REPO / "configs" / "scorecards" / "default.yaml"))
+    ap.add_argument("--scorecard", default="configs/scorecards/default.yaml",
+                    help="scorecard YAML (default: the card shipped in the package)")
     ap.add_argument("--limit", type=int, default=0, help="need confirmation and acceptance on the first N labelled "
                     "sessions only (0 = all); soothing is always asked on every labelled upset session")
     ap.add_argument("--base-url", help="an OpenAI-compatible server; default: start the llama.cpp test server")
@@ -142,12 +146,17 @@ def run(args, url: str, model: str, load0) -> None:
     labels = [lab for lab in load_jsonl(args.labels) if lab["dialogue_id"] in dialogues]
     first = {lab["dialogue_id"] for lab in labels[: args.limit or len(labels)]}
     labels = [lab for lab in labels if lab["dialogue_id"] in first or lab.get("customer_upset") == 1]
-    pipe = Pipeline([ChatStage(), ScoreStage(ScoringConfig(scorecard=args.scorecard, mask_pii=False))])
+    card_path = resolve_scorecard_path(args.scorecard, "--scorecard")
+    pipe = Pipeline([ChatStage(), ScoreStage(ScoringConfig(scorecard=str(card_path), mask_pii=False))])
     pipe.setup()
     card = pipe.stages[1].card
-    specs = yaml.safe_load(Path(args.scorecard).read_text(encoding="utf-8"))["rules"]
-    soothe_first = RuleCompiler(specs).compile({"ref": "soothing", "before": {"ref": "solution_or_transfer"}},
-                                               "eval", "soothe_first")
+    compiler = Compiler(yaml.safe_load(card_path.read_text(encoding="utf-8"))["rules"], card.settings, str(card_path))
+    soothe_first = compiler.compile({"ref": "soothing", "before": {"ref": "solution_or_transfer"}}, "eval",
+                                    "soothe_first")
+    # an echo / option question after the customer's request: where need confirmation is asked when gated (the
+    # `where` of the card example in README)
+    asks_back = compiler.compile({"question": {"kinds": ["confirm_tag", "alternative"]}, "role": "agent",
+                                  "after": {"ref": "customer_request"}}, "eval", "asks_back")
     client = LlmClient(LlmConfig(base_url=url, model=model, timeout_s=600, max_retries=1, max_tokens=args.max_tokens,
                                  max_prompt_chars=6000, cache_dir=args.cache_dir, max_calls_per_session=50))
     rows = {k: [] for k in CRITERIA}          # (gold, rules, llm, gated, asked_when_gated)
@@ -167,14 +176,15 @@ def run(args, url: str, model: str, load0) -> None:
         soothing_any = rule("soothing")
         todo = {}  # item: (gold, rules verdict, rules sure?)
         if lab["dialogue_id"] in first:
-            todo["need_confirmation"] = (bool(lab["need_confirmation"]), nc.level == 0, nc.level != 1)
+            todo["need_confirmation"] = (bool(lab["need_confirmation"]), nc.hit,
+                                         nc.hit or not asks_back.evaluate(ctx).matched)
         if lab.get("customer_upset") == 1 and lab.get("soothed_first") is not None:
             soothed = soothe_first.evaluate(ctx).matched
             todo["soothed_first"] = (bool(lab["soothed_first"]), soothed, soothed or not soothing_any)
         if lab["dialogue_id"] in first and lab.get("customer_reaction") is not None:
-            accepts, complains = rule("customer_accepts"), rule("customer_still_complaining")
-            todo["accepted"] = (lab["customer_reaction"] == "accepted", accepts and not complains,
-                                (accepts and not complains) or complains)
+            accepts, rejects = rule("customer_accepts"), rule("customer_rejects_or_gives_up")
+            todo["accepted"] = (lab["customer_reaction"] == "accepted", accepts and not rejects,
+                                (accepts and not rejects) or rejects)
         for item, (gold, by_rules, sure) in todo.items():
             criterion, role = CRITERIA[item]
             scope = [u.turn_index for u in rec.utterances if u.role == role]
