@@ -203,7 +203,7 @@ def main() -> None:
     print(f"\n{w}-worker RSS: per worker {', '.join(f'{v:.0f}' for v in worker_peaks) or 'n/a'} MiB "
           f"(sum {sum(worker_peaks):.0f}), main process {fmt(rss_n_main, '.0f')} MiB")
     print("pipeline 1-worker per-stage RTF: " + ", ".join(f"{k}={fmt(v)}" for k, v in res["p1_stage_rtf"].items())
-          + f"; outside stages (model load, writer): {res['p1_outside_stages_s']:.2f} s")
+          + f"; outside stages (model load, sink): {res['p1_outside_stages_s']:.2f} s")
     print(f"{w}-worker / 1-worker throughput: {fmt(res['speedup_N_over_1'], '.2f')}x")
     print(f"CPU cores used by other processes: bare {busy_bare:.2f}, 1 worker {busy_1:.2f}, {w} workers {busy_n:.2f}"
           " (anything above ~0.1 means contended timings)")
