@@ -241,9 +241,6 @@ def measure(h: Http, paths: list[str]) -> list[float]:
 
 def workload(n: int, rng: random.Random, last_day: dt.date) -> dict[str, list[str]]:
     days = (last_day - dt.date(2026, 1, 1)).days
-    def some_call() -> str:
-        d = dt.date(2026, 1, 1) + dt.timedelta(days=rng.randrange(days))
-        return f"call-{d:%Y%m%d}-{rng.randrange(days * PER_DAY):07d}"
     return {
         "queue page 1": ["/queue"] * n,
         "queue deep page (keyset)": [],  # filled by following 'next' links

@@ -185,7 +185,6 @@ class ParquetSink:
         self._seq = 0
         self._failed = False
         self._last_flush = time.monotonic()
-        self.written_calls = 0
 
     # -- the sink protocol -------------------------------------------------------------------------
     def open(self) -> None:
@@ -236,7 +235,6 @@ class ParquetSink:
                 raise
             raise SetupError(f"cannot write results to {self.root}: {write_failure_hint(exc)}. Calls written "
                              "so far are safe; re-run the same command to resume") from None
-        self.written_calls += n_calls
         self._seq += 1
         self._rows = {t: [] for t in TABLES}
 
