@@ -136,13 +136,14 @@ def judge(client: C.LlmClient, session: Optional[C.LlmSession], criterion: str, 
     results: list[Verdict] = []
     requests = checked = found = 0
     for chunk in chunks:
-        in_chunk = sorted(scope & set(chunk.turns)) if scope is not None else None
+        shown_turns = set(chunk.turns)
+        in_chunk = sorted(scope & shown_turns) if scope is not None else None
         reply = client.chat(judge_messages(criterion, chunk, few_shot, in_chunk), session)
         requests += 1
         if not reply.ok:
             v = Verdict(error=reply.error, detail=reply.detail)
         else:
-            shown = [u for u in utterances if u.turn_index in set(chunk.turns)]
+            shown = [u for u in utterances if u.turn_index in shown_turns]
             v = check_answer(reply.text, shown, scope)
         checked += v.quote_checked
         found += v.quote_found

@@ -51,15 +51,6 @@ class LlmRuntime:
         return [(rid, v.error) for rid, v in self.verdicts if not v.ok]
 
 
-def _turn_indices(ctx, candidates) -> list[int]:
-    """turn_index of every utterance in scope (candidates: utterance positions, or turns with ``members``)."""
-    out = []
-    for c in candidates:
-        members = c.members if hasattr(c, "members") else (c,)
-        out.extend(ctx.utterances[i].turn_index for i in members)
-    return out
-
-
 @dataclass(frozen=True)
 class LlmRule(Node):
     op = "llm"
@@ -81,11 +72,11 @@ class LlmRule(Node):
         cand = self.scope.candidates(ctx)
         if not cand:
             return Outcome(False)
-        runtime: Optional[LlmRuntime] = getattr(ctx, "llm", None)
+        runtime: Optional[LlmRuntime] = ctx.llm
         if runtime is None:
             return self._fallback(ctx)
         utts = ctx.utterances
-        in_scope = _turn_indices(ctx, cand)
+        in_scope = [utts[i].turn_index for t in cand for i in t.members]   # every utterance of the turns in scope
         scope_turns = None if len(in_scope) == len(utts) else in_scope
         verdict: Verdict = judge(runtime.client, runtime.session, self.criterion, utts, scope_turns=scope_turns,
                                  few_shot=self.few_shot)
@@ -94,7 +85,8 @@ class LlmRule(Node):
             return self._fallback(ctx)
         if verdict.answer != "yes":
             return Outcome(False)
-        pos = {u.turn_index: i for i, u in enumerate(utts) if u.turn_index in set(in_scope)}
+        scoped = set(in_scope)
+        pos = {u.turn_index: i for i, u in enumerate(utts) if u.turn_index in scoped}
         note = f"llm: {verdict.quote} | {verdict.reason}".strip()
         hits = tuple(ctx.hit(self.rule_id, pos[t], note) for t in verdict.turns if t in pos)
         return Outcome(bool(hits), hits)
