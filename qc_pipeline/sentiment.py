@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from qc_pipeline.config import ScoringConfig
 from qc_pipeline.errors import SetupError
 from qc_pipeline.models import models_dir, sha256_file
 
@@ -47,8 +48,9 @@ EMOTIONS = ("angry", "fear", "happy", "neutral", "sad", "surprise")
 #: Valence of each emotion class on -1..1, used by :func:`emotion_index`.
 EMOTION_VALENCE = (("angry", -1.0), ("fear", -1.0), ("happy", 1.0), ("neutral", 0.0),
                    ("sad", -1.0), ("surprise", 0.0))
-#: A session customer emotion index below this flags the call (DEVELOPERS guide).
-FLAG_THRESHOLD = 60.0
+#: A session customer emotion index below this flags the call: the default of ``scoring.emotion_flag_below``
+#: (config is the one truth; the score stage passes the configured value).
+FLAG_THRESHOLD = ScoringConfig().emotion_flag_below
 #: Utterance emotion index is capped at this value when an escalation cue is present.
 ESCALATION_CAP = 30.0
 #: Weight of the polarity head (vs the emotion head) in the emotion index.
