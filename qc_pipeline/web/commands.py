@@ -13,11 +13,13 @@ import time
 from pathlib import Path
 
 from qc_pipeline.errors import SetupError
+from qc_pipeline.web.db import ROLES
+from qc_pipeline.web.views import DEFAULT_TZ
 
 log = logging.getLogger(__name__)
 
 DB_HELP = "review database (SQLite; default: RESULTS/_review/reviews.sqlite)"
-TZ_HELP = "time zone for dates and times shown (default Asia/Shanghai)"
+TZ_HELP = f"time zone for dates and times shown (default {DEFAULT_TZ})"
 
 
 def _results(value: str) -> Path:
@@ -254,7 +256,7 @@ def add_commands(sub) -> None:
     s.add_argument("--port", type=int, default=8080)
     s.add_argument("--audio-root", action="append", metavar="DIR",
                    help="folder audio may be served from (repeatable; default: the results folder)")
-    s.add_argument("--timezone", default="Asia/Shanghai", help=TZ_HELP)
+    s.add_argument("--timezone", default=DEFAULT_TZ, help=TZ_HELP)
     s.add_argument("--appeal-days", type=float, default=7.0,
                    help="days an agent has to appeal an item after it was scored or last reviewed (default 7)")
     s.add_argument("--trusted-proxy", metavar="IP",
@@ -273,7 +275,7 @@ def add_commands(sub) -> None:
     e.add_argument("--format", choices=("xlsx", "csv", "html"), default="xlsx")
     e.add_argument("--out", required=True, help="output folder (one file per agent)")
     e.add_argument("--no-copy-audio", action="store_true", help="html: link the source files instead of copying")
-    e.add_argument("--timezone", default="Asia/Shanghai", help=TZ_HELP)
+    e.add_argument("--timezone", default=DEFAULT_TZ, help=TZ_HELP)
     e.set_defaults(func=_cmd_export)
 
     r = sub.add_parser("report", help="center/team/agent report with weekly trend charts (HTML or .json)")
@@ -286,13 +288,13 @@ def add_commands(sub) -> None:
     r.add_argument("--until")
     r.add_argument("--app-url", metavar="URL", help="review app address (e.g. http://qa-host:8080): the call "
                                                     "reasons' numbers link to its session list of those calls")
-    r.add_argument("--timezone", default="Asia/Shanghai", help=TZ_HELP)
+    r.add_argument("--timezone", default=DEFAULT_TZ, help=TZ_HELP)
     r.set_defaults(func=_cmd_report)
 
     u = sub.add_parser("users", help="manage review-app users")
     u.add_argument("action", choices=("add", "list", "disable", "enable", "role", "reset", "revoke"))
     u.add_argument("name", nargs="?")
-    u.add_argument("--role", choices=("reviewer", "trainer", "agent", "admin"))
+    u.add_argument("--role", choices=ROLES)
     u.add_argument("--agent-id", help="agent_id in the results (required for --role agent)")
     u.add_argument("--password-stdin", action="store_true", help="read the password from stdin (one line)")
     u.add_argument("--results", help="results folder (locates the default --db)")

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from qc_pipeline.errors import SetupError
 from qc_pipeline.web.queries import FROM, REASON_DIMS, SELECT_VIEW, SORT_EXPR, decode_cursor, encode_cursor, \
     reason_cube_sql, unsummarized_sql, view, where_clause
-from qc_pipeline.web.views import DEFAULT_TZ, ItemView, ListQuery, Page, SessionView
+from qc_pipeline.web.views import DEFAULT_TZ, NO_AGENT, NO_TEAM, ItemView, ListQuery, Page, SessionView
 
 log = logging.getLogger(__name__)
 
@@ -473,8 +473,8 @@ class ReadModel:
     # -- reports --------------------------------------------------------------------------------------
     def weekly(self, level: str, q: ListQuery) -> tuple[list[tuple], list[tuple]]:
         """(group, ISO week, n, mean total, n not passed) and (item_id, name, week, n applicable, n passed)."""
-        group = {"center": "'center'", "team": "coalesce(c.team, '(无班组)')",
-                 "agent": "coalesce(c.agent_id, '(无坐席)')"}[level]
+        group = {"center": "'center'", "team": f"coalesce(c.team, '{NO_TEAM}')",
+                 "agent": f"coalesce(c.agent_id, '{NO_AGENT}')"}[level]
         where, args = self._where(q)
         where = where + ["c.total IS NOT NULL", "c.day IS NOT NULL"]
         w = " AND ".join(where)

@@ -17,9 +17,9 @@ from typing import Optional
 from urllib.parse import urlencode
 
 from qc_pipeline.web.reports import _week_range
+from qc_pipeline.web.views import NO_TEAM
 
 DIMS = {"reason": "来电原因", "type": "来电类型"}   # dimension -> heading; also the list filter's parameter
-NO_TEAM = "(无班组)"
 CSV_COLUMNS = ("dimension", "value", "team", "week", "n", "n_over_target", "n_target_known", "n_resolved",
                "n_resolved_known")
 

@@ -37,7 +37,7 @@ FLAG_ZH = {"low_score": "低分", "veto": "否决", "compliance_hit": "合规命
            "low_role_confidence": "角色置信度低", "escalation_risk": "升级风险", "attitude_issue": "态度问题",
            "low_asr_confidence": "识别置信度低", "llm_error": "大模型未判定", "over_duration_target": "通话超时长",
            "truncated_audio": "音频截断", "mono_no_diarizer": "单声道未分离", "channel_map_suspect": "声道疑似颠倒"}
-DRILL = {"week": "周", "over_target": "通话超时长", "resolved": "已解决"}  # list filters set by report links
+DRILL = {"week": "周", "over_target": FLAG_ZH["over_duration_target"], "resolved": "已解决"}  # report links' filters
 NAV = (("/queue", "复核队列", "queue"), ("/sessions", "会话", "sessions"), ("/appeals", "申诉", "appeals"),
        ("/calibration", "校准", "calibration"), ("/reports", "报表", "reports"), ("/export", "辅导导出", "export"),
        ("/users", "用户", "users"), ("/audit", "审计", "audit"))

@@ -8,6 +8,8 @@ from typing import Optional
 from zoneinfo import ZoneInfo
 
 DEFAULT_TZ = "Asia/Shanghai"
+NO_TEAM = "(无班组)"      # how reports show calls without a team / agent id
+NO_AGENT = "(无坐席)"
 SORTS = ("score", "time", "agent", "team", "call")   # list columns that can be sorted
 
 
