@@ -250,6 +250,11 @@ def _state(ctx: Ctx, s: SessionView) -> tuple[str, Optional[str]]:
     return ctx.app.db.workflow_state(s.call_id, s.run_id)
 
 
+def reviewed_points(item, review: Optional[dict]) -> float:
+    """The item's points after its latest review (``current_state``), else the machine's."""
+    return review["points"] if review and review.get("points") is not None else item.points
+
+
 def appeal_deadline(ctx: Ctx, s: SessionView, review: Optional[dict]) -> Optional[dt.datetime]:
     base = s.processed_at
     if review and review["action"] in ("confirm", "override"):
@@ -279,9 +284,8 @@ def session_page(ctx: Ctx, call_id: str, error: str = "", kept: Optional[dict] =
     items = []
     for it in s.items:
         st = state.get(it.item_id)
-        points = st["points"] if st and st.get("points") is not None else it.points
         deadline = appeal_deadline(ctx, s, st)
-        items.append({"it": it, "review": st, "lost": it.applicable and (points < it.max_points or it.vetoed),
+        items.append({"it": it, "review": st, "lost": it.lost_at(reviewed_points(it, st)),
                       "deadline": deadline, "appealable": _appeal_problem(ctx, s, it, hist, st, now) is None})
     return ctx.render("session.html", status, s=s, lines=lines, items=items, history=hist, actions=actions,
                       wf_state=wf_state, wf_user=wf_user, error=error, kept=kept or {},
@@ -337,8 +341,7 @@ def _appeal_problem(ctx: Ctx, s: SessionView, item, hist: list[dict], latest: Op
     """Why this item cannot be appealed now (None: it can)."""
     if not item.applicable:
         return "item not applicable"
-    points = latest["points"] if latest and latest.get("points") is not None else item.points
-    if points >= item.max_points and not item.vetoed:
+    if not item.lost_at(reviewed_points(item, latest)):
         return "only items that lost points can be appealed"
     if any(h["action"] == "appeal" and h["item_id"] == item.item_id and h["current_run"] for h in hist):
         return "this item was appealed already (one appeal per item)"

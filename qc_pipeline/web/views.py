@@ -27,7 +27,11 @@ class ItemView:
     @property
     def failed(self) -> bool:
         """Lost points (or vetoed): the stored points, never a threshold of ours."""
-        return self.applicable and (self.points < self.max_points or self.vetoed)
+        return self.lost_at(self.points)
+
+    def lost_at(self, points: float) -> bool:
+        """Whether the item counts as lost with ``points`` (the stored ones, or a reviewer's)."""
+        return self.applicable and (points < self.max_points or self.vetoed)
 
 
 @dataclass(frozen=True)
