@@ -1,13 +1,26 @@
-"""Error rates for evaluation scripts and tests."""
+"""Error rates and agreement for evaluation scripts, tests and the review app's calibration."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Sequence
+from collections import Counter
+from typing import Hashable, Iterable, Optional, Sequence
 
 _DIGITS = str.maketrans("0123456789", "零一二三四五六七八九")
 _PUNCT_RE = re.compile(r"[\s\W_]+", re.UNICODE)
+
+
+def cohen_kappa(pairs: Iterable[tuple[Hashable, Hashable]]) -> Optional[float]:
+    """Cohen's κ of (rater A, rater B) category pairs; None when undefined (no pairs, or chance agreement 1)."""
+    pairs = list(pairs)
+    n = len(pairs)
+    if not n:
+        return None
+    po = sum(1 for a, b in pairs if a == b) / n
+    ca, cb = Counter(a for a, _ in pairs), Counter(b for _, b in pairs)
+    pe = sum(ca[k] * cb.get(k, 0) for k in ca) / (n * n)
+    return None if pe >= 1.0 else (po - pe) / (1 - pe)
 
 
 def edit_distance(ref: Sequence, hyp: Sequence) -> int:

@@ -34,6 +34,7 @@ from scipy.stats import spearmanr  # noqa: E402
 
 from qc_pipeline.config import ScoringConfig  # noqa: E402
 from qc_pipeline.inputs import chat_to_source  # noqa: E402
+from qc_pipeline.metrics import cohen_kappa  # noqa: E402
 from qc_pipeline.pipeline import Pipeline  # noqa: E402
 from qc_pipeline.stages.chat import ChatStage  # noqa: E402
 from qc_pipeline.stages.score import ScoreStage  # noqa: E402
@@ -96,14 +97,9 @@ def prf(pred: list[bool], gold: list[bool]) -> tuple[float, float, float]:
     return p, r, (2 * p * r / (p + r) if tp else 0.0)
 
 
-def kappa(a: list, b: list) -> float:
-    n = len(a)
-    if not n:
-        return float("nan")
-    cats = set(a) | set(b)
-    po = sum(x == y for x, y in zip(a, b)) / n
-    pe = sum((a.count(c) / n) * (b.count(c) / n) for c in cats)
-    return (po - pe) / (1 - pe) if pe < 1 else float("nan")
+def kappa(pairs: list[tuple]) -> float:
+    k = cohen_kappa(pairs)
+    return float("nan") if k is None else k
 
 
 # ---------------------------------------------------------------- what each side says, per session
@@ -210,13 +206,13 @@ def main() -> None:
             sel = [(m[field], g[field]) for _, m, g in views if field in g]
             if sel:
                 p, r, f = prf([a for a, _ in sel], [b for _, b in sel])
-                k = kappa([a for a, _ in sel], [b for _, b in sel])
+                k = kappa(sel)
                 rows.append((f"{field} F1 (κ)", f"{f:.2f} ({k:.2f})  P {p:.2f} R {r:.2f} pos {sum(b for _, b in sel)}",
                              target))
                 report[f"{who}.{field}"] = {"f1": round(f, 3), "kappa": round(k, 3), "p": round(p, 3), "r": round(r, 3)}
         sel = [(m["accepted"], g["accepted"]) for _, m, g in views if "accepted" in g]
         if sel:
-            k = kappa([a for a, _ in sel], [b for _, b in sel])
+            k = kappa(sel)
             p, r, f = prf([a for a, _ in sel], [b for _, b in sel])
             rows.append(("solution acceptance κ (full points vs accepted)", f"{k:.2f}  F1 {f:.2f}", "κ ≥ 0.6"))
             report[f"{who}.accepted"] = {"kappa": round(k, 3), "f1": round(f, 3)}
@@ -263,7 +259,7 @@ def main() -> None:
                       "compliance", "veto"):
             sel = [(a[field], b[field]) for a, b in pairs if field in a and field in b]
             if sel:
-                k = kappa([x for x, _ in sel], [y for _, y in sel])
+                k = kappa(sel)
                 rows.append((f"κ {field}", f"{k:.2f}", ""))
                 report[f"AB.{field}"] = round(k, 3)
         tot = [(a["total"], b["total"]) for a, b in pairs if "total" in a and "total" in b]

@@ -8,22 +8,17 @@ counted both ways (Scott's π form of κ), because different pairs review differ
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from itertools import combinations
 from typing import Optional
 
+from qc_pipeline.metrics import cohen_kappa
+
 
 def kappa(pairs: list[tuple]) -> Optional[float]:
-    """Cohen's κ of (rater A, rater B) category pairs; None when undefined (no pairs, or one category)."""
-    n = len(pairs)
-    if not n:
-        return None
-    po = sum(1 for a, b in pairs if a == b) / n
-    ca, cb = Counter(a for a, _ in pairs), Counter(b for _, b in pairs)
-    pe = sum(ca[k] * cb.get(k, 0) for k in ca) / (n * n)
-    if pe >= 1.0:
-        return None
-    return round((po - pe) / (1 - pe), 4)
+    """Cohen's κ of (rater A, rater B) category pairs, to 4 places; None when undefined (no pairs, or one category)."""
+    k = cohen_kappa(pairs)
+    return None if k is None else round(k, 4)
 
 
 def _points(v: dict) -> float:
