@@ -83,7 +83,7 @@ class AsrConfig:
     simplified: bool = _opt(True, doc="convert output to simplified Chinese with OpenCC (tw2sp)")
     window_s: float = _opt(28.0, ge=5.0, le=30.0, doc="speech spans are packed into windows this long")
     batch_size: int = _opt(-1, ge=-1, le=256,
-                           doc="windows decoded together (BatchedInferencePipeline); -1 = auto: 16 on GPU, 8 "
+                           doc="windows decoded together (BatchedInferencePipeline); -1 = auto: 16 on GPU, 4 "
                                "on CPU; 0 = sequential, with temperature fallback")
     max_no_speech_prob: float = _opt(0.6, ge=0.0, le=1.0,
                                      doc="a segment above this AND below min_avg_logprob is dropped")

@@ -3,7 +3,8 @@
 Three parts, usable on their own:
 
 * :class:`SentimentModel` — a small scikit-learn model (jieba words + char n-gram TF-IDF,
-  two logistic-regression heads) trained by ``python scripts/train_sentiment.py``.
+  two logistic-regression heads) trained by ``python scripts/train_sentiment.py`` and applied
+  with numpy (:mod:`qc_pipeline.sentiment_tfidf`: same numbers, no scikit-learn in the workers).
   :meth:`SentimentModel.score` turns utterances into :class:`UtteranceSentiment` records:
   probability of negative polarity, 6-class Weibo emotion (``angry``/``fear``/``happy``/
   ``neutral``/``sad``/``surprise``), anger probability and an *emotion index* 0–100
@@ -14,7 +15,8 @@ Three parts, usable on their own:
   per-session customer emotion index (recency weighted; a value under
   :data:`FLAG_THRESHOLD` flags the call) and a per-session agent attitude score.
 
-The artifact is a joblib pickle: load only files you built or trust.  It references
+The artifact is a joblib pickle: load only files you built or trust (its scikit-learn objects are
+read as plain fitted state, other scikit-learn classes are refused).  It references
 :func:`word_analyzer` and :func:`normalize_text` by name, so keep those importable here.
 """
 
@@ -42,7 +44,7 @@ ARTIFACT_SUBDIR = "sentiment"
 ARTIFACT_NAME = "sentiment-v1.joblib"
 CARD_NAME = "card.json"
 TRAIN_HINT = "python scripts/train_sentiment.py"
-INSTALL_HINT = "pip install jieba scikit-learn joblib"
+INSTALL_HINT = "pip install jieba joblib"
 
 EMOTIONS = ("angry", "fear", "happy", "neutral", "sad", "surprise")
 #: Valence of each emotion class on -1..1, used by :func:`emotion_index`.
@@ -302,11 +304,10 @@ class SentimentModel:
             if want and sha256_file(p) != want:
                 raise SetupError(f"{p} does not match the sha256 in {card}; re-run `{TRAIN_HINT}`.")
         try:
-            import joblib
+            from qc_pipeline.sentiment_tfidf import load_artifact
+            obj = load_artifact(p)
         except ImportError as e:  # pragma: no cover
-            raise SetupError(f"the sentiment model needs joblib/scikit-learn: {INSTALL_HINT}") from e
-        _get_jieba()
-        obj = joblib.load(p)
+            raise SetupError(f"the sentiment model needs joblib: {INSTALL_HINT}") from e
         if not isinstance(obj, dict) or obj.get("format") != ARTIFACT_FORMAT:
             raise SetupError(f"{p} is not a {ARTIFACT_FORMAT} artifact; re-run `{TRAIN_HINT}`.")
         pol_classes = [int(c) for c in obj["polarity"].classes_]
@@ -315,34 +316,41 @@ class SentimentModel:
         unknown = set(map(str, obj["emotion"].classes_)) - set(EMOTIONS)
         if unknown:
             raise SetupError(f"{p}: unknown emotion classes {sorted(unknown)}")
-        built_with = obj.get("meta", {}).get("sklearn")
-        import sklearn
-        if built_with and built_with != sklearn.__version__:
-            log.warning("%s was built with scikit-learn %s, running %s: re-run `%s` if scores look off",
-                        p, built_with, sklearn.__version__, TRAIN_HINT)
+        _get_jieba()
+        model = cls(obj["vectorizer"], obj["polarity"], obj["emotion"], p.resolve(), dict(obj.get("meta", {})))
+        model._heads  # noqa: B018  (build the numpy form now: a bad artifact fails at load, not on a call)
         log.info("loaded sentiment model %s", p)
-        return cls(obj["vectorizer"], obj["polarity"], obj["emotion"], p.resolve(), dict(obj.get("meta", {})))
+        return model
+
+    @functools.cached_property
+    def _heads(self):
+        """(features, polarity head, emotion head) applied with numpy (:mod:`qc_pipeline.sentiment_tfidf`)."""
+        from qc_pipeline.sentiment_tfidf import LogisticHead, TfidfFeatures
+
+        return TfidfFeatures(self.vectorizer), LogisticHead(self.polarity), LogisticHead(self.emotion)
 
     @property
     def emotion_classes(self) -> tuple[str, ...]:
         return tuple(str(c) for c in self.emotion.classes_)
 
     def features(self, texts: Sequence[str]):
-        return self.vectorizer.transform(list(texts))
+        """TF-IDF rows (sorted feature indices, float32 values), one per text."""
+        return self._heads[0].rows(list(texts))
 
     def negative_probs(self, texts: Sequence[str]) -> list[float]:
         """P(negative) for each text (polarity head only)."""
         if not texts:
             return []
-        return [float(p) for p in self.polarity.predict_proba(self.features(texts))[:, 0]]
+        return [float(p) for p in self._heads[1].proba(self.features(texts))[:, 0]]
 
     def score(self, texts: Sequence[str], escalation_cap: float | None = ESCALATION_CAP, calibrated: bool = True,
               lexicon: tuple[tuple[str, str], ...] = ESCALATION_LEXICON) -> list[UtteranceSentiment]:
         """Score utterances.  Empty/whitespace-only texts get the neutral record
         (P(neg)=0.5, emotion "neutral", index 50) instead of the model's bias."""
         def predict(kept: list[str]):
+            _features, polarity, emotion = self._heads
             X = self.features(kept)
-            return self.polarity.predict_proba(X)[:, 0], self.emotion.predict_proba(X)
+            return polarity.proba(X)[:, 0], emotion.proba(X)
 
         anchors = self.meta.get("calibration") if calibrated else None
         return score_with(texts, predict, self.emotion_classes, anchors, escalation_cap, lexicon)

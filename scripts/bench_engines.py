@@ -6,7 +6,12 @@ For each: wall time, RTF (wall / call audio s), throughput (audio hours per hour
 RSS per worker (local workers: VmHWM of the spawned children, polled from /proc; Ray actors report
 their own VmHWM).  Wall times include worker start-up and model loading (what a nightly run pays).
 It also checks that the engines wrote the same results (every Parquet column but run ids, times
-and stage seconds) and prints the verdict: the local and Ray runs must be equal.
+and stage seconds) and prints the verdict: the local and Ray runs must be equal.  A last run gives the
+stereo calls alone to N local workers: their peak RSS is what a worker costs when no call needs the
+diarizer.  The summary table (issue 18's format) comes last: audio hours per hour, wall time relative to
+bare faster-whisper, peak RSS per worker, and the 1 -> N worker scaling; for local runs also the cores
+busy (CPU seconds of the driver and its workers / wall), which says whether N workers were short of CPU
+or waiting.
 
 Bare faster-whisper uses the AsrStage's model and decoding options over each whole channel, with
 faster-whisper's own VAD standing in for the segment stage.
@@ -32,7 +37,10 @@ from qc_pipeline.config import PipelineConfig, load_config  # noqa: E402
 from qc_pipeline.executors import LocalExecutor  # noqa: E402
 from qc_pipeline.inputs import discover  # noqa: E402
 from qc_pipeline.runner import RunStats, run_batch  # noqa: E402
-from qc_pipeline.sinks import read_table  # noqa: E402
+
+# Spawned workers import this script again (as __mp_main__): keep its top-level imports to what
+# ``qc-pipeline run``'s workers import too (no pyarrow here: ``read_table`` is imported where used), so the
+# workers' peak RSS is the real one.
 
 log = logging.getLogger("bench_engines")
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +58,17 @@ def copy_inputs(tmp: Path, paths: list[str], copies: int) -> list[str]:
         for c in range(copies):
             link_or_copy(Path(p).resolve(), folder / f"{i:03d}_{Path(p).stem}_{c:02d}{Path(p).suffix}")
     return [str(folder)]
+
+
+def stereo_only(paths: list[str]) -> list[str]:
+    """The two-channel files among ``paths`` (read from the container header, nothing decoded)."""
+    import av
+
+    def channels(path: str) -> int:
+        with av.open(path) as container:
+            return container.streams.audio[0].codec_context.channels
+
+    return [p for p in paths if channels(p) == 2]
 
 
 def run_engine(inputs: list[str], out: Path, cfg: PipelineConfig, engine: str, workers: int,
@@ -74,11 +93,41 @@ KEYS = {"sessions": ("call_id",), "utterances": ("call_id", "turn_index"), "scor
 
 def content(out: Path) -> dict:
     """Every table's rows without the columns that differ run to run, in a fixed order."""
+    from qc_pipeline.sinks import read_table
+
     tables = {}
     for name, keys in KEYS.items():
         rows = [{k: v for k, v in r.items() if k not in VOLATILE} for r in read_table(out, name).to_pylist()]
         tables[name] = sorted(rows, key=lambda r, ks=keys: tuple(str(r[k]) for k in ks))
     return tables
+
+
+SUMMARY_LABELS = {  # bench mode -> the issue's row names
+    "bare faster-whisper": "bare faster-whisper, sequential", "bare batched": "bare faster-whisper, batched",
+    "local 1 worker": "pipeline, 1 worker", "local 1 worker batched": "pipeline, 1 worker, batched",
+    "local {w} workers": "pipeline, {w} workers", "ray {w} workers": "Ray, {w} workers",
+    "ray {w} workers (split)": "Ray, {w} workers, split layout",
+    "local {w} workers stereo only": "pipeline, {w} workers, stereo calls only",
+}
+
+
+def print_summary(rows: list[dict], w: int, batch_size: int) -> None:
+    """The issue's table: audio hours per hour, wall relative to bare faster-whisper, peak RSS per worker;
+    cores busy (driver + local workers' CPU seconds / wall) and the 1 -> N scaling under it."""
+    labels = {k.format(w=w): v.format(w=w) for k, v in SUMMARY_LABELS.items()}
+    print("\n| mode | audio h per h | wall vs bare faster-whisper | peak RSS per worker | cores busy |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        base = r["mode"].replace(f" (b={batch_size})", "")
+        label = labels.get(base, r["mode"]) + (f" {batch_size}" if base.endswith("batched") else "")
+        rss = " + ".join(f"{v:.0f}" for v in r["peak_rss_mib"] if v is not None)
+        print(f"| {label} | {fmt(r['audio_h_per_h'], '.1f')} | {fmt(r['rtf_vs_bare'], '.2f')} | {rss} MiB "
+              f"| {fmt(r.get('cores_busy'), '.2f')} |")
+    by = {r["mode"]: r for r in rows}
+    one, many = by.get("local 1 worker"), by.get(f"local {w} workers")
+    if one and many and one["rtf"] and many["rtf"]:
+        print(f"\nscaling 1 -> {w} workers: {one['rtf'] / many['rtf']:.2f}x the throughput "
+              f"({fmt(one.get('cores_busy'), '.2f')} -> {fmt(many.get('cores_busy'), '.2f')} cores busy)")
 
 
 def main() -> None:
@@ -108,34 +157,39 @@ def main() -> None:
     paths = audio_paths(inputs)
     log.info("%d audio calls; scratch folder %s", len(paths), tmp)
 
-    bare, rss_bare, busy_bare = phase("bare faster-whisper", bench_bare, paths, cfg)
-    runs = [("local", 1, None, cfg), ("local", w, None, cfg), ("ray", w, False, cfg)]
-    runs += [("ray", w, True, cfg)] if args.ray_split else []
+    bare, rss_bare, busy_bare, _ = phase("bare faster-whisper", bench_bare, paths, cfg)
+    runs = [("local", 1, None, cfg, inputs), ("local", w, None, cfg, inputs), ("ray", w, False, cfg, inputs)]
+    runs += [("ray", w, True, cfg, inputs)] if args.ray_split else []
+    stereo = stereo_only(paths)
+    runs += [("local", w, "stereo", cfg, stereo)] if stereo else []
     rows = [{"mode": "bare faster-whisper", "wall_s": bare["wall_s"], "rtf": bare["rtf"],
              "stage_rtf": bare["stage_rtf"], "peak_rss_mib": [rss_bare], "other_cores": busy_bare,
              "ok": len(paths), "failed": {}}]
     if args.batch_size > 0:
-        bb, rss_bb, busy_bb = phase("bare batched", bench_bare, paths, cfg, args.batch_size)
+        bb, rss_bb, busy_bb, _ = phase("bare batched", bench_bare, paths, cfg, args.batch_size)
         rows.append({"mode": f"bare batched (b={args.batch_size})", "wall_s": bb["wall_s"], "rtf": bb["rtf"],
                      "stage_rtf": bb["stage_rtf"], "peak_rss_mib": [rss_bb], "other_cores": busy_bb,
                      "ok": len(paths), "failed": {}})
         runs.insert(1, ("local", 1, "batched", load_config(None, ("run.progress=false", *args.set,
-                                                                   f"asr.batch_size={args.batch_size}"))))
+                                                                   f"asr.batch_size={args.batch_size}")), inputs))
     outs: dict[str, Path] = {}
-    for i, (engine, n, split, run_cfg) in enumerate(runs):
-        name = f"{engine} {n} worker{'s' * (n > 1)}" + (" (split)" if split is True else "") \
-            + (f" batched (b={args.batch_size})" if split == "batched" else "")
-        (stats, peaks), rss_main, busy = phase(name, run_engine, inputs, tmp / f"out{i}", run_cfg, engine, n,
-                                               None if split == "batched" else split)
-        outs[name] = tmp / f"out{i}"
+    for i, (engine, n, variant, run_cfg, run_inputs) in enumerate(runs):
+        name = f"{engine} {n} worker{'s' * (n > 1)}" + {True: " (split)", "batched": f" batched (b={args.batch_size})",
+                                                         "stereo": " stereo only"}.get(variant, "")
+        (stats, peaks), rss_main, busy, own = phase(name, run_engine, run_inputs, tmp / f"out{i}", run_cfg, engine,
+                                                    n, variant if variant is True or variant is False else None)
+        if variant != "stereo":
+            outs[name] = tmp / f"out{i}"
         rows.append({"mode": name, "wall_s": stats.wall_s, "rtf": stats.rtf, "ok": stats.ok,
-                     "failed": dict(stats.failed),
+                     "failed": dict(stats.failed), "audio_s": stats.audio_s,
                      "stage_rtf": {k: rtf(v, stats.audio_s) for k, v in stats.stage_s.items()},
-                     "peak_rss_mib": peaks or [rss_main], "main_rss_mib": rss_main, "other_cores": busy})
+                     "peak_rss_mib": peaks or [rss_main], "main_rss_mib": rss_main, "other_cores": busy,
+                     "cores_busy": own if engine == "local" else None})  # Ray actors are not our children
     audio_s = bare["audio_s"]
     for r in rows:
         r["audio_h_per_h"] = 1 / r["rtf"] if r["rtf"] else None
-        r["rtf_vs_bare"] = r["rtf"] / bare["rtf"] if r["rtf"] and bare["rtf"] else None
+        comparable = "stereo only" not in r["mode"]  # bare ran on all the calls
+        r["rtf_vs_bare"] = r["rtf"] / bare["rtf"] if comparable and r["rtf"] and bare["rtf"] else None
     by = {r["mode"]: r for r in rows}
     local_1, local_n, ray_n = by["local 1 worker"], by.get(f"local {w} workers"), by.get(f"ray {w} workers")
     ratios = {
@@ -148,12 +202,12 @@ def main() -> None:
              if name != "local 1 worker" and "batched" not in name}  # batched: another config
 
     stages = sorted({k for r in rows for k in r["stage_rtf"]})
-    print(f"\n{len(paths)} calls, {audio_s:.1f} s call audio; bare model load {bare['model_load_s']:.2f} s "
-          "(not in its wall); engine walls include worker start-up and model loads\n")
-    print(f"{'mode':<24}{'wall s':>8}{'RTF':>8}{'audio h/h':>10}{'x bare':>8}"
+    print(f"\n{len(paths)} calls, {audio_s:.1f} s call audio ({len(stereo)} stereo); bare model load "
+          f"{bare['model_load_s']:.2f} s (not in its wall); engine walls include worker start-up and model loads\n")
+    print(f"{'mode':<30}{'wall s':>8}{'RTF':>8}{'audio h/h':>10}{'x bare':>8}"
           + "".join(f"{s[:7]:>8}" for s in stages) + "  peak RSS MiB per worker")
     for r in rows:
-        print(f"{r['mode']:<24}{r['wall_s']:>8.2f}{fmt(r['rtf']):>8}{fmt(r['audio_h_per_h'], '.1f'):>10}"
+        print(f"{r['mode']:<30}{r['wall_s']:>8.2f}{fmt(r['rtf']):>8}{fmt(r['audio_h_per_h'], '.1f'):>10}"
               f"{fmt(r['rtf_vs_bare'], '.2f'):>8}" + "".join(f"{fmt(r['stage_rtf'].get(s)):>8}" for s in stages)
               + "  " + ", ".join(f"{v:.0f}" for v in r["peak_rss_mib"] if v is not None))
     print("\nper-stage columns: stage seconds summed over workers / audio s (CPU-time-like; bare: decode, asr)")
@@ -167,6 +221,7 @@ def main() -> None:
         print(f"FAILED calls: {bad}")
     if not all(equal.values()):
         print("ENGINES DISAGREE: compare the tables under the scratch folder")
+    print_summary(rows, w, args.batch_size)
     res = {"calls": len(paths), "audio_s": audio_s, "workers": w, "bare": bare, "rows": rows, "ratios": ratios,
            "equal_to_local_1": equal, "scratch": str(tmp)}
     print(json.dumps(json.loads(json.dumps(res), parse_float=lambda x: round(float(x), 4)), ensure_ascii=False))

@@ -134,7 +134,8 @@ def cpu_seconds() -> tuple[float, float]:
 
 
 def phase(name: str, fn, *args):
-    """Run one phase with a fresh peak-RSS mark; return (result, own peak MiB, cores used by OTHER processes)."""
+    """Run one phase with a fresh peak-RSS mark; return (result, own peak MiB, cores used by OTHER processes,
+    cores used by this process and its finished children, e.g. local workers)."""
     log.info("%s ...", name)
     try:  # reset this process's VmHWM so each phase reports its own peak (Linux >= 4.0)
         Path("/proc/self/clear_refs").write_text("5")
@@ -146,7 +147,7 @@ def phase(name: str, fn, *args):
     others = max(0.0, (busy1 - busy0) - (own1 - own0)) / wall
     if others > 0.2:
         log.warning("%s: other processes used %.2f cores meanwhile; timings are contended", name, others)
-    return result, vm_hwm_mib(), others
+    return result, vm_hwm_mib(), others, (own1 - own0) / wall
 
 
 def fmt(v: Optional[float], spec: str = ".4f") -> str:
@@ -169,10 +170,10 @@ def main() -> None:
     log.info("%d audio calls under %s; scratch folder %s", len(paths), inputs, tmp)
 
     bare_cfg = load_config(None, ("run.progress=false", f"asr.model={args.model}"))
-    bare, rss_bare, busy_bare = phase("bare faster-whisper", bench_bare, paths, bare_cfg)
-    s1, rss_1, busy_1 = phase("pipeline, 1 worker", bench_pipeline, inputs, tmp / "out1", 1)
+    bare, rss_bare, busy_bare, _ = phase("bare faster-whisper", bench_bare, paths, bare_cfg)
+    s1, rss_1, busy_1, _ = phase("pipeline, 1 worker", bench_pipeline, inputs, tmp / "out1", 1)
     monitor = WorkerPeaks()
-    sn, rss_n_main, busy_n = phase(f"pipeline, {w} workers", bench_pipeline, inputs, tmp / "outN", w)
+    sn, rss_n_main, busy_n, _ = phase(f"pipeline, {w} workers", bench_pipeline, inputs, tmp / "outN", w)
     worker_peaks = monitor.stop()
 
     audio_s, stage1 = s1.audio_s, dict(s1.stage_s)

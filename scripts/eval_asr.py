@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
@@ -133,8 +134,11 @@ def telephone(args, cfg) -> dict:
     wide, tel = tmp / "16k", tmp / "8k"
     wide.mkdir()
     tel.mkdir()
-    for c in clips:
-        (wide / f"{c.clip_id}.wav").symlink_to(c.path)
+    for c in clips:  # a hard link or a copy: a folder input refuses symlinks that lead outside it
+        try:
+            os.link(c.path, wide / f"{c.clip_id}.wav")
+        except OSError:
+            shutil.copyfile(c.path, wide / f"{c.clip_id}.wav")
         telephone_copy(c.path, tel / f"{c.clip_id}.wav")
     prompts = PROMPT_TEXTS + ((cfg.asr.hotwords,) if cfg.asr.hotwords else ())
     hyp16 = run([str(wide)], tmp / "out16", cfg, args.workers)

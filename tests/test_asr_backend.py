@@ -98,7 +98,7 @@ def test_gpu_out_of_memory_halves_the_batch_until_it_fits():
 
 def test_auto_batch_size_asks_the_backend():
     assert _stage(FakeAsrBackend(device="cuda")).batch_size == 16
-    assert _stage(FakeAsrBackend(device="cpu")).batch_size == 8
+    assert _stage(FakeAsrBackend(device="cpu")).batch_size == 4
     assert _stage(FakeAsrBackend(device="cuda"), "asr.batch_size=0").batch_size == 0
 
 

@@ -242,7 +242,7 @@ def test_unwritable_output_is_a_clear_error(tmp_path, samples):
 
 @pytest.mark.parametrize("batch_size", [0, 4])
 def test_sequential_and_batched_decoding_keep_channels_and_times_apart(tmp_path, samples, ref_lines, batch_size):
-    """batch_size 0: one transcribe per window (temperature fallback); > 0 (auto: 8 on CPU, 16 on GPU):
+    """batch_size 0: one transcribe per window (temperature fallback); > 0 (auto: 4 on CPU, 16 on GPU):
     every window of both channels in one batched pass through one buffer.  Either way words must land on
     their own channel, turn and time."""
     cfg = load_config(overrides=("run.progress=false", f"asr.batch_size={batch_size}", "scoring.enabled=false"))

@@ -356,7 +356,8 @@ def test_lost_intermediate_result_goes_again_from_the_first_pool(ray_session, tm
 
 # -- issue 11, item 4: output cannot depend on where a call ran --------------------------------------
 class ThreadProbe(Stage):
-    """Records, as a flag, the thread counts the numeric libraries would use in this process."""
+    """Records, as a flag, the thread counts the numeric libraries would use in this process, and the glibc
+    tunables the process was started with (its environment at exec, which the C library read)."""
 
     name = "thread_probe"
     kinds = ("chat",)
@@ -366,8 +367,10 @@ class ThreadProbe(Stage):
 
         blas = sorted({(d["internal_api"], d["num_threads"]) for d in threadpool_info()})
         torch = sys.modules.get("torch")
+        at_exec = dict(v.split(b"=", 1) for v in Path("/proc/self/environ").read_bytes().split(b"\0") if b"=" in v)
         probe = {"blas": blas, "omp_env": os.environ.get("OMP_NUM_THREADS"),
-                 "torch": torch.get_num_threads() if torch else None}
+                 "torch": torch.get_num_threads() if torch else None,
+                 "glibc_tunables": at_exec.get(b"GLIBC_TUNABLES", b"").decode()}
         return record.with_flag("threads=" + json.dumps(probe, sort_keys=True))
 
 
@@ -403,6 +406,7 @@ def test_every_engine_pins_the_same_thread_counts(ray_session, tmp_path, samples
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     chats = str(samples / "chats" / "jddc_3.jsonl")
+    driver_tunables = os.environ.get("GLIBC_TUNABLES")
     run_batch([chats], str(tmp_path / "local"), CFG, executor=LocalExecutor(CFG, 1, build=build_with_probes))
     run_batch([chats], str(tmp_path / "ray"), CFG, executor=ray_executor(2, build=build_with_probes))
     run_batch([chats], str(tmp_path / "split"), CFG, executor=ray_executor(1, split=True, build=build_with_probes))
@@ -410,6 +414,8 @@ def test_every_engine_pins_the_same_thread_counts(ray_session, tmp_path, samples
     assert local == _flags(tmp_path / "ray", "threads=") == _flags(tmp_path / "split", "threads=")
     probe = json.loads(next(iter(local.values())).split("=", 1)[1])
     assert probe["omp_env"] == "1" and probe["blas"] and {n for _, n in probe["blas"]} == {1}  # asr.cpu_threads
+    assert "glibc.malloc.hugetlb=1" in probe["glibc_tunables"].split(":")  # executors.base.worker_env
+    assert os.environ.get("GLIBC_TUNABLES") == driver_tunables  # the driver's own environment is left as it was
 
 
 @pytest.mark.model

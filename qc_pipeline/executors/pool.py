@@ -9,8 +9,10 @@ worker is killed), is the :mod:`~qc_pipeline.executors.ledger`'s policy.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing as mp
+import os
 import signal
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -18,7 +20,7 @@ from typing import Callable, Iterable, Optional
 
 from qc_pipeline.config import PipelineConfig
 from qc_pipeline.errors import SetupError
-from qc_pipeline.executors.base import Feeder
+from qc_pipeline.executors.base import Feeder, worker_env
 from qc_pipeline.executors.ledger import Ledger, Task, Verdict
 from qc_pipeline.records import CallRecord, CallSource
 
@@ -70,6 +72,21 @@ def _send(conn: Connection, message) -> bool:
 
 # -- main side --------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _environment(env: dict[str, str]):
+    """``env`` in this process's environment while the block runs (a worker being spawned), then as before."""
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @dataclass
 class _Worker:
     process: mp.process.BaseProcess
@@ -113,7 +130,8 @@ class WorkerPool:
     def _start(self) -> _Worker:
         parent, child = self._ctx.Pipe(duplex=True)
         proc = self._ctx.Process(target=_worker_main, args=(child, self.cfg, self.build), daemon=True, name="qc-worker")
-        proc.start()
+        with _environment(worker_env(self.cfg.asr.cpu_threads)):  # a spawned process inherits it at exec
+            proc.start()
         child.close()
         return _Worker(proc, parent)
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 from qc_pipeline.config import PipelineConfig
 from qc_pipeline.errors import SetupError
-from qc_pipeline.executors.base import Feeder, calls_per_task, resolve_workers, thread_env, worker_config
+from qc_pipeline.executors.base import Feeder, calls_per_task, resolve_workers, worker_config, worker_env
 from qc_pipeline.executors.ledger import Group, Ledger, Task, Verdict
 from qc_pipeline.executors.ray.actors import StageActor
 from qc_pipeline.executors.ray.layout import Pool, plan
@@ -136,12 +136,12 @@ class RayExecutor:
         return True
 
     def _actor_env(self) -> dict:
-        """Environment for the actors: pinned thread counts, and the driver's models folder when it is the
+        """Environment for the actors: :func:`worker_env`, and the driver's models folder when it is the
         same machine (local Ray) or set explicitly; on a remote cluster the nodes' own
         ``QC_PIPELINE_MODELS_DIR`` / ./models apply."""
         from qc_pipeline.models import MODELS_DIR_ENV, models_dir
 
-        env = thread_env(self.cfg.asr.cpu_threads)
+        env = worker_env(self.cfg.asr.cpu_threads)
         if not self.address or os.environ.get(MODELS_DIR_ENV):
             env[MODELS_DIR_ENV] = str(models_dir())
         return env
