@@ -298,14 +298,14 @@ class SentimentModel:
         if not p.is_file():
             raise SetupError(f"sentiment model not found at {p}. Train it with `{TRAIN_HINT}` "
                              f"(or set QC_PIPELINE_MODELS_DIR to the folder holding sentiment/{ARTIFACT_NAME}).")
-        card = p.parent / CARD_NAME
+        card, digest = p.parent / CARD_NAME, sha256_file(p)
         if verify and card.is_file():
             want = json.loads(card.read_text("utf-8")).get("artifact", {}).get("sha256")
-            if want and sha256_file(p) != want:
+            if want and digest != want:
                 raise SetupError(f"{p} does not match the sha256 in {card}; re-run `{TRAIN_HINT}`.")
         try:
             from qc_pipeline.sentiment_tfidf import load_artifact
-            obj = load_artifact(p)
+            obj = load_artifact(p, digest)
         except ImportError as e:  # pragma: no cover
             raise SetupError(f"the sentiment model needs joblib: {INSTALL_HINT}") from e
         if not isinstance(obj, dict) or obj.get("format") != ARTIFACT_FORMAT:

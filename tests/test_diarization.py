@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from qc_pipeline.audio import load_audio
+from qc_pipeline.cache import build_once
 from qc_pipeline.config import DIARIZATION_BACKENDS, DiarizationConfig, VadConfig, load_config
 from qc_pipeline.diarize import BACKENDS, check_available, make_diarizer
-from qc_pipeline.diarize.cache import build_once
 from qc_pipeline.diarize.clustering import ClusterParams, cluster_speakers, normalised_similarity
 from qc_pipeline.errors import SetupError
 from qc_pipeline.metrics import diarization_error, read_rttm, read_uem, write_rttm

@@ -3,6 +3,7 @@ classes of issue 12 (false vetoes, false compliance hits, reaction read from the
 and need-confirmation detection, homophone fuzz on chat, closing formulas, split chat messages,
 transcripts the ASR was unsure of)."""
 
+import functools
 import json
 
 import pytest
@@ -250,6 +251,29 @@ def test_no_fuzz_for_keywords_with_a_common_homophone():
     loose = one({"keyword": {"any": ["我是客服"], "fuzzy": "pinyin"}},
                 settings={"homophone_clash_min_freq": 10 ** 9})
     assert loose.evaluate(call([("agent", "我是克服小王")])).matched
+
+
+def test_homophone_answers_are_cached_per_machine(tmp_path, monkeypatch):
+    """A card's clash lookups are written to the per-machine cache and read back by the next start-up
+    (which then never searches); a damaged cache file is ignored, not fatal."""
+    from qc_pipeline.scoring import words
+
+    monkeypatch.setenv("QC_PIPELINE_CACHE_DIR", str(tmp_path))
+    words._clash_store.cache_clear()
+    monkeypatch.setattr(words, "_clash_store", functools.lru_cache(maxsize=1)(words._clash_store.__wrapped__))
+    assert words.homophone_clash("我是客服", 500) == "克服"
+    assert words.homophone_clash("退款", 500) is None
+    words.save_clashes()
+    (saved,) = tmp_path.glob("homophones-*.json")
+    assert json.loads(saved.read_text("utf-8")) == {"500\t我是客服": "克服", "500\t退款": None}
+
+    words._clash_store.cache_clear()
+    monkeypatch.setattr(words, "_search_clash", lambda *a: pytest.fail("searched although the cache holds it"))
+    assert words.homophone_clash("我是客服", 500) == "克服"
+    saved.write_text("{not json", "utf-8")
+    words._clash_store.cache_clear()
+    monkeypatch.setattr(words, "_search_clash", lambda keyword, _freq: "x" if keyword == "我是客服" else None)
+    assert words.homophone_clash("我是客服", 500) == "x"   # damaged file: searched again
 
 
 # ------------------------------------------------------------------ 7. closing formulas

@@ -67,3 +67,32 @@ def test_other_scikit_learn_classes_are_refused(tmp_path):
         load_artifact(path)
     path.write_bytes(pickle.dumps({"format": S.ARTIFACT_FORMAT}))
     assert load_artifact(path) == {"format": S.ARTIFACT_FORMAT}
+
+
+def test_later_loads_read_the_cache_with_the_same_numbers(model, shared, tmp_path, monkeypatch):
+    """The first load writes the fitted state to the per-machine cache; a later load reads it from there
+    (no joblib unpickling) and scores every dev text to the same probabilities.  A cache entry naming
+    anything outside numpy and the sentiment modules is not executed: it is dropped and rewritten."""
+    from qc_pipeline import sentiment_tfidf as T
+
+    monkeypatch.setenv("QC_PIPELINE_CACHE_DIR", str(tmp_path))
+    path = S.default_artifact_path()
+    digest = S.sha256_file(path)
+    cold = S.SentimentModel.load()
+    assert T.cache_path(digest).is_file()
+
+    def no_joblib(_path):
+        raise AssertionError("read the joblib artifact although the cache holds it")
+
+    monkeypatch.setattr(T, "_load_joblib", no_joblib)
+    warm = S.SentimentModel.load()
+    texts = _texts(shared)[:3000]
+    assert warm.negative_probs(texts) == cold.negative_probs(texts) == model.negative_probs(texts)
+    assert [warm.score([t]) for t in texts[:200]] == [cold.score([t]) for t in texts[:200]]
+
+    monkeypatch.undo()
+    monkeypatch.setenv("QC_PIPELINE_CACHE_DIR", str(tmp_path))
+    T.cache_path(digest).write_bytes(b"\x80\x02cos\nsystem\nq\x00.")  # a pickle naming os.system
+    again = S.SentimentModel.load()
+    assert again.negative_probs(texts[:50]) == cold.negative_probs(texts[:50])
+    assert b"os\nsystem" not in T.cache_path(digest).read_bytes()  # rewritten from the artifact

@@ -77,7 +77,7 @@ def export_onnx(weights: Path, out: Path) -> None:
 
 def onnx_path(cache_dir: str = "") -> Path:
     """Where the ONNX export of the installed weights lives (named by their SHA-256)."""
-    from qc_pipeline.diarize.cache import cache_root
+    from qc_pipeline.cache import cache_root
 
     weights = weights_path()
     stat = weights.stat()
@@ -97,7 +97,7 @@ def onnx_cached(cache_dir: str = "") -> bool:
 
 def onnx_model(cache_dir: str = "") -> Path:
     """The cached ONNX export (built on the first start on this machine, reused by every later one)."""
-    from qc_pipeline.diarize.cache import build_once
+    from qc_pipeline.cache import build_once
 
     weights = weights_path()
     return build_once(onnx_path(cache_dir), lambda tmp: export_onnx(weights, tmp), "the CAM++ speaker model (ONNX)")

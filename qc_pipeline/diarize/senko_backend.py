@@ -29,7 +29,7 @@ class SenkoDiarizer:
     def setup(self) -> None:
         if self.impl is not None:
             return
-        from qc_pipeline.diarize.cache import cache_root
+        from qc_pipeline.cache import cache_root
 
         numba_cache = cache_root(self.cache_dir) / "numba"
         numba_cache.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,7 @@ import yaml
 
 from qc_pipeline.errors import ConfigError
 from qc_pipeline.scoring.operators import Compiler, Node, Settings, walk
+from qc_pipeline.scoring.words import save_clashes
 
 MODES = ("binary", "graded", "deduction")
 _ITEM_KEYS = ("id", "name", "weight", "role", "mode", "pass", "levels", "violation", "per_violation", "floor",
@@ -258,4 +259,6 @@ def load_scorecard(path: str | Path) -> Scorecard:
         raise ConfigError("<file>", f"cannot read scorecard: {exc}", str(path)) from None
     except yaml.YAMLError as exc:
         raise ConfigError("<file>", f"invalid YAML: {exc}", str(path)) from None
-    return parse_scorecard(data, str(path))
+    card = parse_scorecard(data, str(path))
+    save_clashes()  # what the parse looked up, for the next worker's start-up
+    return card

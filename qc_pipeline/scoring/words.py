@@ -7,6 +7,9 @@
   their occurrences are kept whole, whatever the dictionary says.
 * :func:`homophone_clash` — a common dictionary word that sounds exactly like (a word of) a keyword:
   客服/克服, 核实/合适, 祝您/助您.  Pinyin fuzz for such keywords would turn ordinary text into hits.
+  The search takes ~0.5 s for the default card, paid by every worker at start-up, so its answers are
+  kept in the per-machine cache (:mod:`qc_pipeline.cache`), in a file named by the jieba and pypinyin
+  versions; :func:`save_clashes` writes what a card's parse added.
 * :func:`negated` — a negation cue earlier in the same clause (没办法跟您保证).
 
 jieba's shared tokenizer is used read-only (the sentiment model relies on its default dictionary).
@@ -15,8 +18,13 @@ jieba's shared tokenizer is used read-only (the sentiment model relies on its de
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
+import os
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Optional
 
 from qc_pipeline.errors import SetupError
@@ -70,10 +78,70 @@ def _homophones() -> dict[str, tuple[str, ...]]:
     return {k: tuple(v) for k, v in index.items()}
 
 
-@functools.lru_cache(maxsize=4096)
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def _clash_store() -> tuple[Optional[Path], dict[str, Optional[str]], set[str]]:
+    """(cache file, its answers, keys added since it was read)."""
+    try:
+        from importlib.metadata import version
+
+        tag = f"jieba {version('jieba')} pypinyin {version('pypinyin')}"
+        from qc_pipeline.cache import cache_root
+
+        path = cache_root() / f"homophones-{hashlib.sha256(tag.encode()).hexdigest()[:16]}.json"
+    except Exception as e:  # noqa: BLE001  (no metadata: compute every time)
+        log.debug("homophone cache off: %s", e)
+        return None, {}, set()
+    try:
+        answers = json.loads(path.read_text("utf-8"))
+        if not isinstance(answers, dict):
+            raise ValueError("not an object")
+    except FileNotFoundError:
+        answers = {}
+    except (OSError, ValueError) as e:
+        log.warning("ignoring the homophone cache %s (%s)", path, e)
+        answers = {}
+    return path, answers, set()
+
+
 def homophone_clash(keyword: str, min_freq: int) -> Optional[str]:
     """A dictionary word with frequency >= ``min_freq`` that is written differently from a word of
     ``keyword`` but reads the same (toneless pinyin, as fuzzy matching reads it), or None."""
+    _path, answers, added = _clash_store()
+    key = f"{min_freq}\t{keyword}"
+    if key not in answers:
+        answers[key] = _search_clash(keyword, min_freq)
+        added.add(key)
+    return answers[key]
+
+
+def save_clashes() -> None:
+    """Write the answers found since the cache file was read (atomically; a failure only logs)."""
+    path, answers, added = _clash_store()
+    if path is None or not added:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # answers other workers wrote meanwhile are kept
+            answers = {**json.loads(path.read_text("utf-8")), **answers}
+        except (OSError, ValueError):
+            pass
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(answers, f, ensure_ascii=False, sort_keys=True)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        added.clear()
+    except OSError as e:
+        log.info("homophone answers not cached (%s)", e)
+
+
+def _search_clash(keyword: str, min_freq: int) -> Optional[str]:
     freq = _jieba().FREQ
     homophones = _homophones()
     for word in _jieba().cut(normalize(keyword), HMM=False):
