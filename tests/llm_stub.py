@@ -40,6 +40,15 @@ class StubServer:
                     action = stub.actions.pop(0) if len(stub.actions) > 1 else stub.actions[0]
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
+                finished = False
+
+                def finish() -> None:  # before any byte of the answer goes out: the client may send its next
+                    nonlocal finished  # request as soon as it has the answer, before this handler returns
+                    if not finished:
+                        finished = True
+                        with stub._lock:
+                            stub.in_flight -= 1
+
                 try:
                     if callable(action):
                         action = ("answer", action(body))
@@ -48,6 +57,7 @@ class StubServer:
                         time.sleep(action[1])
                         action = ("answer", action[2])
                         kind = "answer"
+                    finish()
                     if kind == "status":
                         self.send_response(action[1])
                         self.end_headers()
@@ -63,8 +73,7 @@ class StubServer:
                     self.end_headers()
                     self.wfile.write(raw)
                 finally:
-                    with stub._lock:
-                        stub.in_flight -= 1
+                    finish()
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
