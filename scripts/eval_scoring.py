@@ -61,10 +61,8 @@ REACTION_POINTS = {"accepted": 30, "no_reaction": 20, "gave_up": 10, "rejected":
 PER_VIOLATION = 5
 
 
-def label_total(lab: dict) -> float:
-    """The session total a QA reviewer's labels imply, on the default card's scale (0..100)."""
-    if lab.get("veto"):
-        return 0.0
+def label_points(lab: dict) -> dict[str, float]:
+    """The points per item a QA reviewer's labels imply (the default card's weights)."""
     points = {
         "greeting": WEIGHTS["greeting"] * lab["greeting"],
         "need_confirmation": WEIGHTS["need_confirmation"] * lab["need_confirmation"],
@@ -75,6 +73,14 @@ def label_total(lab: dict) -> float:
     }
     if lab.get("solution_given") is not None:   # null: cut off before any answer, the item is left out
         points["solution"] = REACTION_POINTS.get(lab.get("customer_reaction"), 20) if lab["solution_given"] else 0
+    return points
+
+
+def label_total(lab: dict) -> float:
+    """The session total a QA reviewer's labels imply, on the default card's scale (0..100)."""
+    if lab.get("veto"):
+        return 0.0
+    points = label_points(lab)
     return 100.0 * sum(points.values()) / sum(WEIGHTS[k] for k in points)
 
 
@@ -117,6 +123,7 @@ def machine_view(rec) -> dict:
         "compliance_turns": {e.turn_index for e in it["compliance"].evidence},
         "veto": rec.score.veto,
         "total": rec.score.total,
+        "points": {k: r.points for k, r in it.items()},
     }
 
 
@@ -135,6 +142,7 @@ def label_view(lab: dict) -> dict:
         out["veto"] = bool(lab["veto"])
     if "attitude_violations" in lab and "compliance_violations" in lab:
         out["total"] = label_total(lab)
+        out["points"] = label_points(lab)
     return out
 
 
@@ -235,6 +243,22 @@ def main() -> None:
             rows.append(("pass/fail agreement (≥ 60)", f"{agree:.1%}  label fails {sum(b < 60 for _, b in sel)}",
                          "≥ 95%"))
             report[f"{who}.total"] = {"mae": round(mae, 2), "pass_fail_agreement": round(agree, 3)}
+            rows.append(("pass/fail disagreements: machine passes a label fail / fails a label pass",
+                         f"{sum(a >= 60 > b for a, b in sel)} / {sum(b >= 60 > a for a, b in sel)}", ""))
+            # where the total's error comes from: per item, mean |machine − label| points on the 0..100 scale
+            # (a veto's 0 counts as 0 points on every item), and the mean signed difference
+            per_item = {}
+            for _, m, g in views:
+                if "points" not in g:
+                    continue
+                scale = 100.0 / sum(WEIGHTS[k] for k in g["points"])
+                for k, lp in g["points"].items():
+                    mp = 0.0 if m["veto"] else m["points"].get(k, 0.0)
+                    lp = 0.0 if g.get("veto") else lp
+                    per_item.setdefault(k, []).append((mp - lp) * scale)
+            rows.append(("total error by item: mean |machine − label| (mean signed)",
+                         "  ".join(f"{k} {sum(map(abs, d)) / len(d):.2f} ({sum(d) / len(d):+.2f})"
+                                   for k, d in per_item.items()), ""))
         if args.errors:
             print(f"\nDisagreements on {args.errors} (machine vs {who}):")
             for did, m, g in views:
