@@ -2,7 +2,7 @@
 
 Exit codes: 0 done; 2 the run could not start or stopped (config, model, disk; re-run to resume);
 3 done, but calls failed or inputs were skipped (0 with ``--allow-failures``); 4 the output folder is
-locked by another run; 130 interrupted.
+locked by another run or a compaction; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "cluster from run.ray_address or $RAY_ADDRESS)")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--wait-lock", action="store_true",
-                   help="wait for another run using --out to finish (default: fail at once, exit code 4)")
+                   help="wait for another run (or a compaction) using --out to finish (default: fail at once, exit code 4)")
     r.add_argument("--allow-failures", action="store_true",
                    help="exit 0 even when calls failed or inputs were skipped (default: exit code 3)")
     r.add_argument("--retry-failed", nargs="*", metavar="REASON", choices=Reason.ALL,
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("compact", help="rewrite a results folder's small Parquet parts into a few files")
     k.add_argument("dir", help="results folder (--out of a run)")
     k.add_argument("--date", help="only this run_date (YYYY-MM-DD); default: every date")
-    k.add_argument("--wait-lock", action="store_true", help="wait for a run using the folder to finish")
+    k.add_argument("--wait-lock", action="store_true", help="wait for a run (or another compaction) using the folder to finish (default: fail at once, exit code 4)")
     k.set_defaults(func=_cmd_compact)
 
     m = sub.add_parser("models", help="install, list or verify ASR models")
