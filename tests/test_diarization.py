@@ -11,18 +11,16 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from qc_pipeline.audio import load_audio
-from qc_pipeline.cache import build_once
 from qc_pipeline.config import DIARIZATION_BACKENDS, DiarizationConfig, VadConfig, load_config
 from qc_pipeline.diarize import BACKENDS, check_available, make_diarizer
 from qc_pipeline.diarize.clustering import ClusterParams, cluster_speakers, normalised_similarity
@@ -156,26 +154,6 @@ def test_missing_packages_are_a_setup_error_naming_the_backend(monkeypatch):
         check_available(load_config(overrides=("diarization.backend=campp",)).diarization)
 
 
-def test_build_once_builds_a_cache_entry_once_under_concurrency(tmp_path):
-    calls = []
-
-    def slow_build(tmp: Path) -> None:
-        calls.append(1)
-        time.sleep(0.3)
-        tmp.write_text("model", "utf-8")
-
-    target = tmp_path / "cache" / "entry.bin"
-    threads = [threading.Thread(target=build_once, args=(target, slow_build, "test entry")) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(calls) == 1 and target.read_text("utf-8") == "model"
-    assert [p.name for p in target.parent.iterdir() if p.suffix == ".tmp"] == []
-    build_once(target, slow_build, "test entry")
-    assert len(calls) == 1
-
-
 # ------------------------------------------------------------------------------ campp on real voices
 
 
@@ -259,6 +237,43 @@ def test_campp_embeddings_match_the_torch_model(campp_cache):
         ref = np.concatenate([model(torch.from_numpy(f - f.mean(0))[None]).numpy() for f in feats])
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
     assert np.allclose((emb * ref).sum(1), 1.0, atol=1e-4)
+
+
+@needs_campp
+def test_campp_exports_into_memory_where_the_cache_cannot_be_written(campp_cache, tmp_path, caplog):
+    """A read-only container whose cache lacks the export still diarizes: the worker exports into memory
+    (same embeddings as the cached file) and says why in a warning."""
+    from qc_pipeline.diarize.campp import CamppEmbedder
+    from qc_pipeline.diarize.fbank import fbank
+
+    (tmp_path / "file").write_text("", "utf-8")  # a folder under a file cannot be written, even as root
+    audio, _ = load_audio(FIXTURE / "two_voices.ogg")
+    feats = [fbank(audio[0][16000 * a:16000 * b]) for a, b in ((1, 3), (22, 27))]
+    with caplog.at_level(logging.WARNING, logger="qc_pipeline.diarize.campp"):
+        emb = CamppEmbedder(str(tmp_path / "file" / "cache"), threads=1).embed(feats)
+    assert "cannot write the model cache" in caplog.text and "into memory" in caplog.text
+    assert np.allclose(emb, CamppEmbedder(campp_cache, threads=1).embed(feats), atol=1e-5)
+
+
+@needs_campp
+def test_campp_cache_entry_is_named_by_the_weights_content_not_their_mtime(tmp_path, monkeypatch):
+    """An image's run stage copies the venv from the build stage: a copy with other mtimes must find the
+    export the build stage baked, and other weights must not."""
+    import shutil
+
+    from qc_pipeline.diarize import campp
+
+    baked = campp.onnx_path(str(tmp_path)).name
+    copy = tmp_path / "campplus.pt"
+    shutil.copyfile(campp.weights_path(), copy)
+    os.utime(copy, ns=(1, 1))
+    monkeypatch.setattr(campp, "weights_path", lambda: copy)
+    assert campp.onnx_path(str(tmp_path)).name == baked
+    with open(copy, "r+b") as f:
+        f.seek(1000)
+        f.write(bytes([f.read(1)[0] ^ 0xFF]))
+    os.utime(copy, ns=(2, 2))
+    assert campp.onnx_path(str(tmp_path)).name != baked
 
 
 def _probe(code: str, env: dict) -> dict:
