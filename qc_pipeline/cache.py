@@ -7,6 +7,9 @@ when that is set.  Entries: the CAM++ export, the sentiment model's fast-loading
 Entries are named by a hash of what they were built from and written to a temporary name, then renamed into
 place; :func:`build_once` also holds a file lock, so that workers starting together build an entry once while
 the others wait for it.
+Entries are readable by every user (0644), so a cache baked into an image as root serves a container run as
+any user; a cache folder that cannot be written (read-only image, another user's folder) is
+:class:`CacheUnwritable`, which each caller turns into "not cached" (logged), never a failed run.
 """
 
 from __future__ import annotations
@@ -34,29 +37,51 @@ def cache_root(configured: str = "") -> Path:
     return Path(xdg) / "qc-pipeline"
 
 
+class CacheUnwritable(SetupError):
+    """The cache folder cannot be written (the entry is missing or unreadable there)."""
+
+
+def readable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.R_OK)
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Rename a finished temporary file into place, readable by every user (``mkstemp`` makes it 0600)."""
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
 def build_once(path: Path, build: Callable[[Path], None], what: str) -> Path:
-    """``path`` if it exists; else ``build(tmp)`` then rename ``tmp`` to ``path`` (one builder at a time)."""
-    if path.exists():
+    """``path`` if it can be read; else ``build(tmp)`` then publish ``tmp`` as ``path`` (one builder at a
+    time).  :class:`CacheUnwritable` when the folder cannot be written."""
+    if readable(path):
         return path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = open(path.parent / f".{path.name}.lock", "w")
     except OSError as e:
-        raise SetupError(f"cannot write the model cache {path.parent} ({e}); set diarization.cache_dir "
-                         f"or ${CACHE_DIR_ENV} to a writable folder") from None
+        raise _unwritable(path, e) from None
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if path.exists():  # another worker built it while we waited
+        if readable(path):  # another worker built it while we waited
             return path
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        except OSError as e:
+            raise _unwritable(path, e) from None
+        os.close(fd)
         t0 = time.monotonic()
         log.info("building %s into %s (once per machine)", what, path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
         try:
             build(Path(tmp))
-            os.replace(tmp, path)
+            publish(Path(tmp), path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         log.info("built %s in %.1f s", what, time.monotonic() - t0)
     return path
+
+
+def _unwritable(path: Path, e: OSError) -> CacheUnwritable:
+    return CacheUnwritable(f"cannot write the model cache {path.parent} ({e}); set diarization.cache_dir "
+                           f"or ${CACHE_DIR_ENV} to a writable folder")

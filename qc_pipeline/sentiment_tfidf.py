@@ -20,6 +20,7 @@ and the sentiment module's two text functions.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import logging
@@ -124,7 +125,8 @@ def load_artifact(path: Path, digest: str | None = None) -> Any:
             return _CacheUnpickler(io.BytesIO(data)).load()
         except Exception as e:  # a damaged or foreign cache entry: read the artifact itself, rewrite the entry
             log.warning("ignoring the sentiment cache %s (%s: %s)", cached, e.__class__.__name__, e)
-            cached.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a read-only cache keeps it; the artifact is read below
+                cached.unlink(missing_ok=True)
     obj = _load_joblib(path)
     from qc_pipeline.cache import build_once
 

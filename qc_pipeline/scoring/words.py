@@ -122,6 +122,8 @@ def save_clashes() -> None:
     path, answers, added = _clash_store()
     if path is None or not added:
         return
+    from qc_pipeline.cache import publish
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:  # answers other workers wrote meanwhile are kept
@@ -132,7 +134,7 @@ def save_clashes() -> None:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(answers, f, ensure_ascii=False, sort_keys=True)
-            os.replace(tmp, path)
+            publish(Path(tmp), path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
