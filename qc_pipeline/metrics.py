@@ -23,6 +23,16 @@ def cohen_kappa(pairs: Iterable[tuple[Hashable, Hashable]]) -> Optional[float]:
     return None if pe >= 1.0 else (po - pe) / (1 - pe)
 
 
+def precision_recall_f1(pred: Sequence[bool], gold: Sequence[bool]) -> tuple[float, float, float]:
+    """Precision, recall (nan when undefined) and F1 (0 without a true positive) of boolean predictions."""
+    tp = sum(p and g for p, g in zip(pred, gold))
+    fp = sum(p and not g for p, g in zip(pred, gold))
+    fn = sum(g and not p for p, g in zip(pred, gold))
+    p = tp / (tp + fp) if tp + fp else float("nan")
+    r = tp / (tp + fn) if tp + fn else float("nan")
+    return p, r, (2 * p * r / (p + r) if tp else 0.0)
+
+
 def edit_distance(ref: Sequence, hyp: Sequence) -> int:
     prev = list(range(len(hyp) + 1))
     for i, r in enumerate(ref, 1):

@@ -41,7 +41,7 @@ from qc_pipeline.config import LlmConfig, ScoringConfig  # noqa: E402
 from qc_pipeline.inputs import chat_to_source  # noqa: E402
 from qc_pipeline.llm.client import LlmClient  # noqa: E402
 from qc_pipeline.llm.judge import judge  # noqa: E402
-from qc_pipeline.metrics import cohen_kappa  # noqa: E402
+from qc_pipeline.metrics import cohen_kappa, precision_recall_f1  # noqa: E402
 from qc_pipeline.pipeline import Pipeline  # noqa: E402
 from qc_pipeline.scoring.card import resolve_scorecard_path  # noqa: E402
 from qc_pipeline.scoring.context import SessionContext  # noqa: E402
@@ -71,11 +71,7 @@ def load_jsonl(path) -> list[dict]:
 
 
 def f1_kappa(pred: list[bool], gold: list[bool]) -> tuple[float, float]:
-    tp = sum(p and g for p, g in zip(pred, gold))
-    fp = sum(p and not g for p, g in zip(pred, gold))
-    fn = sum(g and not p for p, g in zip(pred, gold))
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-    return f1, cohen_kappa(zip(pred, gold)) or 0.0
+    return precision_recall_f1(pred, gold)[2], cohen_kappa(zip(pred, gold)) or 0.0
 
 
 def start_server(threads: int) -> tuple[subprocess.Popen, str, str]:

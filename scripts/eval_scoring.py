@@ -35,6 +35,7 @@ from scipy.stats import spearmanr  # noqa: E402
 from qc_pipeline.config import ScoringConfig  # noqa: E402
 from qc_pipeline.inputs import chat_to_source  # noqa: E402
 from qc_pipeline.metrics import cohen_kappa  # noqa: E402
+from qc_pipeline.metrics import precision_recall_f1 as prf  # noqa: E402  (short name for the table code)
 from qc_pipeline.pipeline import Pipeline  # noqa: E402
 from qc_pipeline.stages.chat import ChatStage  # noqa: E402
 from qc_pipeline.stages.score import ScoreStage  # noqa: E402
@@ -92,15 +93,6 @@ def in_tune_half(dialogue_id: str) -> bool:
 def load_jsonl(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
-
-
-def prf(pred: list[bool], gold: list[bool]) -> tuple[float, float, float]:
-    tp = sum(p and g for p, g in zip(pred, gold))
-    fp = sum(p and not g for p, g in zip(pred, gold))
-    fn = sum(g and not p for p, g in zip(pred, gold))
-    p = tp / (tp + fp) if tp + fp else float("nan")
-    r = tp / (tp + fn) if tp + fn else float("nan")
-    return p, r, (2 * p * r / (p + r) if tp else 0.0)
 
 
 def kappa(pairs: list[tuple]) -> float:
