@@ -45,15 +45,27 @@ def readable(path: Path) -> bool:
     return path.is_file() and os.access(path, os.R_OK)
 
 
-def publish(tmp: Path, path: Path) -> None:
-    """Rename a finished temporary file into place, readable by every user (``mkstemp`` makes it 0600)."""
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` into a temporary file beside ``path``, then rename it into place, readable by every user
+    (``mkstemp`` makes it 0600); the temporary file never outlives a failure.  :class:`CacheUnwritable` when
+    no temporary file can be made there; ``write``'s own errors pass through."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _unwritable(path, e) from None
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def build_once(path: Path, build: Callable[[Path], None], what: str) -> Path:
-    """``path`` if it can be read; else ``build(tmp)`` then publish ``tmp`` as ``path`` (one builder at a
-    time).  :class:`CacheUnwritable` when the folder cannot be written."""
+    """``path`` if it can be read; else ``build(tmp)`` written as ``path`` by :func:`write_atomic` (one builder
+    at a time).  :class:`CacheUnwritable` when the folder cannot be written."""
     if readable(path):
         return path
     try:
@@ -65,19 +77,9 @@ def build_once(path: Path, build: Callable[[Path], None], what: str) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if readable(path):  # another worker built it while we waited
             return path
-        try:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        except OSError as e:
-            raise _unwritable(path, e) from None
-        os.close(fd)
         t0 = time.monotonic()
         log.info("building %s into %s (once per machine)", what, path)
-        try:
-            build(Path(tmp))
-            publish(Path(tmp), path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_atomic(path, build)
         log.info("built %s in %.1f s", what, time.monotonic() - t0)
     return path
 

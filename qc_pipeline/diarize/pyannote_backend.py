@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from qc_pipeline.audio import SAMPLE_RATE
-from qc_pipeline.diarize.base import SpeakerSegment
+from qc_pipeline.diarize.base import SpeakerSegment, name_by_first_appearance
 from qc_pipeline.errors import SetupError
 
 
@@ -53,11 +53,9 @@ class PyannoteDiarizer:
         waveform = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)[None, :])
         result = self.pipeline({"waveform": waveform, "sample_rate": SAMPLE_RATE}, max_speakers=self.max_speakers)
         annotation = getattr(result, "speaker_diarization", result)
-        names: dict[str, str] = {}
-        segments = []
-        for turn, _track, label in annotation.itertracks(yield_label=True):
-            name = names.setdefault(label, f"spk{len(names)}")
-            segments.append(SpeakerSegment(round(turn.start, 3), round(turn.end, 3), name))
+        tracks = list(annotation.itertracks(yield_label=True))
+        names = name_by_first_appearance(label for *_, label in tracks)
+        segments = [SpeakerSegment(round(turn.start, 3), round(turn.end, 3), names[label]) for turn, _, label in tracks]
         return sorted(segments, key=lambda s: s.start)
 
 

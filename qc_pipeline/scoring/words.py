@@ -21,8 +21,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -122,7 +120,7 @@ def save_clashes() -> None:
     path, answers, added = _clash_store()
     if path is None or not added:
         return
-    from qc_pipeline.cache import publish
+    from qc_pipeline.cache import CacheUnwritable, write_atomic
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,16 +128,10 @@ def save_clashes() -> None:
             answers = {**json.loads(path.read_text("utf-8")), **answers}
         except (OSError, ValueError):
             pass
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(answers, f, ensure_ascii=False, sort_keys=True)
-            publish(Path(tmp), path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        text = json.dumps(answers, ensure_ascii=False, sort_keys=True)
+        write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         added.clear()
-    except OSError as e:
+    except (OSError, CacheUnwritable) as e:
         log.info("homophone answers not cached (%s)", e)
 
 

@@ -43,10 +43,8 @@ def calibration_page(ctx: Ctx):
 
 
 def _report_query(ctx: Ctx) -> ListQuery:
-    q = ListQuery(date_from=ctx.date("from"), date_to=ctx.date("to"), team=ctx.query.get("team"))
-    if q.date_from and q.date_to and q.date_from > q.date_to:
-        raise HttpError(400, "from must not be after to")
-    return q
+    date_from, date_to = ctx.date_range()
+    return ListQuery(date_from=date_from, date_to=date_to, team=ctx.query.get("team"))
 
 
 def _report(ctx: Ctx) -> dict:

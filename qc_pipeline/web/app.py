@@ -123,6 +123,13 @@ class Ctx:
         except ValueError as exc:
             raise HttpError(400, f"{name}: {exc}") from None
 
+    def date_range(self) -> tuple:
+        """``from`` and ``to`` as dates (either may be None); 400 when from is after to."""
+        date_from, date_to = self.date("from"), self.date("to")
+        if date_from and date_to and date_from > date_to:
+            raise HttpError(400, "from must not be after to")
+        return date_from, date_to
+
     @property
     def wants_json(self) -> bool:
         return self.request.url.path.startswith("/api/")

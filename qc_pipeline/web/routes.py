@@ -178,9 +178,7 @@ def list_query(ctx: Ctx, flagged_only: bool) -> ListQuery:
     state = q.get("state")
     if state not in (None, "pending", "claimed", "done", "mine"):
         raise HttpError(400, "state must be pending, claimed, done or mine")
-    date_from, date_to = ctx.date("from"), ctx.date("to")
-    if date_from and date_to and date_from > date_to:
-        raise HttpError(400, "from must not be after to")
+    date_from, date_to = ctx.date_range()
     if q.get("week"):
         try:
             parse_week(q["week"])
