@@ -103,22 +103,19 @@ class FasterWhisperBackend(AsrBackend):
         return opts
 
     def transcribe(self, clips: Sequence[np.ndarray], language: Optional[str], batch_size: int) -> list[list[Segment]]:
-        """BLAS (the mel spectrogram's matrix product) runs on ``asr.cpu_threads`` threads like CTranslate2: the
-        float summation order, and so the decoded text, then does not depend on the process's thread settings
-        (a Ray actor has OMP_NUM_THREADS=1, a local worker the machine's default)."""
-        from threadpoolctl import threadpool_limits
-
+        """BLAS (the mel spectrogram's matrix product) runs on the thread count the worker pinned
+        (``executors.base.pin_threads``, ``asr.cpu_threads``, the same as CTranslate2's), in a local worker
+        and a Ray actor alike, so the decoded text does not depend on the engine."""
         if not clips:
             return []
-        with threadpool_limits(limits=self.cfg.cpu_threads or None):
-            if batch_size <= 0:
-                return [self._one(c, language) for c in clips]
-            try:
-                return self._batch(clips, language, batch_size)
-            except RuntimeError as exc:
-                if "out of memory" in str(exc).lower():
-                    raise AsrOutOfMemory(str(exc)) from None
-                raise
+        if batch_size <= 0:
+            return [self._one(c, language) for c in clips]
+        try:
+            return self._batch(clips, language, batch_size)
+        except RuntimeError as exc:
+            if "out of memory" in str(exc).lower():
+                raise AsrOutOfMemory(str(exc)) from None
+            raise
 
     def _one(self, clip: np.ndarray, language: Optional[str]) -> list[Segment]:
         """One clip with whisper's temperature fallback.  Sampling at a fallback temperature is random: the

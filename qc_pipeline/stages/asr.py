@@ -18,7 +18,6 @@ from typing import Optional
 import numpy as np
 
 from qc_pipeline.asr.base import AsrBackend, AsrOutOfMemory, Segment
-from qc_pipeline.asr.faster_whisper import pick_device  # noqa: F401  (kept importable: docs and older callers)
 from qc_pipeline.audio import SAMPLE_RATE
 from qc_pipeline.config import AsrConfig, VadConfig
 from qc_pipeline.errors import CallError, Reason
