@@ -102,6 +102,7 @@ def turn_roles(utterances, ref) -> tuple[int, int, bool]:
 def worker(args) -> None:
     """One backend over every file, in this process; writes a JSON result."""
     from qc_pipeline.config import load_config
+    from qc_pipeline.executors.base import pin_threads, worker_config
     from qc_pipeline.inputs import CallSource
     from qc_pipeline.metrics import diarization_error, read_rttm, read_uem
     from qc_pipeline.pipeline import Pipeline
@@ -109,7 +110,8 @@ def worker(args) -> None:
     from qc_pipeline.stages.segment import SegmentStage
 
     overrides = tuple(args.set) + (f"diarization.backend={args.worker}", "run.progress=false", "scoring.enabled=false")
-    cfg = load_config(args.config, overrides)
+    cfg = worker_config(load_config(args.config, overrides), 1)
+    pin_threads(cfg.asr.cpu_threads)  # what a one-worker `qc-pipeline run` worker does: the same numbers
     segment = SegmentStage(cfg.vad, cfg.diarization)
     pipe = Pipeline([DecodeStage(cfg.audio), segment])
     t0 = time.perf_counter()
