@@ -1,8 +1,10 @@
-"""Text clean-up shared by ASR and chat: simplified characters, loop and credit guards."""
+"""Text clean-up shared by ASR and chat: simplified characters, loop and credit guards; jieba's tokenizer."""
 
 from __future__ import annotations
 
 import functools
+import logging
+import warnings
 from typing import Sequence, TypeVar
 
 T = TypeVar("T")
@@ -18,6 +20,19 @@ def _converter():
 def to_simplified(text: str) -> str:
     """Traditional (Taiwan phrasing) → simplified Chinese; other scripts pass unchanged."""
     return _converter().convert(text) if text else text
+
+
+@functools.lru_cache(maxsize=1)
+def jieba_tokenizer():
+    """jieba's shared default tokenizer, dictionary loaded and logging quiet (keyword word boundaries and the
+    sentiment model's word features both use it, read-only).  Raises ImportError without jieba: callers
+    name their install hint."""
+    with warnings.catch_warnings():  # jieba 0.42 imports the deprecated pkg_resources
+        warnings.simplefilter("ignore")
+        import jieba
+    jieba.setLogLevel(logging.WARNING)
+    jieba.dt.initialize()
+    return jieba.dt
 
 
 def collapse_loops(items: Sequence[T], key=lambda x: x, max_repeats: int = 4, max_unit: int = 4) -> tuple[list[T], int]:
