@@ -10,16 +10,22 @@ from typing import Sequence, TypeVar
 T = TypeVar("T")
 
 
-@functools.lru_cache(maxsize=1)
-def _converter():
+@functools.lru_cache(maxsize=None)
+def _converter(config: str):
     import opencc
 
-    return opencc.OpenCC("tw2sp")
+    return opencc.OpenCC(config)
 
 
 def to_simplified(text: str) -> str:
-    """Traditional (Taiwan phrasing) → simplified Chinese; other scripts pass unchanged."""
-    return _converter().convert(text) if text else text
+    """Traditional (Taiwan phrasing) → simplified Chinese; other scripts pass unchanged (ASR output)."""
+    return _converter("tw2sp").convert(text) if text else text
+
+
+def to_simplified_chars(text: str) -> str:
+    """Traditional characters → simplified, character by character (OpenCC ``t2s``); simplified text is
+    unchanged.  For typed chat: :func:`to_simplified`'s Taiwan phrasing would rewrite mainland text."""
+    return _converter("t2s").convert(text) if text else text
 
 
 @functools.lru_cache(maxsize=1)
