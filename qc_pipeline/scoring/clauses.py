@@ -15,6 +15,7 @@ Question kinds
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Optional
@@ -53,8 +54,9 @@ class Clause:
         """The body without leading address terms and fillers (亲爱的, 请问, 那 …)."""
         return _SOFT_HEAD.sub("", self.body)
 
-    @property
+    @functools.cached_property
     def question_kind(self) -> Optional[str]:
+        """Computed once per clause (clauses are cached per turn; every question/statement rule asks)."""
         return question_kind(self.text)
 
 
