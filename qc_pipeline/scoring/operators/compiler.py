@@ -10,6 +10,13 @@ from qc_pipeline.scoring.operators.base import SCOPE_KEYS, WINDOW_KINDS, Node, S
 from qc_pipeline.scoring.operators.registry import OPERATOR_NAMES, operator_class
 
 
+def check_number(value: Any, key: str, lo: float, hi: float, source: Optional[str] = None) -> float:
+    """``value`` as a float in [lo, hi], else a :class:`ConfigError` naming ``key`` (rules and the card's own keys)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise ConfigError(key, f"expected a number in [{lo}, {hi}], got {value!r}", source)
+    return float(value)
+
+
 class Compiler:
     """``specs`` are the card's reusable named rules (compiled lazily, cycle-safe); ``ref: ID`` uses one."""
 
@@ -97,9 +104,7 @@ class Compiler:
         return tuple(str(x) for x in value)
 
     def number(self, value: Any, k: str, lo: float, hi: float) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-            raise self.err(k, f"expected a number in [{lo}, {hi}], got {value!r}")
-        return float(value)
+        return check_number(value, k, lo, hi, self.source)
 
     def boolean(self, value: Any, k: str) -> bool:
         if not isinstance(value, bool):
