@@ -158,9 +158,7 @@ def parse_scorecard(data: dict, source: Optional[str] = None) -> Scorecard:
         rid = f"item:{item_id}"
         weight = check_number(raw.get("weight"), f"{key}.weight", 0, 100, source)
         mode = compiler.choice(raw.get("mode", "binary"), f"{key}.mode", MODES)
-        role = raw.get("role", "agent")
-        if role not in ("agent", "customer", "any"):
-            raise ConfigError(f"{key}.role", f"must be agent, customer or any; got {role!r}", source)
+        role = compiler.role(raw.get("role", "agent"), f"{key}.role")
         kwargs = {}
         if mode == "binary":
             if "pass" not in raw:

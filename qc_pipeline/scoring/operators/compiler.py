@@ -69,9 +69,7 @@ class Compiler:
         return cls.parse(spec[op], self, f"{key}.{op}", rule_id, scope, **{k: spec[k] for k in others})
 
     def scope(self, spec: dict, key: str, rule_id: str) -> Scope:
-        role = spec.get("role", "any")
-        if role not in ("agent", "customer", "any"):
-            raise self.err(f"{key}.role", f"must be agent, customer or any; got {role!r}")
+        role = self.role(spec.get("role", "any"), f"{key}.role")
         window = None
         if "window" in spec:
             w = spec["window"]
@@ -109,6 +107,12 @@ class Compiler:
     def boolean(self, value: Any, k: str) -> bool:
         if not isinstance(value, bool):
             raise self.err(k, "expected true/false")
+        return value
+
+    def role(self, value: Any, k: str) -> str:
+        """Whose turns: agent, customer or any (a rule's scope, an item's role)."""
+        if value not in ("agent", "customer", "any"):
+            raise self.err(k, f"must be agent, customer or any; got {value!r}")
         return value
 
     def choice(self, value: Any, k: str, choices: tuple[str, ...]) -> str:
