@@ -7,7 +7,8 @@ import unicodedata
 from collections import Counter
 from typing import Hashable, Iterable, Optional, Sequence
 
-_DIGITS = str.maketrans("0123456789", "零一二三四五六七八九")
+_DIGITS_HANZI = "零一二三四五六七八九"
+_DIGITS = str.maketrans("0123456789", _DIGITS_HANZI)
 _PUNCT_RE = re.compile(r"[\s\W_]+", re.UNICODE)
 
 
@@ -47,9 +48,6 @@ _NUMBER_RE = re.compile(r"(\d+)(?:\.(\d+))?(%?)")
 _DIGIT_RUN_RE = re.compile(r"(?<![\d.])\d+(?:[ ,，、\-]+\d+)+(?![\d.%])")
 # a number followed by one of these is an amount/count, read as a cardinal (三百五十元, 十五万, 二十八日)
 _UNITS = "元块角分毛万亿千百个人名岁次天日月号小点分秒米里克斤吨斤台辆家位年度倍多余"
-
-
-_DIGITS_HANZI = "零一二三四五六七八九"
 
 
 def _below_10k(n: int) -> str:

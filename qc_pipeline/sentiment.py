@@ -29,7 +29,6 @@ import json
 import logging
 import re
 import unicodedata
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -37,6 +36,7 @@ from typing import Any, Iterable, Sequence
 from qc_pipeline.config import ScoringConfig
 from qc_pipeline.errors import SetupError
 from qc_pipeline.models import models_dir, sha256_file
+from qc_pipeline.textnorm import jieba_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -78,21 +78,11 @@ def normalize_text(text: str) -> str:
     return _WS.sub(" ", unicodedata.normalize("NFKC", text or "")).strip().lower()
 
 
-_jieba = None
-
-
 def _get_jieba():
-    global _jieba
-    if _jieba is None:
-        try:
-            with warnings.catch_warnings():  # jieba 0.42 imports the deprecated pkg_resources
-                warnings.filterwarnings("ignore", message=".*pkg_resources.*")
-                import jieba
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise SetupError(f"the sentiment model needs jieba: {INSTALL_HINT}") from e
-        jieba.setLogLevel(logging.WARNING)
-        _jieba = jieba
-    return _jieba
+    try:
+        return jieba_tokenizer()
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise SetupError(f"the sentiment model needs jieba: {INSTALL_HINT}") from e
 
 
 def word_analyzer(text: str) -> list[str]:

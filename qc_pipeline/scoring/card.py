@@ -42,6 +42,7 @@ import yaml
 
 from qc_pipeline.errors import ConfigError
 from qc_pipeline.scoring.operators import Compiler, Node, Settings, walk
+from qc_pipeline.scoring.operators.compiler import check_number
 from qc_pipeline.scoring.words import save_clashes
 
 MODES = ("binary", "graded", "deduction")
@@ -106,12 +107,6 @@ class Scorecard:
         return self.grades[-1][0]
 
 
-def _num(value, key, lo, hi, source) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-        raise ConfigError(key, f"expected a number in [{lo}, {hi}], got {value!r}", source)
-    return float(value)
-
-
 def _str(value, key, source) -> str:
     if not isinstance(value, (str, int, float)) or isinstance(value, bool) or str(value).strip() == "":
         raise ConfigError(key, f"expected a non-empty string, got {value!r}", source)
@@ -142,7 +137,7 @@ def parse_scorecard(data: dict, source: Optional[str] = None) -> Scorecard:
     grades_raw = data.get("grades", {"A": 90, "B": 75, "C": 60, "D": 0})
     if not isinstance(grades_raw, dict) or not grades_raw:
         raise ConfigError("grades", "expected a mapping grade → minimum total", source)
-    grades = tuple(sorted(((str(g), _num(v, f"grades.{g}", 0, 100, source)) for g, v in grades_raw.items()),
+    grades = tuple(sorted(((str(g), check_number(v, f"grades.{g}", 0, 100, source)) for g, v in grades_raw.items()),
                           key=lambda x: -x[1]))
 
     items_raw = data["items"]
@@ -161,13 +156,9 @@ def parse_scorecard(data: dict, source: Optional[str] = None) -> Scorecard:
             raise ConfigError(f"{key}.id", f"duplicate item id {item_id!r}", source)
         seen.add(item_id)
         rid = f"item:{item_id}"
-        weight = _num(raw.get("weight"), f"{key}.weight", 0, 100, source)
-        mode = raw.get("mode", "binary")
-        if mode not in MODES:
-            raise ConfigError(f"{key}.mode", f"must be one of {', '.join(MODES)}; got {mode!r}", source)
-        role = raw.get("role", "agent")
-        if role not in ("agent", "customer", "any"):
-            raise ConfigError(f"{key}.role", f"must be agent, customer or any; got {role!r}", source)
+        weight = check_number(raw.get("weight"), f"{key}.weight", 0, 100, source)
+        mode = compiler.choice(raw.get("mode", "binary"), f"{key}.mode", MODES)
+        role = compiler.role(raw.get("role", "agent"), f"{key}.role")
         kwargs = {}
         if mode == "binary":
             if "pass" not in raw:
@@ -182,15 +173,15 @@ def parse_scorecard(data: dict, source: Optional[str] = None) -> Scorecard:
                 lk = f"{key}.levels[{j}]"
                 if not isinstance(lv, dict) or set(lv) != {"points", "when"}:
                     raise ConfigError(lk, "expected exactly the keys points and when", source)
-                levels.append(Level(_num(lv["points"], f"{lk}.points", 0, weight, source),
+                levels.append(Level(check_number(lv["points"], f"{lk}.points", 0, weight, source),
                                     compiler.compile(lv["when"], f"{lk}.when", f"{rid}/L{j}")))
             kwargs["levels"] = tuple(levels)
         else:
             if "violation" not in raw:
                 raise ConfigError(f"{key}.violation", "is required for mode deduction", source)
             kwargs["violation"] = compiler.compile(raw["violation"], f"{key}.violation", rid)
-            kwargs["per_violation"] = _num(raw.get("per_violation", weight), f"{key}.per_violation", 0, 100, source)
-            kwargs["floor"] = _num(raw.get("floor", 0), f"{key}.floor", 0, weight, source)
+            kwargs["per_violation"] = check_number(raw.get("per_violation", weight), f"{key}.per_violation", 0, 100, source)
+            kwargs["floor"] = check_number(raw.get("floor", 0), f"{key}.floor", 0, weight, source)
         if "veto" in raw:
             kwargs["veto"] = compiler.compile(raw["veto"], f"{key}.veto", f"{rid}/veto")
         if "not_applicable" in raw:
@@ -205,7 +196,7 @@ def parse_scorecard(data: dict, source: Optional[str] = None) -> Scorecard:
         raise ConfigError("items", f"weights add up to {total:g}, expected 100", source)
     return Scorecard(id=_str(data["id"], "id", source), version=_str(data["version"], "version", source),
                      name=str(data.get("name", data["id"])),
-                     pass_score=_num(data.get("pass_score", 60), "pass_score", 0, 100, source),
+                     pass_score=check_number(data.get("pass_score", 60), "pass_score", 0, 100, source),
                      grades=grades, items=tuple(items), rules=tuple(compiler.compiled.items()), settings=settings)
 
 
@@ -231,11 +222,11 @@ def _settings(raw, source) -> Settings:
     from qc_pipeline.scoring.textmatch import normalize
 
     return Settings(lexicon=tuple(normalize(w) for w in lexicon),
-                    homophone_clash_min_freq=int(_num(
+                    homophone_clash_min_freq=int(check_number(
                         raw.get("homophone_clash_min_freq", default.homophone_clash_min_freq),
                         "settings.homophone_clash_min_freq", 1, 1e9, source)),
                     negation_cues=tuple(normalize(w) for w in cues),
-                    negation_max_gap=int(_num(negation.get("max_gap", default.negation_max_gap),
+                    negation_max_gap=int(check_number(negation.get("max_gap", default.negation_max_gap),
                                               "settings.negation.max_gap", 0, 100, source)),
                     caller_verified=verified)
 

@@ -15,9 +15,12 @@ Question kinds
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Optional
+
+from qc_pipeline.scoring.textmatch import PLACEHOLDER
 
 QUESTION_KINDS = ("confirm_tag", "permission", "alternative", "wh", "yes_no")
 
@@ -37,7 +40,6 @@ _WH_END = re.compile(r"(?:什么|多少|哪里|哪儿|哪个|几点|几号|多�
 _INDIRECT_WH = re.compile(r"不知道|不清楚|不明白|看看|问问")
 _ALTERNATIVE = re.compile(r"(?:是|要|想|需要|选择)[^，。,.!?！？]{0,16}还是")
 _NOT_PARTICLE = ("什么", "怎么", "这么", "那么", "多么", "要么")   # 么 inside a word, not the question particle
-_PLACEHOLDER = re.compile(r"\[[^\]]{0,12}\]")
 _PARTICLES = re.compile(r"[呢哦呀啊啦吧哈嘛的了嗯呐噢喔哟呦哒滴亲~～\W_]", re.UNICODE)
 
 
@@ -52,8 +54,9 @@ class Clause:
         """The body without leading address terms and fillers (亲爱的, 请问, 那 …)."""
         return _SOFT_HEAD.sub("", self.body)
 
-    @property
+    @functools.cached_property
     def question_kind(self) -> Optional[str]:
+        """Computed once per clause (clauses are cached per turn; every question/statement rule asks)."""
         return question_kind(self.text)
 
 
@@ -122,7 +125,7 @@ def question_kind(clause: str) -> Optional[str]:
 def substance(clause: str, ignore: Optional[re.Pattern] = None) -> int:
     """Content characters of a clause: without anonymisation tags, the ``ignore`` phrases
     (boilerplate), particles and punctuation."""
-    text = _PLACEHOLDER.sub("", clause)
+    text = PLACEHOLDER.sub("", clause)
     if ignore is not None:
         text = ignore.sub("", text)
     return len(_PARTICLES.sub("", text))

@@ -112,6 +112,11 @@ class SessionContext:
         return _build_turns(self.utterances)
 
     @functools.cached_property
+    def turn_of(self) -> dict[int, Turn]:
+        """turn_index of every utterance -> the speaker turn holding it."""
+        return {self.utterances[i].turn_index: t for t in self.turns for i in t.members}
+
+    @functools.cached_property
     def norm(self) -> list[str]:
         """Per utterance normalized text."""
         return [normalize(u.text) for u in self.utterances]

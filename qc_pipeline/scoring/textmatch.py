@@ -104,15 +104,15 @@ def _bigrams(tokens: tuple[str, ...]) -> set[tuple[str, str]]:
     return {tokens[i:i + 2] for i in range(len(tokens) - 1)} if len(tokens) > 1 else {tokens} if tokens else set()
 
 
-_PLACEHOLDER = re.compile(r"\[[^\]]{0,12}\]")  # anonymisation tags such as [订单x], [数字x]
+PLACEHOLDER = re.compile(r"\[[^\]]{0,12}\]")  # anonymisation tags such as [订单x], [数字x]
 
 
 def coverage(source: str, restatement: str, min_shared: int = 3) -> float:
     """Share of ``source``'s pinyin-syllable bigrams that ``restatement`` repeats (homophone
     tolerant), 0..1; 0 when fewer than ``min_shared`` bigrams are shared (short or templated
     turns such as "[订单x]" must not count as restating anything)."""
-    sa = _bigrams(syllables(normalize(_PLACEHOLDER.sub("", source)), "pinyin"))
-    sb = _bigrams(syllables(normalize(_PLACEHOLDER.sub("", restatement)), "pinyin"))
+    sa = _bigrams(syllables(normalize(PLACEHOLDER.sub("", source)), "pinyin"))
+    sb = _bigrams(syllables(normalize(PLACEHOLDER.sub("", restatement)), "pinyin"))
     shared = len(sa & sb)
     if not sa or shared < min_shared:
         return 0.0

@@ -12,7 +12,8 @@
   versions; :func:`save_clashes` writes what a card's parse added.
 * :func:`negated` — a negation cue earlier in the same clause (没办法跟您保证).
 
-jieba's shared tokenizer is used read-only (the sentiment model relies on its default dictionary).
+jieba's shared tokenizer (:func:`qc_pipeline.textnorm.jieba_tokenizer`) is used read-only (the sentiment model
+relies on its default dictionary).
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ import functools
 import hashlib
 import json
 import logging
-import warnings
 from pathlib import Path
 from typing import Optional
 
 from qc_pipeline.errors import SetupError
 from qc_pipeline.scoring.textmatch import normalize, syllables
+from qc_pipeline.textnorm import jieba_tokenizer
 
 #: Default negation cues and how far (characters) a cue may stand before the keyword, inside one
 #: clause; a card can override both (``settings.negation``).
@@ -35,17 +36,11 @@ NEGATION_CUES = ("不", "没", "没有", "无法", "没法", "没办法", "没�
 NEGATION_MAX_GAP = 8
 
 
-@functools.lru_cache(maxsize=1)
 def _jieba():
     try:
-        with warnings.catch_warnings():  # jieba 0.42 imports the deprecated pkg_resources
-            warnings.simplefilter("ignore")
-            import jieba
+        return jieba_tokenizer()
     except ImportError:
         raise SetupError("word-level keyword matching needs jieba: pip install jieba") from None
-    jieba.setLogLevel(logging.WARNING)
-    jieba.dt.initialize()
-    return jieba.dt
 
 
 def word_bounds(norm: str, lexicon: tuple[str, ...] = ()) -> frozenset[int]:

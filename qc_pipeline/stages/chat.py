@@ -11,23 +11,10 @@ Taiwan-phrasing conversion the ASR stage uses would rewrite already-simplified m
 
 from __future__ import annotations
 
-import functools
-
 from qc_pipeline.errors import CallError, Reason
 from qc_pipeline.records import CallRecord, Utterance
 from qc_pipeline.stages.base import Stage
-
-
-@functools.lru_cache(maxsize=1)
-def _t2s():
-    import opencc
-
-    return opencc.OpenCC("t2s")
-
-
-def to_simplified_chars(text: str) -> str:
-    """Traditional characters → simplified, character by character; simplified text is unchanged."""
-    return _t2s().convert(text) if text else text
+from qc_pipeline.textnorm import to_simplified_chars
 
 
 class ChatStage(Stage):

@@ -81,9 +81,9 @@ class AllOf(_Many):
             return Outcome(False, (), unc)
         if not self.same_turn:
             return Outcome(True, tuple(h for o in outs for h in o.hits), unc)
-        run_of = {ctx.utterances[i].turn_index: t.pos for t in ctx.turns for i in t.members}
-        common = set.intersection(*({run_of[h.turn_index] for h in o.hits} for o in outs))
-        hits = tuple(dict.fromkeys(h for o in outs for h in o.hits if run_of[h.turn_index] in common))
+        turn_of = ctx.turn_of
+        common = set.intersection(*({turn_of[h.turn_index].pos for h in o.hits} for o in outs))
+        hits = tuple(dict.fromkeys(h for o in outs for h in o.hits if turn_of[h.turn_index].pos in common))
         return Outcome(bool(common), hits, unc)
 
 

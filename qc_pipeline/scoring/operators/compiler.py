@@ -10,6 +10,13 @@ from qc_pipeline.scoring.operators.base import SCOPE_KEYS, WINDOW_KINDS, Node, S
 from qc_pipeline.scoring.operators.registry import OPERATOR_NAMES, operator_class
 
 
+def check_number(value: Any, key: str, lo: float, hi: float, source: Optional[str] = None) -> float:
+    """``value`` as a float in [lo, hi], else a :class:`ConfigError` naming ``key`` (rules and the card's own keys)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+        raise ConfigError(key, f"expected a number in [{lo}, {hi}], got {value!r}", source)
+    return float(value)
+
+
 class Compiler:
     """``specs`` are the card's reusable named rules (compiled lazily, cycle-safe); ``ref: ID`` uses one."""
 
@@ -62,9 +69,7 @@ class Compiler:
         return cls.parse(spec[op], self, f"{key}.{op}", rule_id, scope, **{k: spec[k] for k in others})
 
     def scope(self, spec: dict, key: str, rule_id: str) -> Scope:
-        role = spec.get("role", "any")
-        if role not in ("agent", "customer", "any"):
-            raise self.err(f"{key}.role", f"must be agent, customer or any; got {role!r}")
+        role = self.role(spec.get("role", "any"), f"{key}.role")
         window = None
         if "window" in spec:
             w = spec["window"]
@@ -97,13 +102,17 @@ class Compiler:
         return tuple(str(x) for x in value)
 
     def number(self, value: Any, k: str, lo: float, hi: float) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-            raise self.err(k, f"expected a number in [{lo}, {hi}], got {value!r}")
-        return float(value)
+        return check_number(value, k, lo, hi, self.source)
 
     def boolean(self, value: Any, k: str) -> bool:
         if not isinstance(value, bool):
             raise self.err(k, "expected true/false")
+        return value
+
+    def role(self, value: Any, k: str) -> str:
+        """Whose turns: agent, customer or any (a rule's scope, an item's role)."""
+        if value not in ("agent", "customer", "any"):
+            raise self.err(k, f"must be agent, customer or any; got {value!r}")
         return value
 
     def choice(self, value: Any, k: str, choices: tuple[str, ...]) -> str:

@@ -73,12 +73,13 @@ class Keyword(Node):
 
     def _evaluate(self, ctx: SessionContext):
         fuzz = self.fuzzy if ctx.channel == KIND_AUDIO else "exact"
+        targets = [(w, normalize(w), fuzz if ok else "exact") for w, ok in zip(self.words, self.fuzzy_ok)]
         cands = self.scope.candidates(ctx)
         hits, found = [], set()
         for t in cands:
             matched = []
-            for w, ok in zip(self.words, self.fuzzy_ok):
-                pos = self._find(ctx, t, normalize(w), fuzz if ok else "exact")
+            for w, norm, mode in targets:
+                pos = self._find(ctx, t, norm, mode)
                 if pos is not None:
                     matched.append((pos, w))
             if matched:

@@ -109,8 +109,7 @@ def compile_llm(compiler, body, key: str, rule_id: str, scope) -> LlmRule:
     for n, raw in enumerate(shots_raw):
         k = f"{key}.few_shot[{n}]"
         raw = compiler.mapping(raw, k, _SHOT_KEYS, required=("dialogue", "answer"))
-        if raw["answer"] not in ANSWERS:
-            raise compiler.err(f"{k}.answer", f"must be one of {', '.join(ANSWERS)}; got {raw['answer']!r}")
+        compiler.choice(raw["answer"], f"{k}.answer", ANSWERS)
         turns = raw.get("turns", [])
         if not isinstance(turns, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in turns):
             raise compiler.err(f"{k}.turns", "expected a list of turn numbers")

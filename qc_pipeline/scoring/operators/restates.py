@@ -38,8 +38,7 @@ class Restates(Node):
         src = self.source.evaluate(ctx)
         if not src.matched:
             return Outcome(False)
-        run_of = {ctx.utterances[i].turn_index: t for t in ctx.turns for i in t.members}
-        sources = {run_of[h.turn_index].pos: run_of[h.turn_index] for h in src.hits}
+        sources = {ctx.turn_of[h.turn_index].pos: ctx.turn_of[h.turn_index] for h in src.hits}
         cands = self.scope.candidates(ctx)
         hits = []
         for t in cands:

@@ -5,11 +5,18 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from qc_pipeline.scoring.operators.base import Node, Outcome, turn_outcome
+
+
+@functools.lru_cache(maxsize=256)
+def _example_vectors(embed, examples: tuple[str, ...]) -> np.ndarray:
+    """The examples' embeddings, once per embedder: they belong to the card, not to a session."""
+    return np.asarray(embed(list(examples)))
 
 
 @dataclass(frozen=True)
@@ -30,10 +37,7 @@ class Semantic(Node):
     def _evaluate(self, ctx):
         if ctx.embed is None:
             return Outcome(False)
-        key = ("examples", self.examples)
-        if key not in ctx._cache:
-            ctx._cache[key] = np.asarray(ctx.embed(list(self.examples)))
-        ex = ctx._cache[key]
+        ex = _example_vectors(ctx.embed, self.examples)
         cands = self.scope.candidates(ctx)
         hits = []
         for t in cands:

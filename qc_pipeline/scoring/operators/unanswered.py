@@ -38,10 +38,9 @@ class Unanswered(Node):
         trig = self.trigger.evaluate(ctx)
         resp = self.response.evaluate(ctx)
         answered = {h.turn_index for h in resp.hits} if resp.matched else set()
-        run_of = {ctx.utterances[i].turn_index: t for t in ctx.turns for i in t.members}
         hits, seen = [], set()
         for h in trig.hits:
-            run = run_of[h.turn_index]
+            run = ctx.turn_of[h.turn_index]
             if run.pos in seen:
                 continue
             seen.add(run.pos)
