@@ -192,6 +192,8 @@ ANSWER = ("agent", "您好，这款洗衣机是预售商品，仓库会在本周
     ([ASK, ANSWER, ("customer", "还是不行"), ("agent", "那您重启一下路由器就好了"), ("customer", "好了，谢谢")], 30),
     # acceptance words before the solution do not count as accepting it
     ([("customer", "好的谢谢，我想问一下，我上周买的洗衣机为什么一直没有发货"), ANSWER], 20),
+    # a resigned "好吧" that urges the agent on is no acceptance
+    ([ASK, ANSWER, ("customer", "好吧，都一周了，你们赶紧查查吧")], 10),
 ])
 def test_solution_points_follow_the_customers_reaction_to_it(card, lines, points):
     assert item(card, chat(lines), "solution").points == points
@@ -202,6 +204,9 @@ def test_solution_points_follow_the_customers_reaction_to_it(card, lines, points
     ("重启一下路由器就好了", True),        # short answers count
     ("您好，有什么可以帮您", False),       # an offer of help is no solution
     ("请问您的订单号是多少呢？", False),   # a question back
+    ("亲爱的提供下您的订单号", False),      # a request for details, without 请
+    ("这边不是很清楚呢", False),           # admitting not to know, nothing else
+    ("我们已关注此问题，高度重视您的反馈", False),  # a public-relations line
 ])
 def test_what_counts_as_a_solution(card, answer, given):
     lines = [("customer", "你们周末营业吗，路由器连不上怎么办"), ("agent", answer), ("customer", "哦")]
@@ -211,6 +216,10 @@ def test_what_counts_as_a_solution(card, answer, given):
 def test_solution_not_applicable_when_cut_off_before_any_answer(card):
     pending = item(card, chat([ASK, ("agent", "请私信提供您的订单号，帮您反馈处理")]), "solution")
     assert not pending.applicable
+    # the case moved to private messages: the answer is not in the transcript
+    for agent in ("您好，团长私信联系您", "亲，私信已回复，请您查看哦"):
+        moved = item(card, chat([ASK, ("agent", agent), ("customer", "谢谢，手机号留给你了")]), "solution")
+        assert not moved.applicable, agent
     pressed = item(card, chat([ASK, ("agent", "请提供订单号"), ("customer", "都说了多少次了？？？到底什么时候发")]),
                    "solution")
     assert pressed.applicable and pressed.points == 0
