@@ -156,6 +156,8 @@ def main() -> None:
     ap.add_argument("--shared", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--labels", default=str(LABELS / "labels_v2.jsonl"))
     ap.add_argument("--labels-b", default=str(LABELS / "labels_v2_b.jsonl"))
+    ap.add_argument("--labels-c", nargs="*", default=sorted(str(p) for p in LABELS.glob("labels_v2_c*.jsonl")),
+                    help="held-out labels (sample C, three annotators): measured, never tuned on")
     ap.add_argument("--scorecard", default="configs/scorecards/default.yaml")
     ap.add_argument("--half", choices=("tune", "check"),
                     help="only the labelled sessions of one half (see TUNING_DISCLOSURE and in_tune_half)")
@@ -259,6 +261,7 @@ def main() -> None:
 
     labels_a = load_jsonl(Path(args.labels)) if Path(args.labels).is_file() else []
     labels_b = load_jsonl(Path(args.labels_b)) if Path(args.labels_b).is_file() else []
+    labels_c = [lab for p in args.labels_c for lab in load_jsonl(Path(p))]
     if args.half:
         keep = (args.half == "tune")
         labels_a = [lab for lab in labels_a if in_tune_half(lab["dialogue_id"]) == keep]
@@ -267,6 +270,8 @@ def main() -> None:
         section(labels_a, "A")
     if labels_b:
         section(labels_b, "B")
+    if labels_c and not args.half:
+        section(labels_c, "C")
     if labels_a and labels_b:
         by_id = {lab["dialogue_id"]: label_view(lab) for lab in labels_a}
         pairs = [(by_id[lab["dialogue_id"]], label_view(lab)) for lab in labels_b if lab["dialogue_id"] in by_id]
@@ -281,6 +286,9 @@ def main() -> None:
         tot = [(a["total"], b["total"]) for a, b in pairs if "total" in a and "total" in b]
         if tot:
             rows.append(("label total |A − B| mean", f"{sum(abs(x - y) for x, y in tot) / len(tot):.2f}", ""))
+            agree = sum((x >= 60) == (y >= 60) for x, y in tot) / len(tot)
+            rows.append(("label pass/fail agreement A vs B (the ceiling for the machine)", f"{agree:.1%}", ""))
+            report["AB.pass_fail_agreement"] = round(agree, 3)
 
     # ---- vetoes on every dev corpus
     vetoes = [(did, rec) for did, rec in recs.items() if rec.ok and rec.score.veto]
@@ -327,7 +335,7 @@ def main() -> None:
 
     width = max(len(r[0]) for r in rows) + 2
     print(f"Scorecard {args.scorecard}; labels A {args.labels if labels_a else '(none)'}; "
-          f"B {args.labels_b if labels_b else '(none)'}\n")
+          f"B {args.labels_b if labels_b else '(none)'}; C {len(labels_c)} sessions in {len(args.labels_c)} files\n")
     print(f"{'measure':{width}s} {'value':44s} target")
     for name, value, target in rows:
         print(f"{name:{width}s} {value:44s} {target}")

@@ -1,10 +1,11 @@
-"""Sample C (labels_v2_c*.jsonl): 100 dev sessions no earlier annotator labelled, for a held-out check.
+"""Samples C and D: dev sessions no earlier annotator labelled. Only dialogue_id, roles and turn texts are printed.
 
-Labelled after every A label had been read while tuning (GUIDE.md section 16), so that the card is measured
-once more on labels nobody tuned on. Only dialogue_id, roles and turn texts are printed.
+C (labels_v2_c*.jsonl, 100 sessions, parts C1-C3): labelled after every A label had been read while tuning,
+so that the card is measured on labels nobody tunes on (held out: aggregate numbers only).
+D (labels_v2_d*.jsonl, 60 STC-3 sessions, parts D1-D2): a tuning set whose errors may be read.
 
     python eval/item_labels/pick_sample_c.py                 # list the sample with its annotator part
-    python eval/item_labels/pick_sample_c.py --part C1       # list one annotator's part
+    python eval/item_labels/pick_sample_c.py --part C1       # list one annotator's part (C1-C3, D1-D2)
     python eval/item_labels/pick_sample_c.py --show N        # print the N-th session of the sample (0-based)
 """
 from __future__ import annotations
@@ -17,11 +18,13 @@ from pick_sample_b import STC3_MAIN, _read, show
 # STC-3 dev has 294 dialogues; the 60 of the main sample are labelled, 75 of the other 234 are drawn.
 STC3_REST = sorted(set(range(294)) - set(STC3_MAIN))
 STC3_C = sorted(random.Random(21).sample(STC3_REST, 75))
+STC3_D = sorted(random.Random(33).sample(sorted(set(STC3_REST) - set(STC3_C)), 60))
 
 
 def sample() -> list[tuple[str, str, int, dict]]:
-    """(part, source, file index, record) for the 100 sessions: JDDC and CSDS dev past the main sample
-    (all that is left of them), then STC-3; parts C1 (35), C2 (35), C3 (30) go to three annotators."""
+    """(part, source, file index, record): sample C is JDDC and CSDS dev past the main sample (all that is
+    left of them), then 75 STC-3; parts C1 (35), C2 (35), C3 (30) went to three annotators. Sample D (N 100-159)
+    is 60 more STC-3 dialogues, parts D1 and D2 (30 each)."""
     picks = [
         ("jddc", "jddc_sample/dev.jsonl", list(range(80, 87))),
         ("csds", "csds_jd/dev.jsonl", list(range(60, 78))),
@@ -31,13 +34,16 @@ def sample() -> list[tuple[str, str, int, dict]]:
     for source, rel, idx in picks:
         rows = _read(rel)
         out.extend((source, i, rows[i]) for i in idx)
-    return [("C1" if n < 35 else "C2" if n < 70 else "C3", *s) for n, s in enumerate(out)]
+    stc3 = _read("stc3_helpdesk/dev.jsonl")
+    out.extend(("stc3", i, stc3[i]) for i in STC3_D)
+    return [("C1" if n < 35 else "C2" if n < 70 else "C3" if n < 100 else "D1" if n < 130 else "D2", *s)
+            for n, s in enumerate(out)]
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--show", type=int, action="append")
-    ap.add_argument("--part", choices=("C1", "C2", "C3"))
+    ap.add_argument("--part", choices=("C1", "C2", "C3", "D1", "D2"))
     args = ap.parse_args()
     s = sample()
     if args.show is None:
