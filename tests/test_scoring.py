@@ -98,6 +98,16 @@ def test_missing_closing_and_greeting_lose_points(card):
     assert "low_score" in res.flags and "attitude_issue" in res.flags
 
 
+@pytest.mark.parametrize("reply, soothed", [
+    ("小妹在这里给您道歉了，马上联系中转站", True),
+    ("非常感谢您将遇到的困扰告诉我们，已安排专人核查", True),
+    ("请提供订单号", False),
+])
+def test_an_upset_customer_is_soothed_first(card, reply, soothed):
+    lines = [("customer", "快递送错地方了，我很着急"), ("agent", reply)]
+    assert (item(card, chat(lines), "attitude").violations == 0) is soothed
+
+
 # ------------------------------------------------------------------ 1. false vetoes
 @pytest.mark.parametrize("text", ["页面可以滚动一下吗，往下滚动就能看到", "您把滚屏关掉试试", "翻滚的图标点一下",
                                   "我妈妈的手机也是这个型号"])
