@@ -301,6 +301,10 @@ def test_homophone_answers_are_cached_per_machine(tmp_path, monkeypatch):
     ("有问题随时找我哦", True),
     ("祝您生活愉快", True),
     ("感谢您的支持，麻烦给个评价", True),
+    ("请私信提供您的手机号码，谢谢！", False),   # 谢谢 ends a request
+    ("请问您用的是哪个版本呢？谢谢", False),     # … or a question to the customer
+    ("请问还有其他问题吗？谢谢", True),          # the ask-more question is no request
+    ("已为您登记，谢谢！", True),
 ])
 def test_closing_thanks(card, last, thanks):
     lines = [ASK, ANSWER, ("customer", "好的"), ("agent", last)]
