@@ -217,6 +217,9 @@ def test_solution_points_follow_the_customers_reaction_to_it(card, lines, points
     ("亲爱的提供下您的订单号", False),      # a request for details, without 请
     ("这边不是很清楚呢", False),           # admitting not to know, nothing else
     ("我们已关注此问题，高度重视您的反馈", False),  # a public-relations line
+    ("您的投诉已收到，我们会为您查证反馈", False),   # received, will check: no action yet
+    ("请您放心的，建议您继续关注", False),          # reassurance and "keep watching"
+    ("为了尽快核实原因，请私信提供您的手机号码", False),  # a lead-in to a request for details
 ])
 def test_what_counts_as_a_solution(card, answer, given):
     lines = [("customer", "你们周末营业吗，路由器连不上怎么办"), ("agent", answer), ("customer", "哦")]
