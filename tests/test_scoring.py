@@ -108,6 +108,13 @@ def test_an_upset_customer_is_soothed_first(card, reply, soothed):
     assert (item(card, chat(lines), "attitude").violations == 0) is soothed
 
 
+@pytest.mark.parametrize("post", ["我只能说，我操...流量又被偷跑了，不要脸", "莫名其妙被兑换了积分，请马上退订",
+                                  "吓死了，升级后手机黑屏了", "代金券又用不了了，赶快看下啥问题吧"])
+def test_swearing_and_exasperation_make_a_customer_upset(card, post):
+    lines = [("customer", post), ("agent", "您好，请提供一下手机型号")]
+    assert item(card, chat(lines), "attitude").violations == 1     # not soothed first
+
+
 # ------------------------------------------------------------------ 1. false vetoes
 @pytest.mark.parametrize("text", ["页面可以滚动一下吗，往下滚动就能看到", "您把滚屏关掉试试", "翻滚的图标点一下",
                                   "我妈妈的手机也是这个型号"])
