@@ -3,9 +3,11 @@
 C (labels_v2_c*.jsonl, 100 sessions, parts C1-C3): labelled after every A label had been read while tuning,
 so that the card is measured on labels nobody tunes on (held out: aggregate numbers only).
 D (labels_v2_d*.jsonl, 60 STC-3 sessions, parts D1-D2): a tuning set whose errors may be read.
+E (labels_v2_e*.jsonl): a second, independent labelling pass over sample C (part E1 = the sessions of C1,
+E2 = C2, E3 = C3), for inter-annotator agreement on the held-out set.
 
     python eval/item_labels/pick_sample_c.py                 # list the sample with its annotator part
-    python eval/item_labels/pick_sample_c.py --part C1       # list one annotator's part (C1-C3, D1-D2)
+    python eval/item_labels/pick_sample_c.py --part C1       # list one annotator's part (C1-C3, D1-D2, E1-E3)
     python eval/item_labels/pick_sample_c.py --show N        # print the N-th session of the sample (0-based)
 """
 from __future__ import annotations
@@ -43,12 +45,12 @@ def sample() -> list[tuple[str, str, int, dict]]:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--show", type=int, action="append")
-    ap.add_argument("--part", choices=("C1", "C2", "C3", "D1", "D2"))
+    ap.add_argument("--part", choices=("C1", "C2", "C3", "D1", "D2", "E1", "E2", "E3"))
     args = ap.parse_args()
     s = sample()
     if args.show is None:
         for n, (part, src, i, rec) in enumerate(s):
-            if args.part in (None, part):
+            if args.part in (None, part, part.replace("C", "E")):
                 print(n, part, src, i, rec["dialogue_id"], len(rec["turns"]))
     else:
         for n in args.show:
