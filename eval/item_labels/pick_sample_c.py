@@ -5,9 +5,10 @@ so that the card is measured on labels nobody tunes on (held out: aggregate numb
 D (labels_v2_d*.jsonl, 60 STC-3 sessions, parts D1-D2): a tuning set whose errors may be read.
 E (labels_v2_e*.jsonl): a second, independent labelling pass over sample C (part E1 = the sessions of C1,
 E2 = C2, E3 = C3), for inter-annotator agreement on the held-out set.
+F (labels_v2_f*.jsonl, the other 99 STC-3 dev dialogues, parts F1-F3 of 33): more tuning labels.
 
     python eval/item_labels/pick_sample_c.py                 # list the sample with its annotator part
-    python eval/item_labels/pick_sample_c.py --part C1       # list one annotator's part (C1-C3, D1-D2, E1-E3)
+    python eval/item_labels/pick_sample_c.py --part C1       # list one annotator's part (C1-C3, D1-D2, E1-E3, F1-F3)
     python eval/item_labels/pick_sample_c.py --show N        # print the N-th session of the sample (0-based)
 """
 from __future__ import annotations
@@ -21,12 +22,13 @@ from pick_sample_b import STC3_MAIN, _read, show
 STC3_REST = sorted(set(range(294)) - set(STC3_MAIN))
 STC3_C = sorted(random.Random(21).sample(STC3_REST, 75))
 STC3_D = sorted(random.Random(33).sample(sorted(set(STC3_REST) - set(STC3_C)), 60))
+STC3_F = sorted(set(STC3_REST) - set(STC3_C) - set(STC3_D))
 
 
 def sample() -> list[tuple[str, str, int, dict]]:
     """(part, source, file index, record): sample C is JDDC and CSDS dev past the main sample (all that is
     left of them), then 75 STC-3; parts C1 (35), C2 (35), C3 (30) went to three annotators. Sample D (N 100-159)
-    is 60 more STC-3 dialogues, parts D1 and D2 (30 each)."""
+    is 60 more STC-3 dialogues, parts D1 and D2 (30 each); sample F (N 160-258) the other 99, parts F1-F3."""
     picks = [
         ("jddc", "jddc_sample/dev.jsonl", list(range(80, 87))),
         ("csds", "csds_jd/dev.jsonl", list(range(60, 78))),
@@ -37,15 +39,15 @@ def sample() -> list[tuple[str, str, int, dict]]:
         rows = _read(rel)
         out.extend((source, i, rows[i]) for i in idx)
     stc3 = _read("stc3_helpdesk/dev.jsonl")
-    out.extend(("stc3", i, stc3[i]) for i in STC3_D)
-    return [("C1" if n < 35 else "C2" if n < 70 else "C3" if n < 100 else "D1" if n < 130 else "D2", *s)
-            for n, s in enumerate(out)]
+    out.extend(("stc3", i, stc3[i]) for i in STC3_D + STC3_F)
+    parts = ["C1"] * 35 + ["C2"] * 35 + ["C3"] * 30 + ["D1"] * 30 + ["D2"] * 30 + ["F1"] * 33 + ["F2"] * 33 + ["F3"] * 33
+    return [(part, *s) for part, s in zip(parts, out)]
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--show", type=int, action="append")
-    ap.add_argument("--part", choices=("C1", "C2", "C3", "D1", "D2", "E1", "E2", "E3"))
+    ap.add_argument("--part", choices=("C1", "C2", "C3", "D1", "D2", "E1", "E2", "E3", "F1", "F2", "F3"))
     args = ap.parse_args()
     s = sample()
     if args.show is None:

@@ -76,7 +76,7 @@ def check_record(rec: dict, roles: dict[str, list[str]]) -> list[str]:
         errs.append(f"source {rec['source']!r}")
     elif not str(did).startswith(rec["source"] + "_"):
         errs.append(f"dialogue_id does not match source {rec['source']!r}")
-    if rec["annotator"] not in ("A", "B", "C1", "C2", "C3", "D1", "D2", "E1", "E2", "E3"):
+    if rec["annotator"] not in ("A", "B", "C1", "C2", "C3", "D1", "D2", "E1", "E2", "E3", "F1", "F2", "F3"):
         errs.append(f"annotator {rec['annotator']!r}")
     for f in BINARY:
         if not _is01(rec[f]):
