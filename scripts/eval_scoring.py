@@ -158,6 +158,8 @@ def main() -> None:
     ap.add_argument("--labels-b", default=str(LABELS / "labels_v2_b.jsonl"))
     ap.add_argument("--labels-c", nargs="*", default=sorted(str(p) for p in LABELS.glob("labels_v2_c*.jsonl")),
                     help="held-out labels (sample C, three annotators): measured, never tuned on")
+    ap.add_argument("--labels-e", nargs="*", default=sorted(str(p) for p in LABELS.glob("labels_v2_e*.jsonl")),
+                    help="a second, independent labelling pass over sample C (inter-annotator ceiling)")
     ap.add_argument("--scorecard", default="configs/scorecards/default.yaml")
     ap.add_argument("--half", choices=("tune", "check"),
                     help="only the labelled sessions of one half (see TUNING_DISCLOSURE and in_tune_half)")
@@ -262,6 +264,7 @@ def main() -> None:
     labels_a = load_jsonl(Path(args.labels)) if Path(args.labels).is_file() else []
     labels_b = load_jsonl(Path(args.labels_b)) if Path(args.labels_b).is_file() else []
     labels_c = [lab for p in args.labels_c for lab in load_jsonl(Path(p))]
+    labels_e = [lab for p in args.labels_e for lab in load_jsonl(Path(p))]
     if args.half:
         keep = (args.half == "tune")
         labels_a = [lab for lab in labels_a if in_tune_half(lab["dialogue_id"]) == keep]
@@ -270,25 +273,36 @@ def main() -> None:
         section(labels_a, "A")
     if labels_b:
         section(labels_b, "B")
-    if labels_c and not args.half:
+    if args.half:   # the held-out sets have no tuning half
+        labels_c, labels_e = [], []
+    if labels_c:
         section(labels_c, "C")
-    if labels_a and labels_b:
-        by_id = {lab["dialogue_id"]: label_view(lab) for lab in labels_a}
-        pairs = [(by_id[lab["dialogue_id"]], label_view(lab)) for lab in labels_b if lab["dialogue_id"] in by_id]
-        rows.append((f"— annotator A vs B, inter-annotator κ ({len(pairs)} sessions)", "", ""))
+    if labels_e:
+        section(labels_e, "E")
+    def agreement(first: list[dict], second: list[dict], a: str, b: str) -> None:
+        """Inter-annotator agreement on the sessions both label sets hold: the ceiling for the machine."""
+        by_id = {lab["dialogue_id"]: label_view(lab) for lab in first}
+        pairs = [(by_id[lab["dialogue_id"]], label_view(lab)) for lab in second if lab["dialogue_id"] in by_id]
+        if not pairs:
+            return
+        rows.append((f"— annotator {a} vs {b}, inter-annotator κ ({len(pairs)} sessions)", "", ""))
         for field in ("greeting", "closing", "need_confirmation", "solution_given", "accepted", "attitude",
                       "compliance", "veto"):
-            sel = [(a[field], b[field]) for a, b in pairs if field in a and field in b]
+            sel = [(x[field], y[field]) for x, y in pairs if field in x and field in y]
             if sel:
                 k = kappa(sel)
                 rows.append((f"κ {field}", f"{k:.2f}", ""))
-                report[f"AB.{field}"] = round(k, 3)
-        tot = [(a["total"], b["total"]) for a, b in pairs if "total" in a and "total" in b]
+                report[f"{a}{b}.{field}"] = round(k, 3)
+        tot = [(x["total"], y["total"]) for x, y in pairs if "total" in x and "total" in y]
         if tot:
-            rows.append(("label total |A − B| mean", f"{sum(abs(x - y) for x, y in tot) / len(tot):.2f}", ""))
+            mae = sum(abs(x - y) for x, y in tot) / len(tot)
             agree = sum((x >= 60) == (y >= 60) for x, y in tot) / len(tot)
-            rows.append(("label pass/fail agreement A vs B (the ceiling for the machine)", f"{agree:.1%}", ""))
-            report["AB.pass_fail_agreement"] = round(agree, 3)
+            rows.append((f"label total |{a} − {b}| mean", f"{mae:.2f}", ""))
+            rows.append((f"label pass/fail agreement {a} vs {b} (the ceiling for the machine)", f"{agree:.1%}", ""))
+            report[f"{a}{b}.total"] = {"mae": round(mae, 2), "pass_fail_agreement": round(agree, 3)}
+
+    agreement(labels_a, labels_b, "A", "B")
+    agreement(labels_c, labels_e, "C", "E")
 
     # ---- vetoes on every dev corpus
     vetoes = [(did, rec) for did, rec in recs.items() if rec.ok and rec.score.veto]
@@ -335,7 +349,7 @@ def main() -> None:
 
     width = max(len(r[0]) for r in rows) + 2
     print(f"Scorecard {args.scorecard}; labels A {args.labels if labels_a else '(none)'}; "
-          f"B {args.labels_b if labels_b else '(none)'}; C {len(labels_c)} sessions in {len(args.labels_c)} files\n")
+          f"B {args.labels_b if labels_b else '(none)'}; C {len(labels_c)} and E {len(labels_e)} sessions\n")
     print(f"{'measure':{width}s} {'value':44s} target")
     for name, value, target in rows:
         print(f"{name:{width}s} {value:44s} {target}")

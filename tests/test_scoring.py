@@ -240,9 +240,14 @@ def test_solution_not_applicable_when_cut_off_before_any_answer(card):
     for agent in ("您好，团长私信联系您", "亲，私信已回复，请您查看哦"):
         moved = item(card, chat([ASK, ("agent", agent), ("customer", "谢谢，手机号留给你了")]), "solution")
         assert not moved.applicable, agent
-    pressed = item(card, chat([ASK, ("agent", "请提供订单号"), ("customer", "都说了多少次了？？？到底什么时候发")]),
-                   "solution")
-    assert pressed.applicable and pressed.points == 0
+    # the customer pushes back: still pending while the agent has not spoken since; once the agent has and
+    # again gives no answer, the item applies and scores 0 (GUIDE.md section 6)
+    pressed = [ASK, ("agent", "请提供订单号"), ("customer", "都说了多少次了？？？到底什么时候发")]
+    assert not item(card, chat(pressed), "solution").applicable
+    again = item(card, chat(pressed + [("agent", "请私信提供订单号")]), "solution")
+    assert again.applicable and again.points == 0
+    # the agent never said anything (an empty reply): nothing to judge
+    assert not item(card, chat([ASK]), "solution").applicable
 
 
 # ------------------------------------------------------------------ 5. need confirmation
