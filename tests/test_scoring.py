@@ -320,6 +320,7 @@ def test_homophone_answers_are_cached_per_machine(tmp_path, monkeypatch):
     ("请问您用的是哪个版本呢？谢谢", False),     # … or a question to the customer
     ("请问还有其他问题吗？谢谢", True),          # the ask-more question is no request
     ("已为您登记，谢谢！", True),
+    ("不客气，之后使用中如有疑问您可以随时与我们联系", True),  # an open invitation to come back
 ])
 def test_closing_thanks(card, last, thanks):
     lines = [ASK, ANSWER, ("customer", "好的"), ("agent", last)]
