@@ -181,6 +181,7 @@ def test_identity_check_off_when_the_caller_is_verified_or_on_chat(card):
     ("开通需要先交三百元保证金", False),
     ("退货还请您保证附件完整哦", False),
     ("我们的商品保证正品行货，请放心", False),
+    ("为保证出帐数据的准确性，建议您4号以后查询", False),   # a purpose clause, not a promise
 ])
 def test_over_promise(card, text, promise):
     assert card.rule("over_promise").evaluate(chat([("agent", text)])).matched is promise
