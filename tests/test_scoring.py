@@ -192,6 +192,11 @@ def test_pii_read_out_is_about_the_customers_number(card):
     courier = [("customer", "快递到哪了"), ("agent", "配送员电话13812345678，您可以联系他")]
     assert card.rule("pii_readout").evaluate(chat(mine)).matched
     assert not card.rule("pii_readout").evaluate(chat(courier)).matched
+    # an address block read back for confirmation carries the customer's own number
+    block = [("customer", "发票寄到哪"), ("agent", "邮寄地址:山东[地址x] 电话:[电话x] 收件人:[姓名x] 这个对不")]
+    assert card.rule("pii_readout").evaluate(chat(block)).matched
+    courier_block = [("customer", "到哪了"), ("agent", "您的订单正在配送途中(配送员:[姓名x]，电话:[电话x])")]
+    assert not card.rule("pii_readout").evaluate(chat(courier_block)).matched
 
 
 # ------------------------------------------------------------------ 3. + 4. solution and the reaction to it
