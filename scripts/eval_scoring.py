@@ -54,9 +54,9 @@ seeing machine output; every v2 A error has since been read while tuning (first 
 the 'check' half, whose untouched numbers were need confirmation F1 0.57, attitude P/R 0.50/0.26, MAE
 6.09, pass/fail 80.6%). B (a subset of A) was only read as aggregate numbers. Samples D and F (159 more
 STC-3 dialogues, labels_v2_d*/f*) are tuning labels too: their errors were read. Sample C (100 sessions,
-labels_v2_c*) is held out: it was never read per session, only these aggregate tables were printed, six
+labels_v2_c*) is held out: it was never read per session, only these aggregate tables were printed, seven
 times (card 2026.12-1: MAE 6.34, pass/fail 76.0%; after the first 2026.12-2 change: 6.02, 76.0%; twice
-with the D-tuned card: 6.41, 77.0%; with the D+F-tuned card, twice: 5.84, 77.0%). Sample E is a second, independent labelling of
+with the D-tuned card: 6.41, 77.0%; with the D+F-tuned card, three times: 5.84, 77.0%). Sample E is a second, independent labelling of
 C's sessions (the inter-annotator ceiling), also never read per session; two E annotators had seen
 commit subjects that describe card rules before labelling. STC-3 dev S ratings were looked at (per level
 of the solution item) while tuning the reaction rules, so the STC-3 ρ is a dev number too."""
