@@ -41,3 +41,17 @@ def whisper_base() -> Path:
 def ref_lines(samples) -> list[tuple[str, str]]:
     text = (samples / "calls" / "stereo_call_8k.ref.txt").read_text("utf-8")
     return [tuple(ln.split("|", 1)) for ln in text.splitlines() if ln.strip()]
+
+
+@pytest.fixture
+def clash_store(monkeypatch):
+    """The scoring words' homophone store read afresh from $QC_PIPELINE_CACHE_DIR (and left as it was
+    afterwards)."""
+    import functools
+
+    from qc_pipeline.scoring import words
+
+    words._clash_store.cache_clear()
+    monkeypatch.setattr(words, "_clash_store", functools.lru_cache(maxsize=1)(words._clash_store.__wrapped__))
+    yield
+    words._clash_store.cache_clear()

@@ -4,7 +4,6 @@ the homophone answers turn into "not cached" (logged), never a failed run."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import stat
 import threading
@@ -49,15 +48,6 @@ def test_a_folder_that_cannot_be_written_is_cache_unwritable(tmp_path):
     with pytest.raises(CacheUnwritable, match=r"cannot write the model cache .*QC_PIPELINE_CACHE_DIR"):
         build_once(tmp_path / "file" / "cache" / "entry.bin", built.append, "test entry")
     assert built == []
-
-
-@pytest.fixture
-def clash_store(monkeypatch):
-    """words' homophone store read afresh from $QC_PIPELINE_CACHE_DIR (and left as it was afterwards)."""
-    words._clash_store.cache_clear()
-    monkeypatch.setattr(words, "_clash_store", functools.lru_cache(maxsize=1)(words._clash_store.__wrapped__))
-    yield
-    words._clash_store.cache_clear()
 
 
 def test_homophone_answers_are_saved_readable_by_every_user(tmp_path, monkeypatch, clash_store):

@@ -3,7 +3,6 @@ classes of issue 12 (false vetoes, false compliance hits, reaction read from the
 and need-confirmation detection, homophone fuzz on chat, closing formulas, split chat messages,
 transcripts the ASR was unsure of)."""
 
-import functools
 import json
 
 import pytest
@@ -293,14 +292,12 @@ def test_no_fuzz_for_keywords_with_a_common_homophone():
     assert loose.evaluate(call([("agent", "我是克服小王")])).matched
 
 
-def test_homophone_answers_are_cached_per_machine(tmp_path, monkeypatch):
+def test_homophone_answers_are_cached_per_machine(tmp_path, monkeypatch, clash_store):
     """A card's clash lookups are written to the per-machine cache and read back by the next start-up
     (which then never searches); a damaged cache file is ignored, not fatal."""
     from qc_pipeline.scoring import words
 
     monkeypatch.setenv("QC_PIPELINE_CACHE_DIR", str(tmp_path))
-    words._clash_store.cache_clear()
-    monkeypatch.setattr(words, "_clash_store", functools.lru_cache(maxsize=1)(words._clash_store.__wrapped__))
     assert words.homophone_clash("我是客服", 500) == "克服"
     assert words.homophone_clash("退款", 500) is None
     words.save_clashes()
