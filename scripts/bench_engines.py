@@ -31,12 +31,13 @@ from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import WorkerPeaks, bench_bare, fmt, link_or_copy, phase, rtf  # noqa: E402  (same folder)
+from bench_pipeline import WorkerPeaks, bench_bare, fmt, phase, rtf  # noqa: E402  (same folder)
 
 from qc_pipeline.config import PipelineConfig, load_config  # noqa: E402
 from qc_pipeline.executors import LocalExecutor  # noqa: E402
 from qc_pipeline.inputs import discover  # noqa: E402
 from qc_pipeline.runner import RunStats, run_batch  # noqa: E402
+from qc_pipeline.testing import link_or_copy  # noqa: E402
 
 # Spawned workers import this script again (as __mp_main__): keep its top-level imports to what
 # ``qc-pipeline run``'s workers import too (no pyarrow here: ``read_table`` is imported where used), so the

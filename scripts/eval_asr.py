@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from qc_pipeline.config import load_config
 from qc_pipeline.metrics import cer, normalize_zh, wer
 from qc_pipeline.runner import run_batch
 from qc_pipeline.sinks import read_table
-from qc_pipeline.testing import telephone_copy
+from qc_pipeline.testing import link_or_copy, telephone_copy
 from qc_pipeline.textnorm import to_simplified
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,11 +133,8 @@ def telephone(args, cfg) -> dict:
     wide, tel = tmp / "16k", tmp / "8k"
     wide.mkdir()
     tel.mkdir()
-    for c in clips:  # a hard link or a copy: a folder input refuses symlinks that lead outside it
-        try:
-            os.link(c.path, wide / f"{c.clip_id}.wav")
-        except OSError:
-            shutil.copyfile(c.path, wide / f"{c.clip_id}.wav")
+    for c in clips:
+        link_or_copy(c.path, wide / f"{c.clip_id}.wav")
         telephone_copy(c.path, tel / f"{c.clip_id}.wav")
     prompts = PROMPT_TEXTS + ((cfg.asr.hotwords,) if cfg.asr.hotwords else ())
     hyp16 = run([str(wide)], tmp / "out16", cfg, args.workers)
