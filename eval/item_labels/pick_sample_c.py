@@ -32,14 +32,12 @@ def sample() -> list[tuple[str, str, int, dict]]:
     picks = [
         ("jddc", "jddc_sample/dev.jsonl", list(range(80, 87))),
         ("csds", "csds_jd/dev.jsonl", list(range(60, 78))),
-        ("stc3", "stc3_helpdesk/dev.jsonl", STC3_C),
+        ("stc3", "stc3_helpdesk/dev.jsonl", STC3_C + STC3_D + STC3_F),
     ]
     out = []
     for source, rel, idx in picks:
         rows = _read(rel)
         out.extend((source, i, rows[i]) for i in idx)
-    stc3 = _read("stc3_helpdesk/dev.jsonl")
-    out.extend(("stc3", i, stc3[i]) for i in STC3_D + STC3_F)
     parts = ["C1"] * 35 + ["C2"] * 35 + ["C3"] * 30 + ["D1"] * 30 + ["D2"] * 30 + ["F1"] * 33 + ["F2"] * 33 + ["F3"] * 33
     return [(part, *s) for part, s in zip(parts, out)]
 
