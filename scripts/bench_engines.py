@@ -27,6 +27,7 @@ import json
 import logging
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -103,24 +104,27 @@ def content(out: Path) -> dict:
     return tables
 
 
-SUMMARY_LABELS = {  # bench mode -> the issue's row names
-    "bare faster-whisper": "bare faster-whisper, sequential", "bare batched": "bare faster-whisper, batched",
-    "local 1 worker": "pipeline, 1 worker", "local 1 worker batched": "pipeline, 1 worker, batched",
-    "local {w} workers": "pipeline, {w} workers", "ray {w} workers": "Ray, {w} workers",
-    "ray {w} workers (split)": "Ray, {w} workers, split layout",
-    "local {w} workers stereo only": "pipeline, {w} workers, stereo calls only",
-}
+@dataclass(frozen=True)
+class Run:
+    """One engine run of the bench: its row name, its name in the summary table, and how it compares."""
+    engine: str
+    workers: int
+    mode: str
+    label: str
+    cfg: PipelineConfig
+    inputs: list[str]
+    split: Optional[bool] = None
+    compare: bool = True       # results compared with local 1 worker's (same calls, same config)
+    comparable: bool = True    # wall comparable with bare faster-whisper's (same calls)
 
 
-def print_summary(rows: list[dict], w: int, batch_size: int) -> None:
+def print_summary(rows: list[dict], w: int) -> None:
     """The issue's table: audio hours per hour, wall relative to bare faster-whisper, peak RSS per worker;
     cores busy (driver + local workers' CPU seconds / wall) and the 1 -> N scaling under it."""
-    labels = {k.format(w=w): v.format(w=w) for k, v in SUMMARY_LABELS.items()}
     print("\n| mode | audio h per h | wall vs bare faster-whisper | peak RSS per worker | cores busy |")
     print("|---|---|---|---|---|")
     for r in rows:
-        base = r["mode"].replace(f" (b={batch_size})", "")
-        label = labels.get(base, r["mode"]) + (f" {batch_size}" if base.endswith("batched") else "")
+        label = r["label"]
         rss = " + ".join(f"{v:.0f}" for v in r["peak_rss_mib"] if v is not None)
         print(f"| {label} | {fmt(r['audio_h_per_h'], '.1f')} | {fmt(r['rtf_vs_bare'], '.2f')} | {rss} MiB "
               f"| {fmt(r.get('cores_busy'), '.2f')} |")
@@ -159,38 +163,44 @@ def main() -> None:
     log.info("%d audio calls; scratch folder %s", len(paths), tmp)
 
     bare, rss_bare, busy_bare, _ = phase("bare faster-whisper", bench_bare, paths, cfg)
-    runs = [("local", 1, None, cfg, inputs), ("local", w, None, cfg, inputs), ("ray", w, False, cfg, inputs)]
-    runs += [("ray", w, True, cfg, inputs)] if args.ray_split else []
+    b = args.batch_size
+    runs = [Run("local", 1, "local 1 worker", "pipeline, 1 worker", cfg, inputs)]
+    if b > 0:  # another config: not compared for equal results
+        runs.append(Run("local", 1, f"local 1 worker batched (b={b})", f"pipeline, 1 worker, batched {b}",
+                        load_config(None, ("run.progress=false", *args.set, f"asr.batch_size={b}")), inputs,
+                        compare=False))
+    runs += [Run("local", w, f"local {w} workers", f"pipeline, {w} workers", cfg, inputs),
+             Run("ray", w, f"ray {w} workers", f"Ray, {w} workers", cfg, inputs, split=False)]
+    if args.ray_split:
+        runs.append(Run("ray", w, f"ray {w} workers (split)", f"Ray, {w} workers, split layout", cfg, inputs,
+                        split=True))
     stereo = stereo_only(paths)
-    runs += [("local", w, "stereo", cfg, stereo)] if stereo else []
-    rows = [{"mode": "bare faster-whisper", "wall_s": bare["wall_s"], "rtf": bare["rtf"],
-             "stage_rtf": bare["stage_rtf"], "peak_rss_mib": [rss_bare], "other_cores": busy_bare,
-             "ok": len(paths), "failed": {}}]
-    if args.batch_size > 0:
-        bb, rss_bb, busy_bb, _ = phase("bare batched", bench_bare, paths, cfg, args.batch_size)
-        rows.append({"mode": f"bare batched (b={args.batch_size})", "wall_s": bb["wall_s"], "rtf": bb["rtf"],
-                     "stage_rtf": bb["stage_rtf"], "peak_rss_mib": [rss_bb], "other_cores": busy_bb,
-                     "ok": len(paths), "failed": {}})
-        runs.insert(1, ("local", 1, "batched", load_config(None, ("run.progress=false", *args.set,
-                                                                   f"asr.batch_size={args.batch_size}")), inputs))
+    if stereo:  # other calls than bare's: neither compared for results nor for wall
+        runs.append(Run("local", w, f"local {w} workers stereo only", f"pipeline, {w} workers, stereo calls only",
+                        cfg, stereo, compare=False, comparable=False))
+    rows = [{"mode": "bare faster-whisper", "label": "bare faster-whisper, sequential", "comparable": True,
+             "wall_s": bare["wall_s"], "rtf": bare["rtf"], "stage_rtf": bare["stage_rtf"],
+             "peak_rss_mib": [rss_bare], "other_cores": busy_bare, "ok": len(paths), "failed": {}}]
+    if b > 0:
+        bb, rss_bb, busy_bb, _ = phase("bare batched", bench_bare, paths, cfg, b)
+        rows.append({"mode": f"bare batched (b={b})", "label": f"bare faster-whisper, batched {b}",
+                     "comparable": True, "wall_s": bb["wall_s"], "rtf": bb["rtf"], "stage_rtf": bb["stage_rtf"],
+                     "peak_rss_mib": [rss_bb], "other_cores": busy_bb, "ok": len(paths), "failed": {}})
     outs: dict[str, Path] = {}
-    for i, (engine, n, variant, run_cfg, run_inputs) in enumerate(runs):
-        name = f"{engine} {n} worker{'s' * (n > 1)}" + {True: " (split)", "batched": f" batched (b={args.batch_size})",
-                                                         "stereo": " stereo only"}.get(variant, "")
-        (stats, peaks), rss_main, busy, own = phase(name, run_engine, run_inputs, tmp / f"out{i}", run_cfg, engine,
-                                                    n, variant if variant is True or variant is False else None)
-        if variant != "stereo":
-            outs[name] = tmp / f"out{i}"
-        rows.append({"mode": name, "wall_s": stats.wall_s, "rtf": stats.rtf, "ok": stats.ok,
-                     "failed": dict(stats.failed), "audio_s": stats.audio_s,
+    for i, run in enumerate(runs):
+        (stats, peaks), rss_main, busy, own = phase(run.mode, run_engine, run.inputs, tmp / f"out{i}", run.cfg,
+                                                    run.engine, run.workers, run.split)
+        if run.compare:
+            outs[run.mode] = tmp / f"out{i}"
+        rows.append({"mode": run.mode, "label": run.label, "comparable": run.comparable, "wall_s": stats.wall_s,
+                     "rtf": stats.rtf, "ok": stats.ok, "failed": dict(stats.failed), "audio_s": stats.audio_s,
                      "stage_rtf": {k: rtf(v, stats.audio_s) for k, v in stats.stage_s.items()},
                      "peak_rss_mib": peaks or [rss_main], "main_rss_mib": rss_main, "other_cores": busy,
-                     "cores_busy": own if engine == "local" else None})  # Ray actors are not our children
+                     "cores_busy": own if run.engine == "local" else None})  # Ray actors are not our children
     audio_s = bare["audio_s"]
     for r in rows:
         r["audio_h_per_h"] = 1 / r["rtf"] if r["rtf"] else None
-        comparable = "stereo only" not in r["mode"]  # bare ran on all the calls
-        r["rtf_vs_bare"] = r["rtf"] / bare["rtf"] if comparable and r["rtf"] and bare["rtf"] else None
+        r["rtf_vs_bare"] = r["rtf"] / bare["rtf"] if r["comparable"] and r["rtf"] and bare["rtf"] else None
     by = {r["mode"]: r for r in rows}
     local_1, local_n, ray_n = by["local 1 worker"], by.get(f"local {w} workers"), by.get(f"ray {w} workers")
     ratios = {
@@ -199,8 +209,7 @@ def main() -> None:
     }
 
     same = content(outs["local 1 worker"])
-    equal = {name: content(path) == same for name, path in outs.items()
-             if name != "local 1 worker" and "batched" not in name}  # batched: another config
+    equal = {name: content(path) == same for name, path in outs.items() if name != "local 1 worker"}
 
     stages = sorted({k for r in rows for k in r["stage_rtf"]})
     print(f"\n{len(paths)} calls, {audio_s:.1f} s call audio ({len(stereo)} stereo); bare model load "
@@ -222,7 +231,7 @@ def main() -> None:
         print(f"FAILED calls: {bad}")
     if not all(equal.values()):
         print("ENGINES DISAGREE: compare the tables under the scratch folder")
-    print_summary(rows, w, args.batch_size)
+    print_summary(rows, w)
     res = {"calls": len(paths), "audio_s": audio_s, "workers": w, "bare": bare, "rows": rows, "ratios": ratios,
            "equal_to_local_1": equal, "scratch": str(tmp)}
     print(json.dumps(json.loads(json.dumps(res), parse_float=lambda x: round(float(x), 4)), ensure_ascii=False))
