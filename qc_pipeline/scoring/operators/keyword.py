@@ -38,6 +38,7 @@ class Keyword(Node):
     n: int = 1
     fuzzy: str = "exact"
     fuzzy_ok: tuple[bool, ...] = ()      # per word: no common homophone, fuzz allowed (on audio)
+    norms: tuple[str, ...] = ()          # per word: normalized once, at parse time
     whole_words: bool = False
     lexicon: tuple[str, ...] = ()
     skip_cues: tuple[str, ...] = ()     # negation cues and skip_after words
@@ -69,11 +70,11 @@ class Keyword(Node):
         if "skip_after" in body:
             skip += tuple(normalize(w) for w in c.strings(body["skip_after"], f"{key}.skip_after"))
         return cls(rule_id=rule_id, scope=scope, words=words, mode=mode, n=n, fuzzy=fuzzy, fuzzy_ok=tuple(fuzzy_ok),
-                   whole_words=match == "word", lexicon=s.lexicon, skip_cues=skip, skip_max_gap=s.negation_max_gap)
+                   norms=tuple(normalize(w) for w in words), whole_words=match == "word", lexicon=s.lexicon, skip_cues=skip, skip_max_gap=s.negation_max_gap)
 
     def _evaluate(self, ctx: SessionContext):
         fuzz = self.fuzzy if ctx.channel == KIND_AUDIO else "exact"
-        targets = [(w, normalize(w), fuzz if ok else "exact") for w, ok in zip(self.words, self.fuzzy_ok)]
+        targets = [(w, norm, fuzz if ok else "exact") for w, norm, ok in zip(self.words, self.norms, self.fuzzy_ok)]
         cands = self.scope.candidates(ctx)
         hits, found = [], set()
         for t in cands:
