@@ -145,17 +145,10 @@ class CamppEmbedder:
     def setup(self) -> None:
         if self.session is not None:
             return
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise SetupError(f"diarization.backend 'campp' needs onnxruntime: {INSTALL_HINT}") from None
-        model = onnx_model(self.cache_dir)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
-                                            providers=["CPUExecutionProvider"])
+        from qc_pipeline.models import cpu_session
+
+        self.session = cpu_session(lambda: onnx_model(self.cache_dir), self.threads,
+                                   f"diarization.backend 'campp' needs onnxruntime: {INSTALL_HINT}")
 
     def embed(self, feats: list[np.ndarray]) -> np.ndarray:
         """One embedding per (frames, 80) fbank array; equal lengths are batched together."""
