@@ -52,7 +52,9 @@ from pathlib import Path
 
 import numpy as np
 
-SR = 16000
+from qc_pipeline.audio import SAMPLE_RATE as SR
+from qc_pipeline.diarize.fbank import FRAME_LEN, FRAME_SHIFT, frame_db
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = next((p / "shared" / "data" for p in REPO.parents if (p / "shared" / "data").is_dir()), REPO.parent / "shared" / "data")
 BACKCHANNELS = ("嗯", "对", "好的", "嗯嗯", "是的", "对对")
@@ -82,17 +84,14 @@ def speech_regions(x: np.ndarray, floor_db: float = 35.0, above_noise_db: float 
     and (the clip's noise floor + ``above_noise_db``, at most loud - 15 dB); loud = 95th, noise = 10th
     percentile of frame levels (the read-speech clips carry ~0.4 s of room noise at each end, 20-30 dB
     under the speech; a clip that is speech throughout has no noise floor to find)."""
-    hop, win = 160, 400
-    n = max(0, 1 + (len(x) - win) // hop)
-    if n == 0:
+    db = frame_db(x)
+    if not len(db):
         return []
-    idx = np.arange(win)[None, :] + hop * np.arange(n)[:, None]
-    db = 10 * np.log10(np.mean(x[idx].astype(np.float64) ** 2, axis=1) + 1e-12)
     loud, noise = np.percentile(db, 95), np.percentile(db, 10)
     active = db > max(loud - floor_db, min(noise + above_noise_db, loud - 15.0))
     regions: list[list[float]] = []
     for i in np.flatnonzero(active):
-        s, e = i * hop / SR, (i * hop + win) / SR
+        s, e = i * FRAME_SHIFT / SR, (i * FRAME_SHIFT + FRAME_LEN) / SR
         if regions and s - regions[-1][1] < bridge_s:
             regions[-1][1] = e
         else:
