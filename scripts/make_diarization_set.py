@@ -337,11 +337,11 @@ def cut(x: np.ndarray, rng: random.Random) -> np.ndarray:
 
 
 class Builder:
-    def __init__(self, voices: Voices, dialogues: list, seed: int) -> None:
-        self.v, self.dialogues, self.seed = voices, dialogues, seed
+    def __init__(self, voices: Voices, dialogues: list) -> None:
+        self.v, self.dialogues = voices, dialogues
         self.used: dict[str, int] = {}
 
-    def take(self, voice: str, rng: random.Random, k: int) -> list[np.ndarray]:
+    def take(self, voice: str, k: int) -> list[np.ndarray]:
         clips = self.v.real(voice)
         out = []
         for _ in range(k):  # walk the voice's clips in a shuffled order, reusing only when all were used
@@ -354,12 +354,12 @@ class Builder:
     def bc(self, voice: str, rng: random.Random) -> np.ndarray:
         if voice.startswith("tts"):
             return self.v.tts([rng.choice(BACKCHANNELS)], low=voice == "tts_low")[0]
-        return cut(self.take(voice, rng, 1)[0], rng)
+        return cut(self.take(voice, 1)[0], rng)
 
     def speak(self, voice: str, rng: random.Random, line: str | None = None) -> list[np.ndarray]:
         if voice.startswith("tts"):
             return self.v.tts([line], low=voice == "tts_low")
-        return self.take(voice, rng, rng.choice((1, 1, 2)))
+        return self.take(voice, rng.choice((1, 1, 2)))
 
     def dialogue(self, uri: str, a: tuple[str, str], b: tuple[str, str], n_turns: int, rng: random.Random,
                  lines: list[tuple[str, str]] | None = None, third: tuple[str, str] | None = None) -> Call:
@@ -387,7 +387,7 @@ class Builder:
         call = Call(uri, rng)
         i = 0
         while call.cursor < seconds:
-            clips = self.v.tts([lines[i % len(lines)]]) if lines else self.take(voice, rng, 1)
+            clips = self.v.tts([lines[i % len(lines)]]) if lines else self.take(voice, 1)
             call.turn(name, clips, overlap_ok=False)
             i += 1
         return call
@@ -503,7 +503,7 @@ def main() -> None:
         print("no TTS python: the tr2/tt2/three calls and the TTS monologues are skipped", file=sys.stderr)
     shared, out = Path(args.shared), Path(args.out)
     voices = Voices(shared, args.split, tts_python, Path(args.tts_cache))
-    builder = Builder(voices, jddc_dialogues(shared, args.split), seed)
+    builder = Builder(voices, jddc_dialogues(shared, args.split))
     if tts_python:
         voices.synthesize([t for d in builder.dialogues for _r, t in d] + list(BACKCHANNELS))
     manifest = []
