@@ -47,7 +47,6 @@ import random
 import re
 import subprocess
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -133,25 +132,8 @@ def telephone(x: np.ndarray) -> np.ndarray:
     return resample_poly(sosfilt(sos, x), 1, 2).astype(np.float32)
 
 
-CONTAINERS = {"pcm_s16le": ("wav", "wav"), "pcm_mulaw": ("wav", "wav"), "libopus": ("ogg", "ogg")}
-
-
-def write_wav(path: Path, x: np.ndarray, rate: int, codec: str) -> None:
-    """Mono audio: WAV for pcm_s16le / pcm_mulaw (G.711), Ogg for libopus (32 kbit/s, the small fixture)."""
-    import av
-
-    pcm = (np.clip(x, -1, 1) * 32767).astype(np.int16)[None, :]
-    with av.open(str(path), "w", format=CONTAINERS[codec][0]) as container:
-        stream = container.add_stream(codec, rate=rate, layout="mono")
-        if codec == "libopus":
-            stream.bit_rate = 32000
-        for i in range(0, pcm.shape[1], 4096):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[:, i:i + 4096]), format="s16", layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = rate, i, Fraction(1, rate)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
+CODECS = {"pcm_s16le": (".wav", None), "pcm_mulaw": (".wav", None),  # codec -> (file suffix, bit rate)
+          "libopus": (".ogg", 32000)}                                 # Opus 32 kbit/s: the small fixture
 
 
 # ------------------------------------------------------------------------------ voices
@@ -440,9 +422,11 @@ def build_call(builder: Builder, item: dict, idx: int, rng: random.Random) -> Ca
 
 def save(folder: Path, uri: str, audio: np.ndarray, rate: int, codec: str, ref: list, duration: float) -> None:
     from qc_pipeline.metrics import write_rttm
+    from qc_pipeline.testing import write_audio
 
     folder.mkdir(parents=True, exist_ok=True)
-    write_wav(folder / f"{uri}.{CONTAINERS[codec][1]}", audio, rate, codec)
+    suffix, bit_rate = CODECS[codec]
+    write_audio(folder / f"{uri}{suffix}", audio, rate, codec=codec, bit_rate=bit_rate)
     write_rttm(folder / f"{uri}.rttm", uri, ref)
     (folder / f"{uri}.uem").write_text(f"{uri} 1 0.000 {duration:.3f}\n", "utf-8")
 
