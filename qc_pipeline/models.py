@@ -1,4 +1,4 @@
-"""Where model folders live, and file checksums.  Nothing here touches the network.
+"""Where model folders live, file checksums, CPU onnxruntime sessions.  Nothing here touches the network.
 
 ``$QC_PIPELINE_MODELS_DIR`` wins; otherwise the ``models/`` folder of the installation (the checkout
 qc-pipeline runs from), so a cron job started in another working directory finds the same models.  A
@@ -11,6 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any, Callable
+
+from qc_pipeline.errors import SetupError
 
 MODELS_DIR_ENV = "QC_PIPELINE_MODELS_DIR"
 INSTALL_ROOT = Path(__file__).resolve().parents[1]   # the checkout (editable install) or site-packages
@@ -34,3 +37,22 @@ def sha256_file(path: Path, bufsize: int = 1 << 20) -> str:
         while chunk := fh.read(bufsize):
             h.update(chunk)
     return h.hexdigest()
+
+
+def cpu_session(model: Path | bytes | Callable[[], Path | bytes], threads: int, missing: str) -> Any:
+    """An onnxruntime ``InferenceSession`` on the CPU: ``threads`` intra-op threads, one inter-op thread,
+    onnxruntime's own warnings off.  ``model`` is a file, the model's bytes, or a function giving either,
+    called only once onnxruntime imports (a missing onnxruntime is reported before any costly export).
+    Without onnxruntime: ``SetupError(missing)``, the caller's own message with its install hint."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise SetupError(missing) from None
+    if callable(model):
+        model = model()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
+                                providers=["CPUExecutionProvider"])

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from qc_pipeline.errors import SetupError
-from qc_pipeline.models import models_dir, sha256_file
+from qc_pipeline.models import cpu_session, models_dir, sha256_file
 from qc_pipeline.sentiment import (
     EMOTIONS, ESCALATION_CAP, ESCALATION_LEXICON, UtteranceSentiment, normalize_text, score_with,
 )
@@ -144,17 +144,8 @@ class OnnxSentimentModel:
         classes = tuple(card.get("emotion_classes", ()))
         if classes != EMOTIONS:
             raise SetupError(f"{card_path}: emotion classes {list(classes)}, expected {list(EMOTIONS)}")
-        try:
-            import onnxruntime as ort
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise SetupError(f"the ONNX sentiment model needs onnxruntime: {INSTALL_HINT}") from e
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, int(threads))
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        session = ort.InferenceSession(str(model), sess_options=opts, providers=["CPUExecutionProvider"])
+        session = cpu_session(model, max(1, int(threads)),
+                              f"the ONNX sentiment model needs onnxruntime: {INSTALL_HINT}")
         tok = load_tokenizer(tok_path, int(card.get("max_length", DEFAULT_MAX_LENGTH)))
         log.warning("%s (%s)", LICENCE_WARNING, p)
         log.info("loaded ONNX sentiment model %s", p)

@@ -19,18 +19,23 @@ _FORMATS = {  # suffix -> (container format, codec, sample format)
 }
 
 
-def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int) -> Path:
-    """Write ``audio`` (``(channels, n)`` or ``(n,)`` float in [-1, 1]) with the codec the suffix implies."""
+def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, codec: str | None = None,
+                bit_rate: int | None = None) -> Path:
+    """Write ``audio`` (``(channels, n)`` or ``(n,)`` float in [-1, 1]) in the container the suffix implies,
+    with its usual codec or ``codec`` (e.g. ``pcm_mulaw`` in a .wav: G.711); ``bit_rate`` (bit/s) for a
+    lossy codec, else the codec's default."""
     import av
 
     path = Path(path)
-    fmt, codec, sample_fmt = _FORMATS[path.suffix.lower()]
+    fmt, default_codec, sample_fmt = _FORMATS[path.suffix.lower()]
     data = np.atleast_2d(np.asarray(audio, dtype=np.float32))
     channels = data.shape[0]
     layout = "mono" if channels == 1 else "stereo"
     pcm16 = (np.clip(data, -1, 1) * 32767).astype(np.int16)
     with av.open(str(path), "w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=sample_rate, layout=layout)
+        stream = container.add_stream(codec or default_codec, rate=sample_rate, layout=layout)
+        if bit_rate:
+            stream.bit_rate = bit_rate
         frame_size = 1024
         for i in range(0, pcm16.shape[1], frame_size):
             block = pcm16[:, i:i + frame_size]

@@ -47,13 +47,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-AUDIO = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".amr")
-
-
 def list_files(folders: list[str]) -> list[tuple[str, Path]]:
-    """(folder, audio file) for every audio file with an RTTM of the same stem next to it."""
+    """(folder, audio file) for every audio file (an extension the pipeline reads) with an RTTM of the
+    same stem next to it."""
+    from qc_pipeline.inputs import AUDIO_EXTENSIONS
+
     return [(folder, f) for folder in folders for f in sorted(Path(folder).iterdir())
-            if f.suffix.lower() in AUDIO and f.with_suffix(".rttm").exists()]
+            if f.suffix.lower() in AUDIO_EXTENSIONS and f.with_suffix(".rttm").exists()]
 
 
 def short_turns(ref: list, hyp: list, mapping: dict, max_s: float = 1.0) -> tuple[int, int]:
@@ -150,6 +150,8 @@ def worker(args) -> None:
         from qc_pipeline.pipeline import build_stages
 
         full = Pipeline(build_stages(cfg))
+        full.setup()  # then its segment stage (diarizer not loaded yet) gives way to the one loaded above
+        full.stages = [segment if isinstance(stage, SegmentStage) else stage for stage in full.stages]
         for row, wav, ref in role_files:
             rec = full.run_one(CallSource(call_id=wav.stem, path=str(wav), channel_layout="mono"))
             if rec.ok:

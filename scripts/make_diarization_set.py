@@ -47,12 +47,13 @@ import random
 import re
 import subprocess
 import sys
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-SR = 16000
+from qc_pipeline.audio import SAMPLE_RATE as SR
+from qc_pipeline.diarize.fbank import FRAME_LEN, FRAME_SHIFT, frame_db
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = next((p / "shared" / "data" for p in REPO.parents if (p / "shared" / "data").is_dir()), REPO.parent / "shared" / "data")
 BACKCHANNELS = ("嗯", "对", "好的", "嗯嗯", "是的", "对对")
@@ -82,17 +83,14 @@ def speech_regions(x: np.ndarray, floor_db: float = 35.0, above_noise_db: float 
     and (the clip's noise floor + ``above_noise_db``, at most loud - 15 dB); loud = 95th, noise = 10th
     percentile of frame levels (the read-speech clips carry ~0.4 s of room noise at each end, 20-30 dB
     under the speech; a clip that is speech throughout has no noise floor to find)."""
-    hop, win = 160, 400
-    n = max(0, 1 + (len(x) - win) // hop)
-    if n == 0:
+    db = frame_db(x)
+    if not len(db):
         return []
-    idx = np.arange(win)[None, :] + hop * np.arange(n)[:, None]
-    db = 10 * np.log10(np.mean(x[idx].astype(np.float64) ** 2, axis=1) + 1e-12)
     loud, noise = np.percentile(db, 95), np.percentile(db, 10)
     active = db > max(loud - floor_db, min(noise + above_noise_db, loud - 15.0))
     regions: list[list[float]] = []
     for i in np.flatnonzero(active):
-        s, e = i * hop / SR, (i * hop + win) / SR
+        s, e = i * FRAME_SHIFT / SR, (i * FRAME_SHIFT + FRAME_LEN) / SR
         if regions and s - regions[-1][1] < bridge_s:
             regions[-1][1] = e
         else:
@@ -134,25 +132,8 @@ def telephone(x: np.ndarray) -> np.ndarray:
     return resample_poly(sosfilt(sos, x), 1, 2).astype(np.float32)
 
 
-CONTAINERS = {"pcm_s16le": ("wav", "wav"), "pcm_mulaw": ("wav", "wav"), "libopus": ("ogg", "ogg")}
-
-
-def write_wav(path: Path, x: np.ndarray, rate: int, codec: str) -> None:
-    """Mono audio: WAV for pcm_s16le / pcm_mulaw (G.711), Ogg for libopus (32 kbit/s, the small fixture)."""
-    import av
-
-    pcm = (np.clip(x, -1, 1) * 32767).astype(np.int16)[None, :]
-    with av.open(str(path), "w", format=CONTAINERS[codec][0]) as container:
-        stream = container.add_stream(codec, rate=rate, layout="mono")
-        if codec == "libopus":
-            stream.bit_rate = 32000
-        for i in range(0, pcm.shape[1], 4096):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[:, i:i + 4096]), format="s16", layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = rate, i, Fraction(1, rate)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
+CODECS = {"pcm_s16le": (".wav", None), "pcm_mulaw": (".wav", None),  # codec -> (file suffix, bit rate)
+          "libopus": (".ogg", 32000)}                                 # Opus 32 kbit/s: the small fixture
 
 
 # ------------------------------------------------------------------------------ voices
@@ -338,11 +319,11 @@ def cut(x: np.ndarray, rng: random.Random) -> np.ndarray:
 
 
 class Builder:
-    def __init__(self, voices: Voices, dialogues: list, seed: int) -> None:
-        self.v, self.dialogues, self.seed = voices, dialogues, seed
+    def __init__(self, voices: Voices, dialogues: list) -> None:
+        self.v, self.dialogues = voices, dialogues
         self.used: dict[str, int] = {}
 
-    def take(self, voice: str, rng: random.Random, k: int) -> list[np.ndarray]:
+    def take(self, voice: str, k: int) -> list[np.ndarray]:
         clips = self.v.real(voice)
         out = []
         for _ in range(k):  # walk the voice's clips in a shuffled order, reusing only when all were used
@@ -355,12 +336,12 @@ class Builder:
     def bc(self, voice: str, rng: random.Random) -> np.ndarray:
         if voice.startswith("tts"):
             return self.v.tts([rng.choice(BACKCHANNELS)], low=voice == "tts_low")[0]
-        return cut(self.take(voice, rng, 1)[0], rng)
+        return cut(self.take(voice, 1)[0], rng)
 
     def speak(self, voice: str, rng: random.Random, line: str | None = None) -> list[np.ndarray]:
         if voice.startswith("tts"):
             return self.v.tts([line], low=voice == "tts_low")
-        return self.take(voice, rng, rng.choice((1, 1, 2)))
+        return self.take(voice, rng.choice((1, 1, 2)))
 
     def dialogue(self, uri: str, a: tuple[str, str], b: tuple[str, str], n_turns: int, rng: random.Random,
                  lines: list[tuple[str, str]] | None = None, third: tuple[str, str] | None = None) -> Call:
@@ -388,7 +369,7 @@ class Builder:
         call = Call(uri, rng)
         i = 0
         while call.cursor < seconds:
-            clips = self.v.tts([lines[i % len(lines)]]) if lines else self.take(voice, rng, 1)
+            clips = self.v.tts([lines[i % len(lines)]]) if lines else self.take(voice, 1)
             call.turn(name, clips, overlap_ok=False)
             i += 1
         return call
@@ -441,9 +422,11 @@ def build_call(builder: Builder, item: dict, idx: int, rng: random.Random) -> Ca
 
 def save(folder: Path, uri: str, audio: np.ndarray, rate: int, codec: str, ref: list, duration: float) -> None:
     from qc_pipeline.metrics import write_rttm
+    from qc_pipeline.testing import write_audio
 
     folder.mkdir(parents=True, exist_ok=True)
-    write_wav(folder / f"{uri}.{CONTAINERS[codec][1]}", audio, rate, codec)
+    suffix, bit_rate = CODECS[codec]
+    write_audio(folder / f"{uri}{suffix}", audio, rate, codec=codec, bit_rate=bit_rate)
     write_rttm(folder / f"{uri}.rttm", uri, ref)
     (folder / f"{uri}.uem").write_text(f"{uri} 1 0.000 {duration:.3f}\n", "utf-8")
 
@@ -504,7 +487,7 @@ def main() -> None:
         print("no TTS python: the tr2/tt2/three calls and the TTS monologues are skipped", file=sys.stderr)
     shared, out = Path(args.shared), Path(args.out)
     voices = Voices(shared, args.split, tts_python, Path(args.tts_cache))
-    builder = Builder(voices, jddc_dialogues(shared, args.split), seed)
+    builder = Builder(voices, jddc_dialogues(shared, args.split))
     if tts_python:
         voices.synthesize([t for d in builder.dialogues for _r, t in d] + list(BACKCHANNELS))
     manifest = []

@@ -35,6 +35,7 @@ from qc_pipeline.audio import SAMPLE_RATE
 from qc_pipeline.diarize import DIAR_INSTALL
 from qc_pipeline.diarize.base import SpeakerSegment
 from qc_pipeline.diarize.clustering import ClusterParams, assign_nearest, cluster_speakers
+from qc_pipeline.diarize.fbank import FRAME_LEN, fbank, frame_db
 from qc_pipeline.diarize.labels import label_runs, name_segments, runs_of, sliding_windows
 from qc_pipeline.errors import SetupError
 
@@ -145,17 +146,10 @@ class CamppEmbedder:
     def setup(self) -> None:
         if self.session is not None:
             return
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise SetupError(f"diarization.backend 'campp' needs onnxruntime: {INSTALL_HINT}") from None
-        model = onnx_model(self.cache_dir)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
-                                            providers=["CPUExecutionProvider"])
+        from qc_pipeline.models import cpu_session
+
+        self.session = cpu_session(lambda: onnx_model(self.cache_dir), self.threads,
+                                   f"diarization.backend 'campp' needs onnxruntime: {INSTALL_HINT}")
 
     def embed(self, feats: list[np.ndarray]) -> np.ndarray:
         """One embedding per (frames, 80) fbank array; equal lengths are batched together."""
@@ -189,8 +183,6 @@ class CamppDiarizer:
     def features(self, audio: np.ndarray, speech: Sequence[tuple[float, float]],
                  wins: list[tuple[float, float]]) -> list[np.ndarray]:
         """fbank of each span once, sliced per window (10 ms frames)."""
-        from qc_pipeline.diarize.fbank import FRAME_LEN, fbank
-
         feats: list[np.ndarray] = []
         w = 0
         for start, end in speech:
@@ -258,19 +250,15 @@ def split_at_pauses(audio: np.ndarray, speech: Sequence[tuple[float, float]]) ->
     """Each VAD span cut at its inner pauses (VAD bridges silences under ``vad.min_silence_ms``, so a
     reply like 嗯/对 right after the other speaker's turn lands in that turn's span); the pieces stay
     contiguous, cut in the middle of each pause."""
-    hop, win = SAMPLE_RATE // FRAMES_PER_S, 400
     out: list[tuple[float, float]] = []
     for start, end in speech:
-        x = audio[int(start * SAMPLE_RATE):int(end * SAMPLE_RATE)].astype(np.float64)
-        n = 1 + (len(x) - win) // hop if len(x) >= win else 0
+        db = frame_db(audio[int(start * SAMPLE_RATE):int(end * SAMPLE_RATE)])
         cuts = []
-        if n > 0:
-            idx = np.arange(win)[None, :] + hop * np.arange(n)[:, None]
-            db = 10 * np.log10(np.mean(x[idx] ** 2, axis=1) + 1e-12)
+        if len(db):
             quiet = db < np.percentile(db, 90) - PAUSE_DB
             for lab, a, b in runs_of(quiet.astype(int)):
-                if lab and a > 0 and b < n and (b - a) / FRAMES_PER_S >= PAUSE_S:
-                    cuts.append(start + (a + b) / 2 / FRAMES_PER_S + win / 2 / SAMPLE_RATE)
+                if lab and a > 0 and b < len(db) and (b - a) / FRAMES_PER_S >= PAUSE_S:
+                    cuts.append(start + (a + b) / 2 / FRAMES_PER_S + FRAME_LEN / 2 / SAMPLE_RATE)
         edges = [start] + cuts + [end]
         pieces = [[a, b] for a, b in zip(edges, edges[1:])]
         while len(pieces) > 1:  # fold pieces under MIN_PHRASE_S into the shorter neighbour

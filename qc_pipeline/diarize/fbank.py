@@ -11,7 +11,8 @@ from functools import lru_cache
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from qc_pipeline.audio import SAMPLE_RATE
+
 FRAME_LEN = 400     # 25 ms
 FRAME_SHIFT = 160   # 10 ms
 N_FFT = 512
@@ -44,15 +45,26 @@ def _povey() -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2 * np.pi * n / (FRAME_LEN - 1))) ** 0.85
 
 
+def _frames(x: np.ndarray) -> np.ndarray:
+    """(n, FRAME_LEN) frames of ``x``: frame i covers samples [160 i, 160 i + 400); none when ``x`` is
+    shorter than one frame."""
+    n = 1 + (len(x) - FRAME_LEN) // FRAME_SHIFT if len(x) >= FRAME_LEN else 0
+    return x[np.arange(FRAME_LEN)[None, :] + FRAME_SHIFT * np.arange(n)[:, None]]
+
+
+def frame_db(audio: np.ndarray) -> np.ndarray:
+    """Level in dB (10 log10 of the mean square, in float64) of each 25 ms frame of ``audio``, every
+    10 ms (the frames of :func:`fbank`)."""
+    frames = _frames(np.asarray(audio)).astype(np.float64)
+    return 10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-12)
+
+
 def fbank(audio: np.ndarray) -> np.ndarray:
     """(frames, 80) log-mel energies of 16 kHz mono ``audio`` (float, any scale); frame i covers
     samples [160 i, 160 i + 400)."""
-    x = np.asarray(audio, np.float32) * 32768.0
-    n = 1 + (len(x) - FRAME_LEN) // FRAME_SHIFT if len(x) >= FRAME_LEN else 0
-    if n <= 0:
+    frames = _frames(np.asarray(audio, np.float32) * 32768.0).astype(np.float64)
+    if not len(frames):
         return np.zeros((0, N_MELS), np.float32)
-    idx = np.arange(FRAME_LEN)[None, :] + FRAME_SHIFT * np.arange(n)[:, None]
-    frames = x[idx].astype(np.float64)
     frames -= frames.mean(axis=1, keepdims=True)
     frames[:, 1:] -= PREEMPH * frames[:, :-1].copy()
     frames[:, 0] -= PREEMPH * frames[:, 0]

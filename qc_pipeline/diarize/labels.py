@@ -65,8 +65,7 @@ def label_runs(speech: Sequence[tuple[float, float]], wins: Sequence[tuple[float
         a = int(start / FRAME_S)
         b = max(a + 1, int(np.ceil(end / FRAME_S)))
         span_votes = votes[a:b]
-        voted = span_votes.sum(1) > 0
-        if not voted.any():
+        if not span_votes.any():  # no window covers this span
             continue
         frame_labels = span_votes.argmax(1)
         runs = merge_short(runs_of(frame_labels), int(min_segment_s / FRAME_S))

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from qc_pipeline.audio import SAMPLE_RATE
 from qc_pipeline.diarize import DIAR_HINT
 from qc_pipeline.diarize.base import SpeakerSegment, name_by_first_appearance
 from qc_pipeline.errors import SetupError
@@ -47,7 +48,7 @@ class SenkoDiarizer:
     def diarize(self, audio: np.ndarray, speech: Sequence[tuple[float, float]]) -> list[SpeakerSegment]:
         self.setup()
         samples = np.clip(np.ascontiguousarray(audio, dtype=np.float32), -1.0, 1.0)
-        result = self.impl.diarize_samples(samples, sample_rate=16000)
+        result = self.impl.diarize_samples(samples, sample_rate=SAMPLE_RATE)
         if not result:
             return []
         raw = sorted((s["start"], s["end"], s["speaker"]) for s in result["raw_segments"] if s["end"] > s["start"])
