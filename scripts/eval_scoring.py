@@ -59,7 +59,8 @@ labels_v2_c*) is held out: it was never read per session, only these aggregate t
 times (card 2026.12-1: MAE 6.34, pass/fail 76.0%; after the first 2026.12-2 change: 6.02, 76.0%; twice
 with the D-tuned card: 6.41, 77.0%; with the D+F-tuned card, three times: 5.84, 77.0%; behaviour-preserving
 refactors were checked against the whole table, which re-printed those same final figures). Sample E is a second, independent labelling of
-C's sessions (the inter-annotator ceiling), also never read per session; two E annotators had seen
+C's sessions (the inter-annotator ceiling), also never read per session. The sentiment model had been
+trained on 60 weak-neutral customer questions of C's 25 chat dialogues (models/sentiment/README.md); two E annotators had seen
 commit subjects that describe card rules before labelling. STC-3 dev S ratings were looked at (per level
 of the solution item) while tuning the reaction rules, so the STC-3 ρ is a dev number too."""
 

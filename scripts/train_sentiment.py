@@ -15,7 +15,7 @@ same side.  ``scripts/eval_sentiment.py`` uses the same rule.
 * emotion head (6 classes): sentiment_smp2020_ewect, plus (``--weak-neutral emotion``, the
   default) weak-labelled in-domain neutral customer turns from jddc_sample / csds_jd /
   mobilecs_sample (:func:`is_weak_neutral`: question/request form, no negative or escalation cue;
-  every dialogue of eval/item_labels/labels_*.jsonl excluded; same md5 split, the test part is held
+  every dialogue of eval/item_labels/labels_v1/v2/v2_b.jsonl excluded; same md5 split, the test part is held
   out for scripts/eval_sentiment.py), each with sample weight ``--weak-neutral-weight``
   (:data:`WEAK_NEUTRAL_WEIGHT`).  They are added to every CV training fold but never scored, and
   the calibration anchors are still computed on the SMP2020 training split only.  The
@@ -76,7 +76,11 @@ N_JOBS = 2  # CV folds in parallel (each fit is deterministic, so results do not
 DIALOGUE_CORPORA = ("jddc_sample", "csds_jd", "mobilecs_sample")
 #: Dialogue ids in these files are hand-labelled evaluation items (scorecard items): never trained on.
 LABELLED_IDS_DIR = REPO / "eval" / "item_labels"
-LABELLED_IDS_GLOB = "labels_*.jsonl"
+#: The label files whose dialogues the shipped model excludes. Pinned: the later samples C-F
+#: (labels_v2_c*/d*/e*/f*.jsonl, 2026-11-26) label every remaining dev dialogue, so a glob would leave no
+#: weak-neutral pool and a retrain would no longer reproduce models/sentiment/. The shipped model was
+#: trained before them, on weak-neutral turns of dialogues that are now sample C (see its model card).
+LABELLED_IDS_FILES = ("labels_v1.jsonl", "labels_v2.jsonl", "labels_v2_b.jsonl")
 #: Placeholders of the anonymised corpora ("[数字x]", "[订单x]", "[姓名]" …), removed before the rule.
 _PLACEHOLDER = re.compile(r"\[[^\[\]]{1,8}\]")
 #: System-generated customer turns (order cards, links), not customer speech.
@@ -109,10 +113,11 @@ WEAK_NEUTRAL_DEFAULT = "emotion"
 
 
 def labelled_dialogue_ids(root: Path = LABELLED_IDS_DIR) -> set[str]:
-    """Ids of the hand-labelled evaluation dialogues (``eval/item_labels/labels_*.jsonl``)."""
-    files = sorted(root.glob(LABELLED_IDS_GLOB))
-    if not files:
-        raise SystemExit(f"no {LABELLED_IDS_GLOB} under {root}: refusing to build weak labels without the "
+    """Ids of the hand-labelled evaluation dialogues (:data:`LABELLED_IDS_FILES`)."""
+    files = [root / name for name in LABELLED_IDS_FILES]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise SystemExit(f"{missing} not under {root}: refusing to build weak labels without the "
                          "evaluation ids to exclude")
     return {r["dialogue_id"] for f in files for r in _read_jsonl(f)}
 
@@ -504,7 +509,7 @@ def main() -> None:
                 "files": {name: sha256_file(args.data / name / "dev.jsonl") for name in DIALOGUE_CORPORA
                           if (args.data / name / "dev.jsonl").is_file()},
                 "rule": "customer turns of " + ", ".join(DIALOGUE_CORPORA) + " (dialogues listed in "
-                        f"eval/{LABELLED_IDS_DIR.name}/{LABELLED_IDS_GLOB} excluded); after removing [..] "
+                        f"eval/{LABELLED_IDS_DIR.name}/{'|'.join(LABELLED_IDS_FILES)} excluded); after removing [..] "
                         f"placeholders: 2..{WEAK_NEUTRAL_MAX_CHARS} chars, >=2 CJK, not a system card/link, "
                         "question/request form, no negative-lexicon or escalation cue "
                         "(scripts/train_sentiment.py is_weak_neutral); labelled 'neutral'",
