@@ -10,6 +10,8 @@ F (labels_v2_f*.jsonl, the other 99 STC-3 dev dialogues, parts F1-F3 of 33): mor
     python eval/item_labels/pick_sample_c.py                 # list the sample with its annotator part
     python eval/item_labels/pick_sample_c.py --part C1       # list one annotator's part (C1-C3, D1-D2, E1-E3, F1-F3)
     python eval/item_labels/pick_sample_c.py --show N        # print the N-th session of the sample (0-based)
+    python eval/item_labels/pick_sample_c.py --id DIALOGUE_ID # print any labelled dev session by its dialogue_id
+                                                             # (same view and turn numbering as --show)
 """
 from __future__ import annotations
 
@@ -23,6 +25,26 @@ STC3_REST = sorted(set(range(294)) - set(STC3_MAIN))
 STC3_C = sorted(random.Random(21).sample(STC3_REST, 75))
 STC3_D = sorted(random.Random(33).sample(sorted(set(STC3_REST) - set(STC3_C)), 60))
 STC3_F = sorted(set(STC3_REST) - set(STC3_C) - set(STC3_D))
+
+
+# Dev files of every labelled source, for --id (same files the label files index into).
+DEV_FILES = (
+    ("jddc", "jddc_sample/dev.jsonl"),
+    ("csds", "csds_jd/dev.jsonl"),
+    ("mobilecs", "mobilecs_sample/dev.jsonl"),
+    ("stc3", "stc3_helpdesk/dev.jsonl"),
+)
+
+
+def find(dialogue_id: str) -> tuple[str, int, dict]:
+    """(source, file index, record) of a dev session by its dialogue_id (any labelled source)."""
+    for source, rel in DEV_FILES:
+        if not dialogue_id.startswith(source + "_"):
+            continue
+        for i, rec in enumerate(_read(rel)):
+            if rec["dialogue_id"] == dialogue_id:
+                return source, i, rec
+    raise SystemExit(f"dialogue_id {dialogue_id!r} not found in the dev files")
 
 
 def sample() -> list[tuple[str, str, int, dict]]:
@@ -45,8 +67,14 @@ def sample() -> list[tuple[str, str, int, dict]]:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--show", type=int, action="append")
+    ap.add_argument("--id", action="append", dest="ids", metavar="DIALOGUE_ID")
     ap.add_argument("--part", choices=("C1", "C2", "C3", "D1", "D2", "E1", "E2", "E3", "F1", "F2", "F3"))
     args = ap.parse_args()
+    if args.ids:
+        for did in args.ids:
+            print(show(*find(did)))
+            print()
+        raise SystemExit(0)
     s = sample()
     if args.show is None:
         for n, (part, src, i, rec) in enumerate(s):
