@@ -15,6 +15,7 @@ OPERATORS = {
     "restates": "restates:Restates",
     "pii": "pii:Pii",
     "emotion": "emotion:Emotion",
+    "classifier": "classifier:Classifier",
     "unanswered": "unanswered:Unanswered",
     "silence": "acoustic:Silence",
     "overtalk": "acoustic:Overtalk",

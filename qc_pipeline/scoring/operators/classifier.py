@@ -1,0 +1,76 @@
+"""``classifier``: a turn classifier's probability for each utterance of the candidate turns.
+
+    classifier: {model: solution_turn-v1.json, above: 0.4}   |   {model: ..., below: 0.4}
+
+``model`` is a JSON file made by ``scripts/train_turn_model.py`` (:mod:`qc_pipeline.scoring.turn_model`):
+absolute, or relative to the card's folder, the current folder or the folder where the default card and
+its models ship inside the package (:func:`model_path`).
+It is loaded when the card is compiled, once per process; a missing or broken file is a config error
+naming this key.  A hit is an utterance whose probability is at or above ``above`` (below ``below``).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from qc_pipeline.scoring.operators.base import Node, turn_outcome
+from qc_pipeline.scoring.turn_model import TurnModel, TurnModelError, load_turn_model
+
+
+def model_path(spec: str, card_source: Optional[str]) -> Path:
+    """The model file: absolute; else next to the card; else in the current folder; else among the models
+    that ship with the default card (so a copy of the default card edited elsewhere still finds them)."""
+    p = Path(spec).expanduser()
+    if p.is_absolute():
+        return p
+    shipped = Path(str(importlib.resources.files("qc_pipeline"))) / "configs" / "scorecards"
+    places = ([Path(card_source).parent] if card_source else []) + [Path.cwd(), shipped]
+    for folder in places:
+        if (folder / p).is_file():
+            return (folder / p).resolve()
+    raise TurnModelError(f"turn-classifier model {spec!r} not found (looked in {', '.join(map(str, places))})")
+
+
+@dataclass(frozen=True)
+class Classifier(Node):
+    op = "classifier"
+    model: Optional[TurnModel] = None
+    below: Optional[float] = None
+    above: Optional[float] = None
+
+    @classmethod
+    def parse(cls, body, c, key, rule_id, scope, **extra):
+        body = c.mapping(body, key, ("model", "below", "above"), required=("model",))
+        if ("below" in body) == ("above" in body):
+            raise c.err(key, "needs exactly one of below / above (a probability 0..1)")
+        if not isinstance(body["model"], str) or not body["model"].strip():
+            raise c.err(f"{key}.model", "expected the path of a turn-classifier JSON file")
+        try:
+            model = load_turn_model(str(model_path(body["model"], c.source)))
+        except TurnModelError as e:
+            raise c.err(f"{key}.model", str(e)) from None
+        return cls(rule_id=rule_id, scope=scope, model=model,
+                   below=c.number(body["below"], f"{key}.below", 0, 1) if "below" in body else None,
+                   above=c.number(body["above"], f"{key}.above", 0, 1) if "above" in body else None)
+
+    def _probabilities(self, ctx, indices: list[int]) -> dict[int, float]:
+        """utterance index -> probability, computed once per session and model."""
+        probs = ctx._cache.setdefault(("classifier", id(self.model)), {})
+        todo = [i for i in indices if i not in probs]
+        if todo:
+            probs.update(zip(todo, (float(p) for p in self.model.proba([ctx.utterances[i].text for i in todo]))))
+        return probs
+
+    def _evaluate(self, ctx):
+        cands = self.scope.candidates(ctx)
+        probs = self._probabilities(ctx, [i for t in cands for i in t.members])
+        hits = []
+        for t in cands:
+            for i in t.members:
+                p = probs[i]
+                if (self.below is not None and p < self.below) or (self.above is not None and p >= self.above):
+                    hits.append(ctx.hit(self.rule_id, i, f"p={p:.2f} | {ctx.utterances[i].text}"))
+        return turn_outcome(ctx, cands, hits)
