@@ -232,6 +232,8 @@ def test_solution_points_follow_the_customers_reaction_to_it(card, lines, points
     ("您的投诉已收到，我们会为您查证反馈", False),   # received, will check: no action yet
     ("请您放心的，建议您继续关注", False),          # reassurance and "keep watching"
     ("为了尽快核实原因，请私信提供您的手机号码", False),  # a lead-in to a request for details
+    # small talk the statement rules took for an answer: the solution-turn classifier (GUIDE.md section 6)
+    ("很高兴遇到您这么善解人意的客户", False),
 ])
 def test_what_counts_as_a_solution(card, answer, given):
     lines = [("customer", "你们周末营业吗，路由器连不上怎么办"), ("agent", answer), ("customer", "哦")]
@@ -253,6 +255,21 @@ def test_solution_not_applicable_when_cut_off_before_any_answer(card):
     assert again.applicable and again.points == 0
     # the agent never said anything (an empty reply): nothing to judge
     assert not item(card, chat([ASK]), "solution").applicable
+    # GUIDE.md section 17: a holding line is pending (a); a bare acknowledgement after a request leaves the
+    # request as the agent's last word; the request for a private message repeated after the customer came
+    # back in public is the agent's second chance gone, 0 (b)
+    holding = [ASK, ("agent", "您的投诉已收到，我们会为您查证反馈"), ("customer", "赶紧处理")]
+    assert not item(card, chat(holding), "solution").applicable
+    acked = [ASK, ("agent", "请私信提供您的手机号码，帮您查询"), ("customer", "手机号我私信给你了"), ("agent", "好的")]
+    assert not item(card, chat(acked), "solution").applicable
+    needs = [ASK, ("agent", "是需要您提供办理时的手机号码的哦")]          # a request for details, put as a need
+    assert not item(card, chat(needs), "solution").applicable
+    moved_again = item(card, chat([ASK, ("agent", "请私信提供手机号码"), ("customer", "宽带是上个月装的，每天晚上都断网"),
+                                   ("agent", "您好，请私信提供宽带账号")]), "solution")
+    assert moved_again.applicable and moved_again.points == 0
+    # a customer who only supplies what was asked is not coming back: still pending
+    details = [ASK, ("agent", "请问您的订单号是多少呢？"), ("customer", "12345678"), ("agent", "请再提供一下收货人手机号")]
+    assert not item(card, chat(details), "solution").applicable
 
 
 # ------------------------------------------------------------------ 5. need confirmation
