@@ -214,6 +214,8 @@ ANSWER = ("agent", "您好，这款洗衣机是预售商品，仓库会在本周
     ([ASK, ANSWER, ("customer", "还是不行"), ("agent", "那您重启一下路由器就好了"), ("customer", "好了，谢谢")], 30),
     # acceptance words before the solution do not count as accepting it
     ([("customer", "好的谢谢，我想问一下，我上周买的洗衣机为什么一直没有发货"), ANSWER], 20),
+    # relief is no pushback, however many exclamation marks
+    ([ASK, ANSWER, ("customer", "重试了一下成功了！！！谢谢！！")], 30),
     # a resigned "好吧" that urges the agent on is no acceptance
     ([ASK, ANSWER, ("customer", "好吧，都一周了，你们赶紧查查吧")], 10),
 ])
