@@ -80,7 +80,7 @@ def test_card_ships_inside_the_package_and_resolves_from_any_folder(tmp_path, mo
     path = resolve_scorecard_path("configs/scorecards/default.yaml")
     assert path == DEFAULT and load_scorecard(path).id == "default"
     pyproject = (REPO / "pyproject.toml").read_text("utf-8")
-    assert '"configs/*.yaml", "configs/scorecards/*.yaml"' in pyproject
+    assert '"configs/*.yaml", "configs/scorecards/*.yaml", "configs/scorecards/*.json"' in pyproject  # + its models
     assert (REPO / "qc_pipeline" / "configs" / "default.yaml").is_file()
     with pytest.raises(ConfigError, match="scoring.scorecard"):
         resolve_scorecard_path("configs/scorecards/nope.yaml")
