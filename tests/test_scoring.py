@@ -423,6 +423,30 @@ def test_operators_windows_acoustics_and_not_applicable():
     assert res.total == pytest.approx(100 * (40 + 10 + 0) / 80)
 
 
+def test_silence_and_overtalk_honour_their_scope():
+    u = [Utterance(0, "customer", 1, 0.0, 3.0, "我的快递三天了还没到"),
+         Utterance(1, "agent", 0, 12.0, 14.0, "您好，请稍等"),            # the agent answers after 9 s
+         Utterance(2, "customer", 1, 13.0, 16.0, "你们到底查不查"),        # the customer talks over it
+         Utterance(3, "customer", 1, 30.0, 31.0, "喂？"),                  # the customer breaks a 14 s silence
+         Utterance(4, "agent", 0, 30.2, 33.0, "在的，正在为您查询")]       # the agent talks over the customer
+    ctx = SessionContext(u, duration_s=33.0)
+    card = parse_scorecard({"id": "s", "version": "1", "rules": {
+        "slow_agent": {"silence": {"over_s": 5}, "role": "agent"},
+        "any_silence": {"silence": {"over_s": 5}},
+        "late_silence": {"silence": {"over_s": 5}, "window": {"last_s": 10}},
+        "agent_interrupts": {"overtalk": {"over_s": 0.5}, "role": "agent"},
+        "late_overtalk": {"overtalk": {"over_s": 0.5}, "after": {"keyword": {"any": ["喂"]}}},
+    }, "items": [{"id": "x", "weight": 100, "pass": {"ref": "slow_agent"}}]})
+
+    def turns(rule):
+        return [h.turn_index for h in card.rule(rule).evaluate(ctx).hits]
+    assert turns("any_silence") == [1, 3]
+    assert turns("slow_agent") == [1]
+    assert turns("late_silence") == [3]
+    assert turns("agent_interrupts") == [4]
+    assert turns("late_overtalk") == [4]
+
+
 def test_registry_one_class_per_operator_with_children_and_embedding_needs():
     from qc_pipeline.scoring.operators import OPERATORS, Compiler, operator_class, uses_embeddings, walk
 

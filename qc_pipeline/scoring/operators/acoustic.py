@@ -3,6 +3,10 @@
     silence:     {over_s: 8}                        gaps between turns
     overtalk:    {over_s: 1.5}                      overlapping speech of both roles
     speech_rate: {over: 6.0 | under: 1.5, min_turn_s: 2.0}   characters per second in an utterance
+
+A silence is evidence on the utterance that ends it (``role: agent``: the agent was slow to answer), an
+overtalk on the utterance that started while the other side was speaking (the interruption); the scope
+keys (role, window, after/before, where/unless) select those utterances like any other rule's.
 """
 
 from __future__ import annotations
@@ -23,6 +27,13 @@ class _OverSeconds(Node):
         body = c.mapping(body, key, ("over_s",), required=("over_s",))
         return cls(rule_id=rule_id, scope=scope, over_s=c.number(body["over_s"], f"{key}.over_s", 0, 3600))
 
+    def _in_scope(self, ctx, hits: list[Hit]) -> Outcome:
+        """The hits on utterances of the scope's candidate turns."""
+        if self.scope != type(self.scope)():
+            allowed = {ctx.utterances[i].turn_index for t in self.scope.candidates(ctx) for i in t.members}
+            hits = [h for h in hits if h.turn_index in allowed]
+        return Outcome(bool(hits), tuple(hits))
+
 
 @dataclass(frozen=True)
 class Silence(_OverSeconds):
@@ -30,12 +41,13 @@ class Silence(_OverSeconds):
 
     def _evaluate(self, ctx):
         utts = [u for u in ctx.utterances if u.start is not None]
-        hits = []
+        hits, heard_until = [], None
         for a, b in zip(utts, utts[1:]):
-            gap = b.start - max(x.end for x in utts if x.turn_index <= a.turn_index)
+            heard_until = a.end if heard_until is None else max(heard_until, a.end)   # overlapping speech
+            gap = b.start - heard_until
             if gap > self.over_s:
                 hits.append(Hit(self.rule_id, b.turn_index, b.role, a.end, b.start, f"silence {gap:.1f}s"))
-        return Outcome(bool(hits), tuple(hits))
+        return self._in_scope(ctx, hits)
 
 
 @dataclass(frozen=True)
@@ -51,10 +63,10 @@ class Overtalk(_OverSeconds):
                     break
                 if a.role != b.role:
                     overlap = min(a.end, b.end) - b.start
-                    if overlap > self.over_s and (self.scope.role in ("any", b.role)):
+                    if overlap > self.over_s:
                         hits.append(Hit(self.rule_id, b.turn_index, b.role, b.start, min(a.end, b.end),
                                         f"overtalk {overlap:.1f}s | {b.text}"))
-        return Outcome(bool(hits), tuple(hits))
+        return self._in_scope(ctx, hits)
 
 
 @dataclass(frozen=True)
