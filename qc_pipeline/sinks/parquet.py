@@ -23,6 +23,7 @@ import os
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, TypeVar
 
@@ -62,6 +63,15 @@ def write_failure_hint(exc: OSError) -> str:
     if code in (errno.EROFS, errno.EACCES, errno.EPERM):
         return f"not writable ({os.strerror(code)}); choose another --out or fix its permissions"
     return f"{exc.strerror or exc}; check the disk or choose another --out"
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What an output folder already holds, by call_id: ``done`` calls are skipped; ``retry`` ones (latest row
+    failed with a reason given to ``--retry-failed``) are processed again."""
+
+    done: frozenset[str]
+    retry: frozenset[str]
 
 
 def new_run_id() -> str:
@@ -217,11 +227,13 @@ class ParquetSink:
         recover(self.root)
         remove_uncommitted(self.root)
 
-    def done_ids(self, retry: Iterable[str] = ()) -> set[str]:
-        """Calls with a committed sessions row, except those whose latest row failed with a reason in ``retry``."""
+    def committed(self, retry: Iterable[str] = ()) -> Committed:
+        """The calls with a committed sessions row (read once), split by whether their latest row failed
+        with a reason in ``retry``."""
         retry = frozenset(retry)
-        return {cid for cid, (status, reason) in session_states(self.root).items()
-                if not (status == "failed" and reason in retry)}
+        states = session_states(self.root)
+        again = frozenset(cid for cid, (status, reason) in states.items() if status == "failed" and reason in retry)
+        return Committed(done=frozenset(states.keys() - again), retry=again)
 
     def add(self, rec: CallRecord) -> None:
         self._rows["sessions"].append(utf8_safe(session_row(rec, **self.meta)))
