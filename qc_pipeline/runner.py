@@ -136,14 +136,14 @@ def _listed(ids: list[str]) -> str:
 def output_lock(out_dir: str | os.PathLike, wait: bool = False) -> Iterator[None]:
     """Hold an exclusive lock on ``out_dir`` (``_runs/lock``, flock: released when the process dies, even
     by SIGKILL).  Another holder: :class:`OutputLocked` at once, or wait for it with ``wait``."""
-    from qc_pipeline.sinks.parquet import write_failure_hint
+    from qc_pipeline.sinks.parquet import output_unwritable
 
     path = Path(out_dir) / LOCK_FILE
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise SetupError(f"output folder {out_dir} is not writable: {write_failure_hint(exc)}") from None
+        raise output_unwritable(out_dir, exc) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -74,6 +74,11 @@ class Committed:
     retry: frozenset[str]
 
 
+def output_unwritable(folder: str | os.PathLike, exc: OSError) -> SetupError:
+    """The set-up error for an output folder that cannot be written (the lock or the sink's probe)."""
+    return SetupError(f"output folder {folder} is not writable: {write_failure_hint(exc)}")
+
+
 def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -223,7 +228,7 @@ class ParquetSink:
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as exc:
-            raise SetupError(f"output folder {self.root} is not writable: {write_failure_hint(exc)}") from None
+            raise output_unwritable(self.root, exc) from None
         recover(self.root)
         remove_uncommitted(self.root)
 
