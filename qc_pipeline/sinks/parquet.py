@@ -10,7 +10,8 @@ renamed into place.  A sessions part is the commit marker: on open, dependent pa
 sessions twin (left by a crash) and temp files are removed, and every ``call_id`` in a sessions part
 counts as done -- so a re-run skips finished calls, loses nothing and duplicates nothing.  A call
 retried with ``--retry-failed`` gets a second sessions row in a later part: the row with the latest
-``processed_at`` wins when read (``read_table(..., latest=True)``; the review app does the same).
+``processed_at`` wins when read.  That rule is this module's (:func:`latest_by_call`, :data:`LATEST_FIRST`):
+``read_table(..., latest=True)``, the resume and the review app's read model all take it from here.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import os
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -63,6 +65,20 @@ def write_failure_hint(exc: OSError) -> str:
     return f"{exc.strerror or exc}; check the disk or choose another --out"
 
 
+@dataclass(frozen=True)
+class Committed:
+    """What an output folder already holds, by call_id: ``done`` calls are skipped; ``retry`` ones (latest row
+    failed with a reason given to ``--retry-failed``) are processed again."""
+
+    done: frozenset[str]
+    retry: frozenset[str]
+
+
+def output_unwritable(folder: str | os.PathLike, exc: OSError) -> SetupError:
+    """The set-up error for an output folder that cannot be written (the lock or the sink's probe)."""
+    return SetupError(f"output folder {folder} is not writable: {write_failure_hint(exc)}")
+
+
 def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
 
@@ -79,20 +95,37 @@ def check_version(schema: pa.Schema, where: Path) -> None:
                          f"{SCHEMA_VERSION}. Write to a new --out folder (or read the old one with the old version)")
 
 
+# The latest sessions row wins: a call's result is its sessions row with the newest ``processed_at``, a tie
+# going to the later part (part paths sort by run date, then run id and sequence).  Python readers apply it
+# with latest_by_call() to rows read in part order; SQL readers order by LATEST_FIRST, over a ``part``
+# column that holds the part's path below its table folder (the review app's read model).
+LATEST_FIRST = "processed_at DESC, part DESC"
+T = TypeVar("T")
+
+
+def latest_by_call(rows: Iterable[tuple[str, Any, T]]) -> dict[str, T]:
+    """``call_id -> value`` of each call's latest row, from ``(call_id, processed_at, value)`` in part order."""
+    best: dict[str, tuple[Any, T]] = {}
+    for cid, at, value in rows:
+        if cid not in best or at >= best[cid][0]:
+            best[cid] = (at, value)
+    return {cid: value for cid, (_, value) in best.items()}
+
+
 def session_states(out_dir: str | os.PathLike) -> dict[str, tuple[str, Optional[str]]]:
     """``call_id -> (status, error_reason)`` of each call's latest committed sessions row."""
-    latest: dict[str, tuple] = {}
-    for part in parts(Path(out_dir), "sessions"):
-        try:
-            t = pq.read_table(part, columns=["call_id", "status", "error_reason", "processed_at"])
-        except Exception as exc:  # an unreadable part is skipped, never fatal
-            log.warning("ignoring unreadable part %s (%s); its calls will be redone", part, exc)
-            continue
-        check_version(t.schema, part)
-        for cid, status, reason, at in zip(*(t.column(c).to_pylist() for c in t.column_names)):
-            if cid not in latest or at >= latest[cid][2]:
-                latest[cid] = (status, reason, at)
-    return {cid: (status, reason) for cid, (status, reason, _) in latest.items()}
+    def rows() -> Iterator[tuple[str, Any, tuple[str, Optional[str]]]]:
+        for part in parts(Path(out_dir), "sessions"):
+            try:
+                t = pq.read_table(part, columns=["call_id", "status", "error_reason", "processed_at"])
+            except Exception as exc:  # an unreadable part is skipped, never fatal
+                log.warning("ignoring unreadable part %s (%s); its calls will be redone", part, exc)
+                continue
+            check_version(t.schema, part)
+            for cid, status, reason, at in zip(*(t.column(c).to_pylist() for c in t.column_names)):
+                yield cid, at, (status, reason)
+
+    return latest_by_call(rows())
 
 
 def read_table(out_dir: str | os.PathLike, table: str, latest: bool = False) -> pa.Table:
@@ -105,10 +138,8 @@ def read_table(out_dir: str | os.PathLike, table: str, latest: bool = False) -> 
     if not latest or not data.num_rows:
         return data
     sessions = data if table == "sessions" else read_table(root, "sessions")
-    keep: dict[str, tuple] = {}
-    for cid, run_id, at in zip(*(sessions.column(c).to_pylist() for c in ("call_id", "run_id", "processed_at"))):
-        if cid not in keep or at >= keep[cid][1]:
-            keep[cid] = (run_id, at)
+    keep = latest_by_call((cid, at, (run_id, at)) for cid, run_id, at in
+                          zip(*(sessions.column(c).to_pylist() for c in ("call_id", "run_id", "processed_at"))))
     if table == "sessions":
         mask = [keep[c] == (r, a) for c, r, a in zip(*(data.column(c).to_pylist()
                                                        for c in ("call_id", "run_id", "processed_at")))]
@@ -197,15 +228,17 @@ class ParquetSink:
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as exc:
-            raise SetupError(f"output folder {self.root} is not writable: {write_failure_hint(exc)}") from None
+            raise output_unwritable(self.root, exc) from None
         recover(self.root)
         remove_uncommitted(self.root)
 
-    def done_ids(self, retry: Iterable[str] = ()) -> set[str]:
-        """Calls with a committed sessions row, except those whose latest row failed with a reason in ``retry``."""
+    def committed(self, retry: Iterable[str] = ()) -> Committed:
+        """The calls with a committed sessions row (read once), split by whether their latest row failed
+        with a reason in ``retry``."""
         retry = frozenset(retry)
-        return {cid for cid, (status, reason) in session_states(self.root).items()
-                if not (status == "failed" and reason in retry)}
+        states = session_states(self.root)
+        again = frozenset(cid for cid, (status, reason) in states.items() if status == "failed" and reason in retry)
+        return Committed(done=frozenset(states.keys() - again), retry=again)
 
     def add(self, rec: CallRecord) -> None:
         self._rows["sessions"].append(utf8_safe(session_row(rec, **self.meta)))

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from qc_pipeline.errors import SetupError
+from qc_pipeline.sinks.parquet import LATEST_FIRST
 from qc_pipeline.web.queries import FROM, REASON_DIMS, SELECT_VIEW, SORT_EXPR, decode_cursor, encode_cursor, \
     reason_cube_sql, unsummarized_sql, view, where_clause
 from qc_pipeline.web.views import DEFAULT_TZ, NO_AGENT, NO_TEAM, ItemView, ListQuery, Page, SessionView
@@ -79,10 +80,11 @@ _SELECT = {
 _RAW = {"sessions": "s_raw", "scores": "sc_raw", "item_results": "it_raw", "utterances": "u_txt",
         "summaries": "su_raw"}
 
-_CUR_FROM_AFF = """
+# a call's current row: the sinks' "latest sessions row wins" rule (LATEST_FIRST), not a copy of it
+_CUR_FROM_AFF = f"""
 INSERT INTO cur
 WITH s AS (SELECT * FROM s_raw WHERE call_id IN (SELECT call_id FROM aff)
-           QUALIFY row_number() OVER (PARTITION BY call_id ORDER BY processed_at DESC, part DESC) = 1),
+           QUALIFY row_number() OVER (PARTITION BY call_id ORDER BY {LATEST_FIRST}) = 1),
 sc AS (SELECT * FROM sc_raw WHERE call_id IN (SELECT call_id FROM aff)
        QUALIFY row_number() OVER (PARTITION BY call_id, run_id ORDER BY part DESC) = 1),
 it AS (SELECT call_id, run_id, list_sort(list_distinct(list(item_id) FILTER (WHERE failed))) AS failed_items
