@@ -27,6 +27,12 @@ STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 
 
+
+def item_lost(applicable: bool, points: float, max_points: float, vetoed: bool) -> bool:
+    """Whether a scorecard item counts as lost (item flags, the review queue, reports): applicable and below
+    full points, or vetoed.  The review app's read model says the same in SQL (``web/readmodel.py``)."""
+    return bool(applicable) and (points < max_points or bool(vetoed))
+
 @dataclass(frozen=True)
 class ChatTurn:
     role: str

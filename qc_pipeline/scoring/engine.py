@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from qc_pipeline.records import item_lost
 from qc_pipeline.scoring.card import Item, Scorecard
 from qc_pipeline.scoring.context import Hit, SessionContext
 
@@ -116,7 +117,7 @@ def score_session(card: Scorecard, ctx: SessionContext) -> SessionScore:
         total = 0.0
     flags = []
     for item, r in zip(card.items, results):
-        if item.flag and r.applicable and (r.points < r.max_points or r.vetoed) and item.flag not in flags:
+        if item.flag and item_lost(r.applicable, r.points, r.max_points, r.vetoed) and item.flag not in flags:
             flags.append(item.flag)
     if veto_items:
         flags.append("veto")

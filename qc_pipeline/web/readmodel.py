@@ -71,6 +71,7 @@ _SELECT = {
     "scores": "SELECT {part}, call_id, run_id, total, grade, passed, veto, "
               "coalesce(veto_items, []), coalesce(flags, []), customer_emotion_index, coalesce(escalation, []) "
               "FROM {src}",
+    # the last column is qc_pipeline.records.item_lost in SQL
     "item_results": "SELECT {part}, call_id, run_id, item_id, coalesce(item_name, item_id), "
                     "applicable, applicable AND (points < max_points OR coalesce(vetoed, false)) FROM {src}",
     "utterances": "SELECT {part}, call_id, run_id, string_agg(text, chr(10) ORDER BY turn_index) "

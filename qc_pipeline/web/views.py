@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 from zoneinfo import ZoneInfo
 
+from qc_pipeline.records import item_lost
+
 DEFAULT_TZ = "Asia/Shanghai"
 NO_TEAM = "(无班组)"      # how reports show calls without a team / agent id
 NO_AGENT = "(无坐席)"
@@ -31,7 +33,7 @@ class ItemView:
 
     def lost_at(self, points: float) -> bool:
         """Whether the item counts as lost with ``points`` (the stored ones, or a reviewer's)."""
-        return self.applicable and (points < self.max_points or self.vetoed)
+        return item_lost(self.applicable, points, self.max_points, self.vetoed)
 
 
 @dataclass(frozen=True)
