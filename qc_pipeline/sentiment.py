@@ -318,7 +318,8 @@ class SentimentModel:
         """(features, polarity head, emotion head) applied with numpy (:mod:`qc_pipeline.sentiment_tfidf`)."""
         from qc_pipeline.sentiment_tfidf import LogisticHead, TfidfFeatures
 
-        return TfidfFeatures(self.vectorizer), LogisticHead(self.polarity), LogisticHead(self.emotion)
+        return (TfidfFeatures(self.vectorizer), LogisticHead.from_estimator(self.polarity),
+                LogisticHead.from_estimator(self.emotion))
 
     @property
     def emotion_classes(self) -> tuple[str, ...]:

@@ -146,33 +146,52 @@ Row = tuple[np.ndarray, np.ndarray]   # one text's TF-IDF vector: sorted feature
 _WHITE_SPACES = re.compile(r"\s\s+")
 
 
-class _TfidfPart:
+# the TfidfVectorizer settings this module applies (anything else is refused)
+SUPPORTED_TFIDF = {"input": "content", "binary": False, "norm": "l2", "use_idf": True, "sublinear_tf": True,
+                   "stop_words": None, "tokenizer": None}
+
+
+def unsupported_tfidf(vec: Any) -> str | None:
+    """The first setting of a fitted ``TfidfVectorizer`` that :class:`TfidfPart` cannot apply, as ``key=value``."""
+    for key, want in SUPPORTED_TFIDF.items():
+        if getattr(vec, key, want) != want:
+            return f"{key}={getattr(vec, key)!r}"
+    return None
+
+
+def char_ngrams(preprocess: Callable[[str], str], ngram_range: tuple[int, int]) -> Callable[[str], list[str]]:
+    """scikit-learn's ``analyzer="char"``: preprocess, fold whitespace runs, every n-gram of each length."""
+    lo, hi = ngram_range
+
+    def analyze(text: str) -> list[str]:   # TfidfVectorizer._char_ngrams
+        text = _WHITE_SPACES.sub(" ", preprocess(text))
+        return [text[i:i + n] for n in range(lo, min(hi, len(text)) + 1) for i in range(len(text) - n + 1)]
+    return analyze
+
+
+class TfidfPart:
     """One ``TfidfVectorizer``: counts over its vocabulary, sublinear tf, idf, l2 norm."""
 
-    def __init__(self, vec: Any) -> None:
-        settings = {"input": "content", "binary": False, "norm": "l2", "use_idf": True, "sublinear_tf": True,
-                    "stop_words": None, "tokenizer": None}
-        for key, want in settings.items():
-            if getattr(vec, key, want) != want:
-                raise SetupError(f"sentiment vectorizer: {key}={getattr(vec, key)!r} is not supported "
-                                 f"(the artifact must come from scripts/train_sentiment.py)")
-        self.vocabulary: dict[str, int] = vec.vocabulary_
-        self.idf = np.asarray(vec._tfidf.idf_)
-        self.dtype = np.dtype(vec.dtype)
-        self.analyze = self._analyzer(vec)
+    def __init__(self, vocabulary: dict[str, int], idf: np.ndarray, dtype: Any,
+                 analyze: Callable[[str], list[str]]) -> None:
+        self.vocabulary = vocabulary
+        self.idf = np.asarray(idf)
+        self.dtype = np.dtype(dtype)
+        self.analyze = analyze
 
-    @staticmethod
-    def _analyzer(vec: Any) -> Callable[[str], list[str]]:
+    @classmethod
+    def from_vectorizer(cls, vec: Any) -> "TfidfPart":
+        bad = unsupported_tfidf(vec)
+        if bad:
+            raise SetupError(f"sentiment vectorizer: {bad} is not supported "
+                             f"(the artifact must come from scripts/train_sentiment.py)")
         if callable(vec.analyzer):
-            return vec.analyzer
-        if vec.analyzer != "char" or vec.preprocessor is None:
+            analyze = vec.analyzer
+        elif vec.analyzer == "char" and vec.preprocessor is not None:
+            analyze = char_ngrams(vec.preprocessor, vec.ngram_range)
+        else:
             raise SetupError(f"sentiment vectorizer: analyzer {vec.analyzer!r} without a preprocessor is not supported")
-        pre, (lo, hi) = vec.preprocessor, vec.ngram_range
-
-        def char_ngrams(text: str) -> list[str]:   # TfidfVectorizer._char_ngrams
-            text = _WHITE_SPACES.sub(" ", pre(text))
-            return [text[i:i + n] for n in range(lo, min(hi, len(text)) + 1) for i in range(len(text) - n + 1)]
-        return char_ngrams
+        return cls(vec.vocabulary_, vec._tfidf.idf_, vec.dtype, analyze)
 
     def __len__(self) -> int:
         return len(self.vocabulary)
@@ -213,7 +232,7 @@ class TfidfFeatures:
     def __init__(self, union: Any) -> None:
         if getattr(union, "transformer_weights", None):
             raise SetupError("sentiment vectorizer: transformer_weights are not supported")
-        self.parts = [_TfidfPart(vec) for _name, vec in union.transformer_list]
+        self.parts = [TfidfPart.from_vectorizer(vec) for _name, vec in union.transformer_list]
         self.offsets = np.cumsum([0] + [len(p) for p in self.parts[:-1]]).tolist()
 
     def rows(self, texts: Sequence[str]) -> list[Row]:
@@ -227,10 +246,14 @@ class LogisticHead:
     them in (the fitted coefficients' and the rows' common type: float64 for liblinear, float32 for lbfgs on
     float32 features)."""
 
-    def __init__(self, lr: Any) -> None:
-        self.classes = tuple(lr.classes_.tolist())
-        self.coef_t = np.ascontiguousarray(np.asarray(lr.coef_).T)   # (n_features, k)
-        self.intercept = np.asarray(lr.intercept_)
+    def __init__(self, classes: Sequence[Any], coef: np.ndarray, intercept: np.ndarray) -> None:
+        self.classes = tuple(classes)
+        self.coef_t = np.ascontiguousarray(np.asarray(coef).T)   # (n_features, k)
+        self.intercept = np.asarray(intercept)
+
+    @classmethod
+    def from_estimator(cls, lr: Any) -> "LogisticHead":
+        return cls(lr.classes_.tolist(), lr.coef_, lr.intercept_)
 
     def decision(self, rows: Sequence[Row]) -> np.ndarray:
         """``X @ coef.T + intercept`` with each score summed feature by feature in index order, as SciPy's

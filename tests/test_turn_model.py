@@ -18,8 +18,9 @@ SHIPPED = resolve_scorecard_path("configs/scorecards/solution_turn-v1.json")
 
 # agent lines of the kind the dev dialogues hold (written for this test): answers and non-answers
 ANSWERS = ["这款洗衣机是预售商品，仓库会在本周五统一发出", "重启一下路由器就好了", "已经帮您申请退款，1-3个工作日到账",
+           "OK 已经 退款", "Wifi 密码 在路由器背面",
            "周末也营业的呢", "需要联系商家处理，商家电话在订单页", "您可以拒收后重新下单", "已为您反馈给售后专员，24小时内联系您"]
-OTHERS = ["您好，有什么可以帮您", "请问您的订单号是多少呢？", "很高兴为您服务，祝您生活愉快，再见",
+OTHERS = ["您好，有什么可以帮您", "请问您的订单号是多少呢？", "很高兴为您服务，祝您生活愉快，再见", "Hello 您好\t请问",
           "请您稍等，正在为您查询", "感谢您的理解与支持", "麻烦给个评价哦", "请私信提供您的手机号码"]
 
 
@@ -38,9 +39,11 @@ def _fitted(tmp_path):
 def test_probabilities_are_scikit_learns(tmp_path):
     vec, lr, path = _fitted(tmp_path)
     model = TurnModel.load(path)
-    texts = ["订单已经发出了，明天到", "您好  请问还有其他问题吗", "ABC 退款到账了吗", "", "😀"]
+    # lower-casing, whitespace folding (tabs, runs, ideographic spaces), unknown n-grams, empty text
+    texts = ["订单已经发出了，明天到", "您好  请问还有其他问题吗", "ok", "OK", "WIFI 密码", "hello\t您好 \t 请问", "a\tb",
+             "  \t ", "\u3000\u3000退款", "ABC 退款到账了吗", "", "😀"]
     want = lr.predict_proba(vec.transform(texts))[:, 1]
-    np.testing.assert_allclose(model.proba(texts), want, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(model.proba(texts), want)
 
 
 def test_the_shipped_solution_model_tells_answers_from_small_talk():
@@ -56,12 +59,20 @@ def test_the_shipped_solution_model_tells_answers_from_small_talk():
     (lambda d: {**d, "format": "something/else"}, "is not a"),
     (lambda d: {**d, "coef": d["coef"][:-1]}, "do not fit together"),
     (lambda d: {k: v for k, v in d.items() if k != "idf"}, "missing or malformed"),
+    (lambda d: {**d, "vocabulary": list(d["vocabulary"])}, "missing or malformed"),
+    (lambda d: {**d, "meta": ["not", "a", "mapping"]}, "missing or malformed"),
 ])
 def test_broken_model_files_are_refused_with_the_reason(tmp_path, mangle, why):
     _, _, path = _fitted(tmp_path)
     path.write_text(json.dumps(mangle(json.loads(path.read_text("utf-8")))), "utf-8")
     with pytest.raises(TurnModelError, match=why):
         TurnModel.load(path)
+
+
+def test_a_file_that_is_not_json_is_refused(tmp_path):
+    (tmp_path / "m.joblib").write_bytes(b"\x80\x02}q\x00(X\x06")          # e.g. the sentiment pickle
+    with pytest.raises(TurnModelError, match="not a JSON turn-classifier file"):
+        TurnModel.load(tmp_path / "m.joblib")
 
 
 def _card_with(tmp_path, body) -> dict:

@@ -1,45 +1,41 @@
 """Turn classifiers for the ``classifier`` rule operator.
 
-A turn classifier is a character n-gram TF-IDF with a logistic-regression head, fitted with
+A turn classifier is a character n-gram TF-IDF with a binary logistic-regression head, fitted with
 scikit-learn by ``scripts/train_turn_model.py`` on hand-labelled turns and stored as plain JSON
-(no pickle, so loading a model file runs no code).  It is applied here with numpy, step by step as
-scikit-learn's ``TfidfVectorizer(analyzer="char")`` and ``LogisticRegression`` do:
-whitespace runs folded to one space, optional lower-casing, every n-gram of each length in
-``ngram_range``, sublinear term frequency, IDF, L2 norm, then ``sigmoid(x · coef + intercept)``.
-``tests/test_turn_model.py`` checks the probabilities against scikit-learn's own.
+(no pickle, so loading a model file runs no code).  It is applied with the sentiment model's numpy
+implementation of the same two estimators (:mod:`qc_pipeline.sentiment_tfidf`: ``TfidfPart`` and
+``LogisticHead``), which computes scikit-learn's numbers operation by operation;
+``tests/test_turn_model.py`` checks them against scikit-learn's own.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import math
-import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from qc_pipeline.sentiment_tfidf import LogisticHead, TfidfPart, char_ngrams, unsupported_tfidf
+
 FORMAT = "qc-pipeline/turn-classifier/1"
-_WHITE_SPACES = re.compile(r"\s\s+")   # scikit-learn's char analyzer folds these
 
 
 class TurnModelError(ValueError):
     """The file is not a usable turn-classifier model (the message says why)."""
 
 
+def _identity(text: str) -> str:
+    return text
+
+
 @dataclass(frozen=True, eq=False)
 class TurnModel:
     path: Path
-    ngram_range: tuple[int, int]
-    lowercase: bool
-    sublinear_tf: bool
-    vocabulary: dict[str, int]
-    idf: np.ndarray
-    coef: np.ndarray
-    intercept: float
+    features: TfidfPart
+    head: LogisticHead
     meta: dict = field(default_factory=dict)
 
     @classmethod
@@ -52,13 +48,16 @@ class TurnModel:
             idf = np.asarray(obj["idf"], dtype=np.float64)
             coef = np.asarray(obj["coef"], dtype=np.float64)
             intercept = float(obj["intercept"])
-            lowercase, sublinear = bool(obj["lowercase"]), bool(obj["sublinear_tf"])
-        except (KeyError, TypeError, ValueError) as e:
+            lowercase = bool(obj["lowercase"])
+            meta = dict(obj.get("meta") or {})
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise TurnModelError(f"{path}: missing or malformed field ({e})") from None
         n = len(vocab)
         if not 1 <= lo <= hi or idf.shape != (n,) or coef.shape != (n,) or sorted(vocab.values()) != list(range(n)):
             raise TurnModelError(f"{path}: vocabulary, idf and coef do not fit together")
-        return cls(path, (lo, hi), lowercase, sublinear, vocab, idf, coef, intercept, dict(obj.get("meta", {})))
+        analyze = char_ngrams(str.lower if lowercase else _identity, (lo, hi))
+        return cls(path, TfidfPart(vocab, idf, np.float64, analyze),
+                   LogisticHead((0, 1), coef.reshape(1, -1), np.array([intercept])), meta)
 
     @classmethod
     def load(cls, path: str | Path) -> "TurnModel":
@@ -67,44 +66,30 @@ class TurnModel:
             obj = json.loads(p.read_text("utf-8"))
         except OSError as e:
             raise TurnModelError(f"cannot read {p}: {e.strerror or e}") from None
-        except json.JSONDecodeError as e:
-            raise TurnModelError(f"{p} is not JSON ({e})") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise TurnModelError(f"{p} is not a JSON turn-classifier file ({e})") from None
         return cls.from_dict(obj, p)
-
-    def ngrams(self, text: str) -> list[str]:
-        """The character n-grams scikit-learn's ``analyzer="char"`` makes of ``text``."""
-        text = _WHITE_SPACES.sub(" ", text.lower() if self.lowercase else text)
-        lo, hi = self.ngram_range
-        return [text[i:i + n] for n in range(lo, min(hi, len(text)) + 1) for i in range(len(text) - n + 1)]
 
     def proba(self, texts: Sequence[str]) -> np.ndarray:
         """P(positive class) for each text."""
-        out = np.empty(len(texts), dtype=np.float64)
-        for k, text in enumerate(texts):
-            counts = Counter(self.vocabulary[g] for g in self.ngrams(text) if g in self.vocabulary)
-            if counts:
-                idx = np.fromiter(counts, dtype=np.int64, count=len(counts))
-                tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
-                if self.sublinear_tf:
-                    tf = np.log(tf) + 1.0
-                x = tf * self.idf[idx]
-                z = float(x @ self.coef[idx]) / float(np.sqrt(x @ x)) + self.intercept
-            else:
-                z = self.intercept
-            out[k] = 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
-        return out
+        if not texts:
+            return np.zeros(0)
+        return self.head.proba(self.features.rows(texts))[:, 1]
 
 
 def to_dict(vectorizer: Any, lr: Any, meta: dict) -> dict:
-    """A fitted scikit-learn ``TfidfVectorizer(analyzer="char", norm="l2")`` and binary
-    ``LogisticRegression`` as the JSON this module reads (used by the training script)."""
-    if vectorizer.analyzer != "char" or vectorizer.norm != "l2" or not vectorizer.use_idf:
-        raise TurnModelError("only TfidfVectorizer(analyzer='char', norm='l2', use_idf=True) is supported")
+    """A fitted scikit-learn ``TfidfVectorizer(analyzer="char")`` (float64, the settings
+    :data:`~qc_pipeline.sentiment_tfidf.SUPPORTED_TFIDF` lists) and binary ``LogisticRegression`` as the JSON
+    this module reads (used by the training script)."""
+    bad = unsupported_tfidf(vectorizer)
+    if bad or vectorizer.analyzer != "char" or vectorizer.preprocessor is not None \
+            or np.dtype(vectorizer.dtype) != np.float64 or vectorizer.strip_accents is not None:
+        raise TurnModelError(f"unsupported TfidfVectorizer ({bad or 'analyzer, preprocessor, dtype or accents'}): "
+                             "use analyzer='char', float64, sublinear_tf=True, norm='l2'")
     if len(lr.classes_) != 2:
         raise TurnModelError("only a binary LogisticRegression is supported")
-    vocab = {k: int(v) for k, v in vectorizer.vocabulary_.items()}
     return {"format": FORMAT, "ngram_range": list(vectorizer.ngram_range), "lowercase": bool(vectorizer.lowercase),
-            "sublinear_tf": bool(vectorizer.sublinear_tf), "vocabulary": vocab,
+            "vocabulary": {k: int(v) for k, v in vectorizer.vocabulary_.items()},
             "idf": [float(x) for x in vectorizer.idf_], "coef": [float(x) for x in lr.coef_[0]],
             "intercept": float(lr.intercept_[0]), "meta": meta}
 
