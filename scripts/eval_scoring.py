@@ -121,6 +121,12 @@ def load_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
+def kept_turns(dialogue: dict) -> list[int]:
+    """Indices of the source turns the chat stage keeps (it drops empty ones): utterance ``n`` of the record
+    is source turn ``kept_turns(d)[n]``.  Label turn indices count every source turn."""
+    return [i for i, t in enumerate(dialogue["turns"]) if " ".join(str(t.get("text", "")).split())]
+
+
 def kappa(pairs: list[tuple]) -> float:
     k = cohen_kappa(pairs)
     return float("nan") if k is None else k
@@ -207,7 +213,7 @@ def main() -> None:
     # label turn indices count every turn of the source file; the chat stage drops empty ones
     new_index, runs_of = {}, {}
     for did, d in dialogues.items():
-        kept = [i for i, t in enumerate(d["turns"]) if " ".join(str(t.get("text", "")).split())]
+        kept = kept_turns(d)
         new_index[did] = {old: new for new, old in enumerate(kept)}
         run, prev = {}, None
         for new, old in enumerate(kept):

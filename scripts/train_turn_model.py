@@ -32,25 +32,21 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for path in (REPO, REPO / "scripts"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from eval_scoring import CORPORA, LABELS, kept_turns, load_jsonl  # noqa: E402
 
 from qc_pipeline.inputs import chat_to_source  # noqa: E402
 from qc_pipeline.pipeline import Pipeline  # noqa: E402
 from qc_pipeline.scoring.turn_model import to_dict  # noqa: E402
 from qc_pipeline.stages.chat import ChatStage  # noqa: E402
 
-LABELS = REPO / "eval" / "item_labels"
-CORPORA = ("jddc_sample/dev.jsonl", "csds_jd/dev.jsonl", "mobilecs_sample/dev.jsonl", "stc3_helpdesk/dev.jsonl")
 DEFAULT_LABELS = ("labels_v2.jsonl", "labels_v2_d*.jsonl", "labels_v2_f*.jsonl")
 REFUSED = re.compile(r"labels_v2_(b|c\d*|e\d*)\.jsonl$")   # second passes and the held-out sample
 DEFAULT_OUT = REPO / "qc_pipeline" / "configs" / "scorecards" / "solution_turn-v1.json"
 PARAMS = {"ngram_range": (1, 3), "min_df": 2, "C": 4.0}
-
-
-def load_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 def label_files(given: list[str] | None) -> list[Path]:
@@ -69,9 +65,7 @@ def turn_rows(labels: list[dict], dialogues: dict[str, dict]) -> list[tuple[str,
     for lab in labels:
         did = lab["dialogue_id"]
         d = dialogues[did]
-        # labels index the raw turns; the chat stage drops empty ones and numbers the rest from 0
-        kept = [i for i, t in enumerate(d["turns"]) if " ".join(str(t.get("text", "")).split())]
-        new = {old: n for n, old in enumerate(kept)}
+        new = {old: n for n, old in enumerate(kept_turns(d))}
         positive = {new[t] for t in lab["solution_turns"] if t in new}
         for u in chat.run_one(chat_to_source(d, did)).utterances:
             if u.role == "agent":
