@@ -99,7 +99,12 @@ def test_a_copied_card_finds_its_model_next_to_it_or_among_the_shipped_ones(tmp_
     copy.parent.mkdir()
     copy.write_text(SHIPPED.with_name("default.yaml").read_text("utf-8"), "utf-8")
     assert model_path("solution_turn-v1.json", str(copy)) == SHIPPED.resolve()
+    assert model_path("solution_turn-v1.json", None) == SHIPPED.resolve()          # a card given as a mapping
+    with pytest.raises(TurnModelError, match="not found"):
+        model_path(str(tmp_path / "absent.json"), str(copy))
     _, _, own = _fitted(tmp_path)
+    (tmp_path / "solution_turn-v1.json").write_bytes(own.read_bytes())           # the current folder's next
+    assert model_path("solution_turn-v1.json", str(copy)) == (tmp_path / "solution_turn-v1.json").resolve()
     (copy.parent / "solution_turn-v1.json").write_bytes(own.read_bytes())        # the card's own model wins
     assert model_path("solution_turn-v1.json", str(copy)) == (copy.parent / "solution_turn-v1.json").resolve()
     load_turn_model.cache_clear()

@@ -36,7 +36,7 @@ from __future__ import annotations
 import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import yaml
 
@@ -231,15 +231,25 @@ def _settings(raw, source) -> Settings:
                     caller_verified=verified)
 
 
+PACKAGE = Path(str(importlib.resources.files("qc_pipeline")))
+
+
+def find_file(spec: str, folders: Sequence[Path]) -> Optional[Path]:
+    """``spec`` if it is an absolute path to a file, else the first ``folder / spec`` that is a file."""
+    p = Path(spec).expanduser()
+    for candidate in [p] if p.is_absolute() else [folder / p for folder in folders]:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def resolve_scorecard_path(spec: str, key: str = "scoring.scorecard") -> Path:
     """A scorecard path as configured: absolute, else relative to the current folder, else to the
     installed package (where ``configs/scorecards/default.yaml`` ships)."""
-    p = Path(spec).expanduser()
-    package = Path(str(importlib.resources.files("qc_pipeline")))
-    for candidate in (p, package / p):
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(key, f"scorecard file {spec!r} not found (looked in {Path.cwd()} and {package})")
+    found = find_file(spec, [Path.cwd(), PACKAGE])
+    if found is None:
+        raise ConfigError(key, f"scorecard file {spec!r} not found (looked in {Path.cwd()} and {PACKAGE})")
+    return found
 
 
 def load_scorecard(path: str | Path) -> Scorecard:

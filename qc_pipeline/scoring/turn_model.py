@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,6 +22,7 @@ import numpy as np
 from qc_pipeline.sentiment_tfidf import LogisticHead, TfidfPart, char_ngrams, unsupported_tfidf
 
 FORMAT = "qc-pipeline/turn-classifier/1"
+log = logging.getLogger(__name__)
 
 
 class TurnModelError(ValueError):
@@ -68,7 +70,9 @@ class TurnModel:
             raise TurnModelError(f"cannot read {p}: {e.strerror or e}") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise TurnModelError(f"{p} is not a JSON turn-classifier file ({e})") from None
-        return cls.from_dict(obj, p)
+        model = cls.from_dict(obj, p)
+        log.info("loaded turn classifier %s (%d n-grams)", p, len(model.features.vocabulary))
+        return model
 
     def proba(self, texts: Sequence[str]) -> np.ndarray:
         """P(positive class) for each text."""

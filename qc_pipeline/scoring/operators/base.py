@@ -166,6 +166,26 @@ class Node:
         raise NotImplementedError
 
 
+def parse_bounds(c: "Compiler", body: dict, key: str, hi: float, what: str) -> tuple[Optional[float], Optional[float]]:
+    """``(below, above)`` of a ``{below: X} | {above: X}`` body: exactly one, a number in [0, hi]."""
+    if ("below" in body) == ("above" in body):
+        raise c.err(key, f"needs exactly one of below / above ({what})")
+    return tuple(c.number(body[k], f"{key}.{k}", 0, hi) if k in body else None for k in ("below", "above"))
+
+
+def utterance_values(ctx: SessionContext, candidates: list[Turn], values: dict[int, float], below: Optional[float],
+                     above: Optional[float], rule_id: str, show: str) -> Outcome:
+    """Hits on the candidate turns' utterances whose value (``values``: utterance index -> value; missing:
+    unknown) is below ``below`` or at/above ``above``; the evidence reads ``show.format(value) | text``."""
+    hits = []
+    for t in candidates:
+        for i in t.members:
+            value = values.get(i)
+            if value is not None and ((below is not None and value < below) or (above is not None and value >= above)):
+                hits.append(ctx.hit(rule_id, i, f"{show.format(value)} | {ctx.utterances[i].text}"))
+    return turn_outcome(ctx, candidates, hits)
+
+
 def turn_outcome(ctx: SessionContext, candidates: list[Turn], hits: list[Hit]) -> Outcome:
     """Outcome of a per-turn text check: matched when any turn hit; the low-confidence utterances of
     the candidate turns without a hit are where the check may have missed something."""

@@ -11,27 +11,23 @@ naming this key.  A hit is an utterance whose probability is at or above ``above
 
 from __future__ import annotations
 
-import importlib.resources
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from qc_pipeline.scoring.operators.base import Node, turn_outcome
+from qc_pipeline.scoring.card import PACKAGE, find_file
+from qc_pipeline.scoring.operators.base import Node, parse_bounds, utterance_values
 from qc_pipeline.scoring.turn_model import TurnModel, TurnModelError, load_turn_model
 
 
 def model_path(spec: str, card_source: Optional[str]) -> Path:
     """The model file: absolute; else next to the card; else in the current folder; else among the models
     that ship with the default card (so a copy of the default card edited elsewhere still finds them)."""
-    p = Path(spec).expanduser()
-    if p.is_absolute():
-        return p
-    shipped = Path(str(importlib.resources.files("qc_pipeline"))) / "configs" / "scorecards"
-    places = ([Path(card_source).parent] if card_source else []) + [Path.cwd(), shipped]
-    for folder in places:
-        if (folder / p).is_file():
-            return (folder / p).resolve()
-    raise TurnModelError(f"turn-classifier model {spec!r} not found (looked in {', '.join(map(str, places))})")
+    places = ([Path(card_source).parent] if card_source else []) + [Path.cwd(), PACKAGE / "configs" / "scorecards"]
+    found = find_file(spec, places)
+    if found is None:
+        raise TurnModelError(f"turn-classifier model {spec!r} not found (looked in {', '.join(map(str, places))})")
+    return found.resolve()
 
 
 @dataclass(frozen=True)
@@ -44,17 +40,14 @@ class Classifier(Node):
     @classmethod
     def parse(cls, body, c, key, rule_id, scope, **extra):
         body = c.mapping(body, key, ("model", "below", "above"), required=("model",))
-        if ("below" in body) == ("above" in body):
-            raise c.err(key, "needs exactly one of below / above (a probability 0..1)")
         if not isinstance(body["model"], str) or not body["model"].strip():
             raise c.err(f"{key}.model", "expected the path of a turn-classifier JSON file")
         try:
             model = load_turn_model(str(model_path(body["model"], c.source)))
         except TurnModelError as e:
             raise c.err(f"{key}.model", str(e)) from None
-        return cls(rule_id=rule_id, scope=scope, model=model,
-                   below=c.number(body["below"], f"{key}.below", 0, 1) if "below" in body else None,
-                   above=c.number(body["above"], f"{key}.above", 0, 1) if "above" in body else None)
+        below, above = parse_bounds(c, body, key, 1, "a probability 0..1")
+        return cls(rule_id=rule_id, scope=scope, model=model, below=below, above=above)
 
     def _probabilities(self, ctx, indices: list[int]) -> dict[int, float]:
         """utterance index -> probability, computed once per session and model."""
@@ -67,10 +60,4 @@ class Classifier(Node):
     def _evaluate(self, ctx):
         cands = self.scope.candidates(ctx)
         probs = self._probabilities(ctx, [i for t in cands for i in t.members])
-        hits = []
-        for t in cands:
-            for i in t.members:
-                p = probs[i]
-                if (self.below is not None and p < self.below) or (self.above is not None and p >= self.above):
-                    hits.append(ctx.hit(self.rule_id, i, f"p={p:.2f} | {ctx.utterances[i].text}"))
-        return turn_outcome(ctx, cands, hits)
+        return utterance_values(ctx, cands, probs, self.below, self.above, self.rule_id, "p={:.2f}")

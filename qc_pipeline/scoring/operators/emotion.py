@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from qc_pipeline.scoring.operators.base import Node, turn_outcome
+from qc_pipeline.scoring.operators.base import Node, parse_bounds, utterance_values
 
 
 @dataclass(frozen=True)
@@ -20,20 +20,10 @@ class Emotion(Node):
     @classmethod
     def parse(cls, body, c, key, rule_id, scope, **extra):
         body = c.mapping(body, key, ("below", "above"))
-        if ("below" in body) == ("above" in body):
-            raise c.err(key, "needs exactly one of below / above (emotion index 0..100)")
-        return cls(rule_id=rule_id, scope=scope,
-                   below=c.number(body["below"], f"{key}.below", 0, 100) if "below" in body else None,
-                   above=c.number(body["above"], f"{key}.above", 0, 100) if "above" in body else None)
+        below, above = parse_bounds(c, body, key, 100, "emotion index 0..100")
+        return cls(rule_id=rule_id, scope=scope, below=below, above=above)
 
     def _evaluate(self, ctx):
         cands = self.scope.candidates(ctx)
-        hits = []
-        for t in cands:
-            for i in t.members:
-                value = ctx.emotion.get(ctx.utterances[i].turn_index)
-                if value is None:
-                    continue
-                if (self.below is not None and value < self.below) or (self.above is not None and value >= self.above):
-                    hits.append(ctx.hit(self.rule_id, i, f"emotion={value:.0f} | {ctx.utterances[i].text}"))
-        return turn_outcome(ctx, cands, hits)
+        values = {i: ctx.emotion.get(u.turn_index) for i, u in enumerate(ctx.utterances)}
+        return utterance_values(ctx, cands, values, self.below, self.above, self.rule_id, "emotion={:.0f}")
