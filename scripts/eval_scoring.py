@@ -16,6 +16,9 @@ Also: every veto on all dev corpora (JDDC, CSDS, MobileCS, STC-3) with its text;
 Spearman ρ (average ranks for ties) of every item and the total with the 19-annotator means of S
 and A; text-scoring throughput with and without the sentiment model, measured in this run.
 
+Totals carry a 95 % bootstrap interval; ``--baseline CARD`` scores every session with a second card too
+and prints, per label set, the paired change in MAE and pass/fail agreement with its interval.
+
 ``--errors ITEM`` lists the sessions where machine and labels disagree on ITEM (greeting, closing,
 need_confirmation, solution_given, accepted, attitude, compliance) — for error analysis, on the
 tuning labels only (pass the D/F tuning samples with ``--labels``); the held-out sets are never listed.
@@ -33,6 +36,7 @@ from typing import Optional
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from qc_pipeline.config import ScoringConfig  # noqa: E402
@@ -56,10 +60,11 @@ the 'check' half, whose untouched numbers were need confirmation F1 0.57, attitu
 6.09, pass/fail 80.6%). B (a subset of A) was only read as aggregate numbers. Samples D and F (159 more
 STC-3 dialogues, labels_v2_d*/f*) are tuning labels too: their errors were read. Sample C (100 sessions,
 labels_v2_c*) is held out: it was never read per session by anyone who saw machine output, only these
-aggregate tables were printed, eight times (card 2026.12-1: MAE 6.34, pass/fail 76.0%; after the first
+aggregate tables were printed, nine times (card 2026.12-1: MAE 6.34, pass/fail 76.0%; after the first
 2026.12-2 change: 6.02, 76.0%; twice with the D-tuned card: 6.41, 77.0%; with the D+F-tuned card, three
 times: 5.84, 77.0%; behaviour-preserving refactors were checked against the whole table, which re-printed
-those same figures; card 2026.12-3, once: 6.08, 78.0%). Sample E is a second, independent labelling of
+those same figures; card 2026.12-3, twice: 6.08, 78.0%, the second time with --baseline 2026.12-2: MAE
+change +0.24 [-0.23, +0.89], pass/fail +1.0% [-2%, +5%]). Sample E is a second, independent labelling of
 C's sessions (the inter-annotator ceiling), also never read per session. The GUIDE.md section 17
 adjudicator re-read C and E records and dialogues (no machine output) and changed two E records. The
 solution-turn classifier (scripts/train_turn_model.py) is fitted on A, D and F only, so its figures on
@@ -109,6 +114,13 @@ def total_agreement(pairs: list[tuple[float, float]], pass_score: float) -> tupl
     """(mean |x − y|, share of pairs on the same side of the pass score) of session totals."""
     return (sum(abs(x - y) for x, y in pairs) / len(pairs),
             sum((x >= pass_score) == (y >= pass_score) for x, y in pairs) / len(pairs))
+
+
+def mean_ci(values: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95 % bootstrap interval of the mean (sessions resampled with replacement, fixed seed)."""
+    x = np.asarray(values, dtype=np.float64)
+    means = x[np.random.default_rng(seed).integers(0, len(x), size=(reps, len(x)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def in_tune_half(dialogue_id: str) -> bool:
@@ -193,6 +205,9 @@ def main() -> None:
     ap.add_argument("--labels-e", nargs="*", default=sorted(str(p) for p in LABELS.glob("labels_v2_e*.jsonl")),
                     help="a second, independent labelling pass over sample C (inter-annotator ceiling)")
     ap.add_argument("--scorecard", default="configs/scorecards/default.yaml")
+    ap.add_argument("--baseline", metavar="SCORECARD",
+                    help="also score every session with this card and print, per label set, the change in total "
+                         "MAE and pass/fail agreement with a paired 95%% bootstrap interval (is a card change real?)")
     ap.add_argument("--half", choices=("tune", "check"),
                     help="only the labelled sessions of one half (see TUNING_DISCLOSURE and in_tune_half)")
     ap.add_argument("--errors", help="list disagreements on this field")
@@ -210,6 +225,11 @@ def main() -> None:
     t0 = time.perf_counter()
     recs = {did: pipe.run_one(chat_to_source(d, did)) for did, d in dialogues.items()}
     with_sentiment_s = time.perf_counter() - t0
+    base_totals = {}
+    if args.baseline:
+        base = Pipeline([ChatStage(), ScoreStage(ScoringConfig(scorecard=args.baseline, mask_pii=False))])
+        base.setup()
+        base_totals = {did: base.run_one(chat_to_source(d, did)).score.total for did, d in dialogues.items()}
     # label turn indices count every turn of the source file; the chat stage drops empty ones
     new_index, runs_of = {}, {}
     for did, d in dialogues.items():
@@ -267,9 +287,22 @@ def main() -> None:
         sel = [(m["total"], g["total"]) for _, m, g in views if "total" in g]
         if sel:
             mae, agree = total_agreement(sel, pass_score)
-            rows.append(("session total MAE vs label-derived total", f"{mae:.2f}", "≤ 4"))
+            errs = [abs(a - b) for a, b in sel]
+            same = [float((a >= pass_score) == (b >= pass_score)) for a, b in sel]
+            rows.append(("session total MAE vs label-derived total (95% bootstrap interval)",
+                         "{:.2f}  [{:.2f}, {:.2f}]".format(mae, *mean_ci(errs)), "≤ 4"))
             rows.append((f"pass/fail agreement (≥ {pass_score:g})",
-                         f"{agree:.1%}  label fails {sum(b < pass_score for _, b in sel)}", "≥ 95%"))
+                         "{:.1%}  [{:.0%}, {:.0%}]  label fails {}".format(agree, *mean_ci(same),
+                                                                          sum(b < pass_score for _, b in sel)),
+                         "≥ 95%"))
+            if base_totals:
+                base_sel = [(base_totals[did], g["total"]) for did, _, g in views if "total" in g]
+                d_err = [e - abs(a - b) for e, (a, b) in zip(errs, base_sel)]
+                d_same = [s - float((a >= pass_score) == (b >= pass_score)) for s, (a, b) in zip(same, base_sel)]
+                rows.append(("change against --baseline (paired 95% interval): MAE / pass-fail",
+                             "{:+.2f} [{:+.2f}, {:+.2f}]  /  {:+.1%} [{:+.0%}, {:+.0%}]".format(
+                                 sum(d_err) / len(d_err), *mean_ci(d_err), sum(d_same) / len(d_same),
+                                 *mean_ci(d_same)), ""))
             report[f"{who}.total"] = {"mae": round(mae, 2), "pass_fail_agreement": round(agree, 3)}
             rows.append(("pass/fail disagreements: machine passes a label fail / fails a label pass",
                          f"{sum(a >= pass_score > b for a, b in sel)} / {sum(b >= pass_score > a for a, b in sel)}",
