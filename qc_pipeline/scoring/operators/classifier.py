@@ -23,7 +23,8 @@ from qc_pipeline.scoring.turn_model import TurnModel, TurnModelError, load_turn_
 def model_path(spec: str, card_source: Optional[str]) -> Path:
     """The model file: absolute; else next to the card; else in the current folder; else among the models
     that ship with the default card (so a copy of the default card edited elsewhere still finds them)."""
-    places = ([Path(card_source).parent] if card_source else []) + [Path.cwd(), PACKAGE / "configs" / "scorecards"]
+    places = list(dict.fromkeys(([Path(card_source).parent.resolve()] if card_source else [])
+                                + [Path.cwd(), PACKAGE / "configs" / "scorecards"]))
     found = find_file(spec, places)
     if found is None:
         raise TurnModelError(f"turn-classifier model {spec!r} not found (looked in {', '.join(map(str, places))})")
