@@ -51,7 +51,4 @@ def clash_store(monkeypatch):
 
     from qc_pipeline.scoring import words
 
-    words._clash_store.cache_clear()
     monkeypatch.setattr(words, "_clash_store", functools.lru_cache(maxsize=1)(words._clash_store.__wrapped__))
-    yield
-    words._clash_store.cache_clear()

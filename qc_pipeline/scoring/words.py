@@ -115,10 +115,10 @@ def save_clashes() -> None:
     path, answers, added = _clash_store()
     if path is None or not added:
         return
-    from qc_pipeline.cache import CacheUnwritable, write_atomic
+    from qc_pipeline.cache import CacheUnwritable, cache_folder, write_atomic
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        cache_folder(path.parent)
         try:  # answers other workers wrote meanwhile are kept
             answers = {**json.loads(path.read_text("utf-8")), **answers}
         except (OSError, ValueError):
