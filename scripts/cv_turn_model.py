@@ -35,14 +35,14 @@ class OutOfFold:
         self.oof, self.fallback = oof, fallback
 
     def proba(self, texts):
-        return np.array([self.oof[t] if t in self.oof else self.fallback.proba([t])[0] for t in texts])
+        missing = [t for t in texts if t not in self.oof]
+        fallback = dict(zip(missing, self.fallback.proba(missing))) if missing else {}
+        return np.array([self.oof[t] if t in self.oof else fallback[t] for t in texts])
 
 
 def main() -> None:
     shared = Path(sys.argv[sys.argv.index("--shared") + 1]) if "--shared" in sys.argv else REPO.parent / "shared" / "data"
-    labels = [lab for f in T.label_files(None) for lab in T.load_jsonl(f)]
-    dialogues = {d["dialogue_id"]: d for c in T.CORPORA for d in T.load_jsonl(shared / c)}
-    rows = T.turn_rows(labels, dialogues)
+    _, _, rows = T.tuning_rows(shared)
     by_text: dict[str, list[float]] = {}
     for (_, text, _), p in zip(rows, T.cross_validated(rows)):
         by_text.setdefault(text, []).append(float(p))

@@ -44,7 +44,7 @@ from qc_pipeline.inputs import chat_to_source  # noqa: E402
 from qc_pipeline.metrics import cohen_kappa  # noqa: E402
 from qc_pipeline.metrics import precision_recall_f1 as prf  # noqa: E402  (short name for the table code)
 from qc_pipeline.pipeline import Pipeline  # noqa: E402
-from qc_pipeline.stages.chat import ChatStage  # noqa: E402
+from qc_pipeline.stages.chat import ChatStage, chat_text  # noqa: E402
 from qc_pipeline.stages.score import ScoreStage  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,10 +133,16 @@ def load_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def kept_turns(dialogue: dict) -> list[int]:
-    """Indices of the source turns the chat stage keeps (it drops empty ones): utterance ``n`` of the record
-    is source turn ``kept_turns(d)[n]``.  Label turn indices count every source turn."""
-    return [i for i, t in enumerate(dialogue["turns"]) if " ".join(str(t.get("text", "")).split())]
+def utterance_index(dialogue: dict) -> dict[int, int]:
+    """Source turn index -> the chat stage's utterance index (it drops empty turns, by the stage's own
+    ``chat_text``).  Label turn indices count every source turn."""
+    kept = [i for i, t in enumerate(dialogue["turns"]) if chat_text(str(t.get("text", "")))]
+    return {old: new for new, old in enumerate(kept)}
+
+
+def load_dialogues(shared: Path) -> dict[str, dict]:
+    """Every dev dialogue of the labelled corpora, by dialogue_id."""
+    return {d["dialogue_id"]: d for f in CORPORA for d in load_jsonl(shared / f)}
 
 
 def kappa(pairs: list[tuple]) -> float:
@@ -215,10 +221,7 @@ def main() -> None:
     args = ap.parse_args()
     shared = Path(args.shared)
 
-    dialogues = {}
-    for f in CORPORA:
-        for d in load_jsonl(shared / f):
-            dialogues[d["dialogue_id"]] = d
+    dialogues = load_dialogues(shared)
     pipe = Pipeline([ChatStage(), ScoreStage(ScoringConfig(scorecard=args.scorecard, mask_pii=False))])
     pipe.setup()
     pass_score = pipe.stages[1].card.pass_score
@@ -233,8 +236,8 @@ def main() -> None:
     # label turn indices count every turn of the source file; the chat stage drops empty ones
     new_index, runs_of = {}, {}
     for did, d in dialogues.items():
-        kept = kept_turns(d)
-        new_index[did] = {old: new for new, old in enumerate(kept)}
+        new_index[did] = utterance_index(d)
+        kept = list(new_index[did])
         run, prev = {}, None
         for new, old in enumerate(kept):
             if prev is None or d["turns"][old]["role"] != d["turns"][kept[new - 1]]["role"]:
@@ -286,9 +289,9 @@ def main() -> None:
                                         "turn_r": round(tr, 3)}
         sel = [(m["total"], g["total"]) for _, m, g in views if "total" in g]
         if sel:
-            mae, agree = total_agreement(sel, pass_score)
             errs = [abs(a - b) for a, b in sel]
             same = [float((a >= pass_score) == (b >= pass_score)) for a, b in sel]
+            mae, agree = sum(errs) / len(errs), sum(same) / len(same)
             rows.append(("session total MAE vs label-derived total (95% bootstrap interval)",
                          "{:.2f}  [{:.2f}, {:.2f}]".format(mae, *mean_ci(errs)), "≤ 4"))
             rows.append((f"pass/fail agreement (≥ {pass_score:g})",

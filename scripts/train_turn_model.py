@@ -36,7 +36,7 @@ for path in (REPO, REPO / "scripts"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from eval_scoring import CORPORA, LABELS, kept_turns, load_jsonl  # noqa: E402
+from eval_scoring import LABELS, load_dialogues, load_jsonl, utterance_index  # noqa: E402
 
 from qc_pipeline.inputs import chat_to_source  # noqa: E402
 from qc_pipeline.pipeline import Pipeline  # noqa: E402
@@ -65,12 +65,23 @@ def turn_rows(labels: list[dict], dialogues: dict[str, dict]) -> list[tuple[str,
     for lab in labels:
         did = lab["dialogue_id"]
         d = dialogues[did]
-        new = {old: n for n, old in enumerate(kept_turns(d))}
+        new = utterance_index(d)
         positive = {new[t] for t in lab["solution_turns"] if t in new}
         for u in chat.run_one(chat_to_source(d, did)).utterances:
             if u.role == "agent":
                 rows.append((did, u.text, int(u.turn_index in positive)))
     return rows
+
+
+def tuning_rows(shared: Path, given: list[str] | None = None) -> tuple[list[Path], list[dict], list]:
+    """(label files, labels, :func:`turn_rows`) of the tuning labels (or ``given`` files), one labelling per
+    session."""
+    files = label_files(given)
+    labels = [lab for f in files for lab in load_jsonl(f)]
+    ids = [lab["dialogue_id"] for lab in labels]
+    if len(set(ids)) != len(ids):
+        raise SystemExit("a session is labelled twice in the given files: pass one labelling per session")
+    return files, labels, turn_rows(labels, load_dialogues(shared))
 
 
 def fit(texts: list[str], y: np.ndarray):
@@ -105,13 +116,7 @@ def main() -> None:
     from sklearn import __version__ as sklearn_version
     from sklearn.metrics import roc_auc_score
 
-    files = label_files(args.labels)
-    labels = [lab for f in files for lab in load_jsonl(f)]
-    ids = [lab["dialogue_id"] for lab in labels]
-    if len(set(ids)) != len(ids):
-        raise SystemExit("a session is labelled twice in the given files: pass one labelling per session")
-    dialogues = {d["dialogue_id"]: d for c in CORPORA for d in load_jsonl(Path(args.shared) / c)}
-    rows = turn_rows(labels, dialogues)
+    files, labels, rows = tuning_rows(Path(args.shared), args.labels)
     texts, y = [r[1] for r in rows], np.array([r[2] for r in rows])
     auc = roc_auc_score(y, cross_validated(rows))
     print(f"{len(labels)} sessions, {len(rows)} agent utterances, {int(y.sum())} solution turns; "

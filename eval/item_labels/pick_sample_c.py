@@ -19,6 +19,7 @@ import argparse
 import random
 
 from pick_sample_b import STC3_MAIN, _read, show
+from validate_labels import SOURCE_FILES
 
 # STC-3 dev has 294 dialogues; the 60 of the main sample are labelled, 75 of the other 234 are drawn.
 STC3_REST = sorted(set(range(294)) - set(STC3_MAIN))
@@ -27,23 +28,12 @@ STC3_D = sorted(random.Random(33).sample(sorted(set(STC3_REST) - set(STC3_C)), 6
 STC3_F = sorted(set(STC3_REST) - set(STC3_C) - set(STC3_D))
 
 
-# Dev files of every labelled source, for --id (same files the label files index into).
-DEV_FILES = (
-    ("jddc", "jddc_sample/dev.jsonl"),
-    ("csds", "csds_jd/dev.jsonl"),
-    ("mobilecs", "mobilecs_sample/dev.jsonl"),
-    ("stc3", "stc3_helpdesk/dev.jsonl"),
-)
-
-
 def find(dialogue_id: str) -> tuple[str, int, dict]:
     """(source, file index, record) of a dev session by its dialogue_id (any labelled source)."""
-    for source, rel in DEV_FILES:
-        if not dialogue_id.startswith(source + "_"):
-            continue
-        for i, rec in enumerate(_read(rel)):
-            if rec["dialogue_id"] == dialogue_id:
-                return source, i, rec
+    source = dialogue_id.split("_", 1)[0]
+    for i, rec in enumerate(_read(SOURCE_FILES[source]) if source in SOURCE_FILES else ()):
+        if rec["dialogue_id"] == dialogue_id:
+            return source, i, rec
     raise SystemExit(f"dialogue_id {dialogue_id!r} not found in the dev files")
 
 

@@ -17,6 +17,10 @@ from qc_pipeline.stages.base import Stage
 from qc_pipeline.textnorm import to_simplified_chars
 
 
+def chat_text(raw: str) -> str:
+    """A chat message as an utterance: whitespace runs folded to one space; empty means the turn is dropped."""
+    return " ".join(raw.split())
+
 class ChatStage(Stage):
     name = "chat"
     kinds = ("chat",)
@@ -28,7 +32,7 @@ class ChatStage(Stage):
         utterances = []
         empty = 0
         for turn in record.source.chat_turns:
-            text = " ".join(turn.text.split())
+            text = chat_text(turn.text)
             if not text:
                 empty += 1
                 continue
