@@ -8,7 +8,7 @@ from qc_pipeline.asr.base import Segment, Word
 from qc_pipeline.asr.fake import FakeAsrBackend, words_from_bursts
 from qc_pipeline.asr.registry import backend_uses_gpu, make_backend
 from qc_pipeline.config import load_config
-from qc_pipeline.errors import CallError, ConfigError, Reason
+from qc_pipeline.errors import CallError, ConfigError, Reason, SetupError
 from qc_pipeline.records import (
     ROLE_AGENT,
     ROLE_CUSTOMER,
@@ -161,6 +161,31 @@ def test_registry():
     assert err.value.key == "asr.backend"
     with pytest.raises(ConfigError):
         backend_uses_gpu(bad.asr)
+
+
+@pytest.mark.parametrize("cublas", [True, False])
+def test_device_choice_needs_cublas_where_a_gpu_is_visible(monkeypatch, caplog, cublas):
+    """A GPU that CTranslate2 sees is only used where it can also open cuBLAS 12 (a CUDA-13-only host without
+    the [gpu] extra cannot): ``auto`` then decodes on the CPU with a warning naming the fix, and ``cuda`` is a
+    SetupError before any call, instead of every call failing at its first matrix product."""
+    import ctranslate2
+
+    from qc_pipeline import gpu
+    from qc_pipeline.asr.faster_whisper import pick_device
+
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
+    monkeypatch.setattr(gpu, "cublas_loadable", lambda: cublas)
+    cfg = load_config(overrides=("asr.device=cuda",))
+    if cublas:
+        assert pick_device("auto", "auto") == ("cuda", "float16")
+        assert pick_device("cuda", "int8_float16") == ("cuda", "int8_float16")
+        assert backend_uses_gpu(cfg.asr) is True
+        return
+    with caplog.at_level("WARNING"):
+        assert pick_device("auto", "auto") == ("cpu", "int8")
+    assert "libcublas.so.12" in caplog.text and "qc-pipeline[gpu]" in caplog.text
+    with pytest.raises(SetupError, match=r"asr.device is cuda.*qc-pipeline\[gpu\]"):
+        backend_uses_gpu(cfg.asr)
 
 
 class _LoopsWhenBatched(FakeAsrBackend):

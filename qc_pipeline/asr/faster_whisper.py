@@ -16,19 +16,28 @@ import numpy as np
 from qc_pipeline.asr.base import AsrBackend, AsrOutOfMemory, Segment, Word
 from qc_pipeline.audio import SAMPLE_RATE
 from qc_pipeline.config import AsrConfig
+from qc_pipeline.errors import SetupError
 
 log = logging.getLogger(__name__)
 
 
 def pick_device(device: str, compute_type: str) -> tuple[str, str]:
-    """auto → cuda/float16 when CTranslate2 sees a GPU, else cpu/int8."""
+    """auto → cuda/float16 when CTranslate2 sees a GPU and can open cuBLAS, else cpu/int8.  ``cuda`` without
+    cuBLAS is a SetupError naming the fix (otherwise every call would fail at its first matrix product)."""
     if device in ("auto", "cuda"):
-        from qc_pipeline.gpu import preload_cuda12_libs
-
-        preload_cuda12_libs()  # CUDA-13-only hosts: cuBLAS 12 / cuDNN 9 from the [gpu] extra's wheels
-    if device == "auto":
         import ctranslate2
 
+        from qc_pipeline.gpu import CUBLAS, cublas_loadable, preload_cuda12_libs
+
+        preload_cuda12_libs()  # CUDA-13-only hosts: cuBLAS 12 from the [gpu] extra's wheel
+        if ctranslate2.get_cuda_device_count() > 0 and not cublas_loadable():
+            hint = (f"a GPU is visible but CTranslate2 cannot open {CUBLAS} (a CUDA-13-only host?): "
+                    "pip install 'qc-pipeline[gpu]' (docs/gpu.md)")
+            if device == "cuda":
+                raise SetupError(f"asr.device is cuda, but {hint}")
+            log.warning("%s; decoding on the CPU meanwhile", hint)
+            device = "cpu"
+    if device == "auto":
         device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
     if compute_type == "auto":
         compute_type = "float16" if device == "cuda" else "int8"
