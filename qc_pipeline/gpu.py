@@ -1,10 +1,11 @@
-"""CUDA 12 runtime libraries for CTranslate2 on hosts that only have CUDA 13.
+"""cuBLAS 12 for CTranslate2 on hosts that only have CUDA 13.
 
-PyPI's ``ctranslate2`` wheels link against cuBLAS 12 and cuDNN 9.  A host driver for CUDA 13 runs
-CUDA 12 user-space libraries fine (drivers are backward compatible); what is missing is the
-libraries themselves.  ``pip install 'qc-pipeline[gpu]'`` brings them as NVIDIA's PyPI wheels
-(``nvidia-cublas-cu12``, ``nvidia-cudnn-cu12``), and :func:`preload_cuda12_libs` loads them with
-``RTLD_GLOBAL`` before CTranslate2 asks for them, so no ``LD_LIBRARY_PATH`` editing is needed.
+PyPI's ``ctranslate2`` wheels (4.8.5) carry their own CUDA 12 runtime and open ``libcublas.so.12`` by name
+at the first matrix product; they use no cuDNN.  A host driver for CUDA 13 runs that runtime fine (drivers
+are backward compatible); what is missing is cuBLAS 12.  ``pip install 'qc-pipeline[gpu]'`` brings it as
+NVIDIA's PyPI wheel (``nvidia-cublas-cu12``), and :func:`preload_cuda12_libs` loads it with ``RTLD_GLOBAL``
+before CTranslate2 asks for it, so no ``LD_LIBRARY_PATH`` editing is needed.  Where it is still missing,
+:func:`cublas_loadable` says so, and ``asr.device: auto`` decodes on the CPU instead of failing every call.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import os
 
 log = logging.getLogger(__name__)
 
-# load order matters: cuBLASLt before cuBLAS, cuDNN's sub-libraries after the main one
-_LIBS = (("nvidia.cublas", ("libcublasLt.so.12", "libcublas.so.12")),
-         ("nvidia.cudnn", ("libcudnn.so.9", "libcudnn_*.so.9")))
+CUBLAS = "libcublas.so.12"  # the name CTranslate2 4.x opens
+# load order matters: cuBLASLt before cuBLAS
+_LIBS = (("nvidia.cublas", ("libcublasLt.so.12", CUBLAS)),)
 
 _loaded: list[str] = []
 
@@ -32,7 +33,7 @@ def _lib_dir(package: str):
 
 
 def preload_cuda12_libs() -> list[str]:
-    """Load the CUDA 12 wheels' libraries if they are installed; return what was loaded (idempotent)."""
+    """Load the cuBLAS 12 wheel's libraries if it is installed; return what was loaded (idempotent)."""
     if _loaded:
         return list(_loaded)
     for package, patterns in _LIBS:
@@ -52,3 +53,12 @@ def preload_cuda12_libs() -> list[str]:
     if _loaded:
         log.info("preloaded %d CUDA 12 libraries from the nvidia-* wheels", len(_loaded))
     return list(_loaded)
+
+
+def cublas_loadable() -> bool:
+    """Whether CTranslate2 will find cuBLAS 12: already loaded (the preload) or on the loader's search path."""
+    try:
+        ctypes.CDLL(CUBLAS)
+    except OSError:
+        return False
+    return True

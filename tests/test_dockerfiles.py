@@ -72,7 +72,7 @@ def test_installed_extras_exist(name):
     assert wanted, f"{name} installs no extras"
     assert set(wanted) <= extras, f"{name}: unknown extras {set(wanted) - extras}"
     if name.endswith(".cuda"):
-        assert "gpu" in wanted  # cuBLAS 12 / cuDNN 9 for CTranslate2 come from the [gpu] wheels
+        assert "gpu" in wanted  # cuBLAS 12 for CTranslate2 comes from the [gpu] wheel
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
