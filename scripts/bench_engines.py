@@ -23,6 +23,7 @@ Default inputs: samples/calls/manifest.csv and ../shared/data/synthetic_calls (i
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import sys
@@ -104,6 +105,26 @@ def content(out: Path) -> dict:
     return tables
 
 
+def text_change(a: dict, b: dict) -> str:
+    """How far run ``b``'s transcripts are from run ``a``'s (``content`` of each): calls whose text differs, and
+    the character edit distance over all calls.  On a GPU, float16 batches of other compositions (another
+    worker count, cross-call batching) decode slightly differently, so unequal tables need this size."""
+    from qc_pipeline.metrics import edit_distance
+
+    def texts(tables: dict) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for row in tables["utterances"]:  # already ordered by call and turn
+            out[row["call_id"]] = out.get(row["call_id"], "") + (row["text"] or "")
+        return out
+
+    ta, tb = texts(a), texts(b)
+    calls = sorted(set(ta) | set(tb))
+    changed = [c for c in calls if ta.get(c) != tb.get(c)]
+    chars = sum(len(t) for t in ta.values()) or 1
+    dist = sum(edit_distance(ta.get(c, ""), tb.get(c, "")) for c in changed)
+    return f"{len(changed)}/{len(calls)} calls' text differ, {dist}/{chars} characters ({dist / chars:.2%})"
+
+
 @dataclass(frozen=True)
 class Run:
     """One engine run of the bench: its row name, its name in the summary table, and how it compares."""
@@ -143,14 +164,19 @@ def main() -> None:
     ap.add_argument("--limit", type=int, help="use only the first N audio files (smoke runs)")
     ap.add_argument("--workers", type=int, default=2, help="workers for the parallel runs (default 2)")
     ap.add_argument("--ray-split", action="store_true", help="also run Ray with the split (front/asr/back) layout")
+    ap.add_argument("--no-ray", action="store_true", help="skip the Ray runs (also skipped, with a warning, where "
+                                                          "ray is not installed)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     ap.add_argument("--batch-size", type=int, default=8,
                     help="also run bare faster-whisper batched and the pipeline with asr.batch_size=N (0 = skip)")
     args = ap.parse_args()
     if args.workers < 2:
         ap.error("--workers must be at least 2 (1 worker is always measured)")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)
+    ray = not args.no_ray and importlib.util.find_spec("ray") is not None
+    if not ray and not args.no_ray:
+        log.warning("ray is not installed: no Ray runs (pip install -e '.[ray]')")
 
     cfg = load_config(None, ("run.progress=false", *args.set))
     inputs = args.inputs or [str(p) for p in DEFAULT_INPUTS if p.exists()]
@@ -169,13 +195,14 @@ def main() -> None:
         runs.append(Run("local", 1, f"local 1 worker batched (b={b})", f"pipeline, 1 worker, batched {b}",
                         load_config(None, ("run.progress=false", *args.set, f"asr.batch_size={b}")), inputs,
                         compare=False))
-    runs += [Run("local", w, f"local {w} workers", f"pipeline, {w} workers", cfg, inputs),
-             Run("ray", w, f"ray {w} workers", f"Ray, {w} workers", cfg, inputs, split=False)]
-    if args.ray_split:
+    runs.append(Run("local", w, f"local {w} workers", f"pipeline, {w} workers", cfg, inputs))
+    if ray:
+        runs.append(Run("ray", w, f"ray {w} workers", f"Ray, {w} workers", cfg, inputs, split=False))
+    if ray and args.ray_split:
         runs.append(Run("ray", w, f"ray {w} workers (split)", f"Ray, {w} workers, split layout", cfg, inputs,
                         split=True))
     stereo = stereo_only(paths)
-    if stereo:  # other calls than bare's: neither compared for results nor for wall
+    if stereo and len(stereo) < len(paths):  # other calls than bare's: neither compared for results nor for wall
         runs.append(Run("local", w, f"local {w} workers stereo only", f"pipeline, {w} workers, stereo calls only",
                         cfg, stereo, compare=False, comparable=False))
     rows = [{"mode": "bare faster-whisper", "label": "bare faster-whisper, sequential", "comparable": True,
@@ -209,7 +236,8 @@ def main() -> None:
     }
 
     same = content(outs["local 1 worker"])
-    equal = {name: content(path) == same for name, path in outs.items() if name != "local 1 worker"}
+    others = {name: content(path) for name, path in outs.items() if name != "local 1 worker"}
+    equal = {name: tables == same for name, tables in others.items()}
 
     stages = sorted({k for r in rows for k in r["stage_rtf"]})
     print(f"\n{len(paths)} calls, {audio_s:.1f} s call audio ({len(stereo)} stereo); bare model load "
@@ -230,7 +258,8 @@ def main() -> None:
     if bad:
         print(f"FAILED calls: {bad}")
     if not all(equal.values()):
-        print("ENGINES DISAGREE: compare the tables under the scratch folder")
+        print("ENGINES DISAGREE: compare the tables under the scratch folder. Transcripts against local 1 worker: "
+              + "; ".join(f"{k}: {text_change(same, others[k])}" for k, v in equal.items() if not v))
     print_summary(rows, w)
     res = {"calls": len(paths), "audio_s": audio_s, "workers": w, "bare": bare, "rows": rows, "ratios": ratios,
            "equal_to_local_1": equal, "scratch": str(tmp)}
