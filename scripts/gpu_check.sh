@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Issue 17's checks on a lent GPU machine, in one call (docs/gpu.md): the parts of scripts/gpu_stage.sh must
+# already be in $PARTS there (default .gpu; /tmp/parts when sent one call each).  Unpacks them (the machine
+# reaches no package index), then
+#   1. the GPU path as installed (no cuBLAS 12 on a CUDA-13-only host), then with the host's cuBLAS 13 under
+#      the cuBLAS 12 name, and the CPU for the same text;
+#   2. scripts/bench_engines.py: bare faster-whisper sequential and batched vs the pipeline (local 1 and N
+#      workers, Ray, Ray split), GPU utilisation and memory sampled by nvidia-smi meanwhile;
+#   3. out-of-memory halving: another process holds all but ~1.5 GiB of the GPU while a batch of 64 is asked;
+#   4. eval_asr --telephone on the GPU (CER next to the CPU figures in README).
+# Everything goes to $OUT (run.log, bench.log, smi.csv, hog.log, oom.log, eval_asr.json).
+set -u
+export PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1
+OUT=${OUT:-/tmp/gpu-check}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/run.log") 2>&1
+PY=${PY:-python3}; PARTS=${PARTS:-.gpu}
+COPIES=${COPIES:-32}; WORKERS=${WORKERS:-4}; BATCH=${BATCH:-16}
+step() { echo; echo "== $(date +%T) $*"; }
+t0=$(date +%s)
+
+step "unpack the staged parts"
+rm -rf /tmp/stage /tmp/ray /tmp/site /tmp/qc-bench-engines-*
+cat "$PARTS"/base.part* | tar -x -C /tmp || { echo "staged parts missing or incomplete:"; ls -l "$PARTS"; exit 1; }
+$PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site /tmp/stage/whl/*.whl \
+    $(ls "$PARTS"/*.whl 2>/dev/null) || exit 1
+if cat "$PARTS"/ray.part* 2>/dev/null | tar -x -C /tmp 2>/dev/null; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site /tmp/ray/whl/*.whl \
+        || echo "ray did not install: no Ray runs"
+else
+    echo "ray parts missing or incomplete: no Ray runs"
+fi
+cp -r /tmp/stage/jieba /tmp/site/
+rm -rf models/whisper-base && mkdir -p models && cp -r /tmp/stage/whisper-base models/
+export PYTHONPATH=$PWD:/tmp/site QC_SHARED_DATA=/tmp/stage/shared
+
+step "machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
+echo "cores $(nproc)"; free -g | head -2
+$PY - <<'PYEOF'
+import sys, ctranslate2, faster_whisper, torch
+print("python", sys.version.split()[0], "ctranslate2", ctranslate2.__version__, "faster-whisper", faster_whisper.__version__,
+      "torch", torch.__version__, "(CUDA", torch.version.cuda, ")")
+print("CTranslate2 sees", ctranslate2.get_cuda_device_count(), "GPU(s); compute types",
+      sorted(ctranslate2.get_supported_compute_types("cuda")))
+PYEOF
+timeout 30 find /opt /usr -name 'libcublas.so.1*' -o -name 'libcudnn.so.9*' 2>/dev/null | head
+
+step "1a. GPU path as installed (no cuBLAS 12 here): auto, then cuda"
+timeout 120 $PY scripts/gpu_smoke.py
+timeout 60 $PY scripts/gpu_smoke.py --set asr.device=cuda
+step "1b. the host's cuBLAS 13 under the cuBLAS 12 name (symlink + LD_LIBRARY_PATH)"
+CUBLAS13=$(timeout 30 find /opt /usr -name 'libcublas.so.13' 2>/dev/null | head -1)
+echo "cuBLAS 13: ${CUBLAS13:-none}"
+mkdir -p /tmp/compat && ln -sf "$CUBLAS13" /tmp/compat/libcublas.so.12
+export LD_LIBRARY_PATH=/tmp/compat:$(dirname "$CUBLAS13")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+timeout 120 $PY scripts/gpu_smoke.py || { echo "no working GPU path: stopping"; exit 1; }
+timeout 120 $PY scripts/gpu_smoke.py --set asr.device=cpu
+
+step "2. bench_engines on the GPU: $COPIES copies, $WORKERS workers, batch $BATCH"
+nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -lms 500 > "$OUT/smi.csv" &
+smi=$!
+timeout "${BENCH_S:-330}" $PY scripts/bench_engines.py --inputs samples/calls/stereo_call_8k.wav --copies "$COPIES" \
+    --workers "$WORKERS" --batch-size "$BATCH" --ray-split --set asr.device=cuda --set diarization.backend=none \
+    > "$OUT/bench.log" 2>&1
+echo "bench exit $?"
+kill $smi
+grep -v '^{' "$OUT/bench.log" | tail -45
+
+step "3. out-of-memory halving: all but ~1.5 GiB of the GPU held by another process, batch 64 asked"
+$PY - > "$OUT/hog.log" 2>&1 <<'PYEOF' &
+import time, torch
+free, _ = torch.cuda.mem_get_info()
+hold = torch.empty(free - int(1.5 * 2**30), dtype=torch.uint8, device="cuda")
+print("holding", round(hold.numel() / 2**30, 1), "GiB; free", round(torch.cuda.mem_get_info()[0] / 2**30, 2), "GiB",
+      flush=True)
+time.sleep(600)
+PYEOF
+hog=$!
+for _ in $(seq 60); do grep -q holding "$OUT/hog.log" && break; sleep 1; done
+cat "$OUT/hog.log"
+rm -rf /tmp/oom-in /tmp/oom-out && mkdir -p /tmp/oom-in
+for i in 1 2 3 4 5 6 7 8; do cp samples/calls/stereo_call_8k.wav /tmp/oom-in/c$i.wav; done
+timeout 150 $PY -m qc_pipeline run /tmp/oom-in --out /tmp/oom-out --workers 1 --no-progress --set asr.device=cuda \
+    --set asr.batch_size=64 --set run.calls_per_task=8 --set diarization.backend=none > "$OUT/oom.log" 2>&1
+echo "run exit $?"
+kill $hog
+grep -iE "memory|batch_size" "$OUT/oom.log" | head -20
+$PY -c "
+import collections
+from qc_pipeline.sinks import read_table
+rows = read_table('/tmp/oom-out', 'sessions').to_pylist()
+print(collections.Counter((r['status'], r.get('error_reason')) for r in rows))"
+
+step "4. eval_asr --telephone on the GPU"
+timeout "${EVAL_S:-200}" $PY scripts/eval_asr.py --telephone --workers 4 --set asr.device=cuda --set diarization.backend=none \
+    --json "$OUT/eval_asr.json" 2>&1 | tail -30
+step "done in $(( $(date +%s) - t0 )) s"
