@@ -188,6 +188,42 @@ def test_device_choice_needs_cublas_where_a_gpu_is_visible(monkeypatch, caplog, 
         backend_uses_gpu(cfg.asr)
 
 
+def test_asr_device_cuda_is_checked_when_a_worker_starts(monkeypatch):
+    """``asr.device: cuda`` on a GPU that CTranslate2 cannot use fails the worker's setup (a SetupError before any
+    call), whatever the batch and group settings; ``auto`` leaves the choice to the model load."""
+    import ctranslate2
+
+    from qc_pipeline import gpu
+
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
+    monkeypatch.setattr(gpu, "cublas_loadable", lambda: False)
+    for overrides in ((), ("asr.batch_size=0", "run.calls_per_task=1")):
+        with pytest.raises(SetupError, match="asr.device is cuda"):
+            _stage(None, "asr.device=cuda", *overrides).setup()
+    _stage(None, "asr.device=auto").setup()
+
+
+@pytest.mark.parametrize("message,oom", [
+    ("CUDA failed with error out of memory", True),
+    ("parallel_for failed: cudaErrorInvalidDevice: invalid device ordinal", True),
+    ("CUDA failed with error an illegal memory access was encountered", False),
+])
+def test_ctranslate2_errors_that_mean_out_of_memory(monkeypatch, message, oom):
+    """Both ways CTranslate2 reports a starved GPU start the batch halving; other errors pass through."""
+    from qc_pipeline.asr.base import AsrOutOfMemory
+    from qc_pipeline.asr.faster_whisper import FasterWhisperBackend
+
+    backend = FasterWhisperBackend(load_config().asr)
+
+    def fail(*_args, **_kwargs):
+        raise RuntimeError(message)
+
+    monkeypatch.setattr(backend, "_batch", fail)
+    with pytest.raises(AsrOutOfMemory if oom else RuntimeError) as err:
+        backend.transcribe([np.zeros(SR, np.float32)], "zh", 4)
+    assert isinstance(err.value, AsrOutOfMemory) == oom
+
+
 class _LoopsWhenBatched(FakeAsrBackend):
     """Like whisper at temperature 0 on a short telephone clip: batched decoding loops; decoding the clip on
     its own (with the temperature fallback) does not."""

@@ -20,6 +20,12 @@ from qc_pipeline.errors import SetupError
 
 log = logging.getLogger(__name__)
 
+# How CTranslate2 reports a GPU that is out of memory: its allocator says so, its thrust kernels (parallel_for)
+# say cudaErrorInvalidDevice.  Seen on an H200 at the retry after an out-of-memory error (docs/gpu.md); measured
+# elsewhere as the same starved-card condition, alternating with the first message
+# (github.com/homelab-00/TranscriptionSuite/pull/268).
+OOM_MESSAGES = ("out of memory", "cudaerrorinvaliddevice")
+
 
 def pick_device(device: str, compute_type: str) -> tuple[str, str]:
     """auto → cuda/float16 when CTranslate2 sees a GPU and can open cuBLAS, else cpu/int8.  ``cuda`` without
@@ -30,15 +36,16 @@ def pick_device(device: str, compute_type: str) -> tuple[str, str]:
         from qc_pipeline.gpu import CUBLAS, cublas_loadable, preload_cuda12_libs
 
         preload_cuda12_libs()  # CUDA-13-only hosts: cuBLAS 12 from the [gpu] extra's wheel
-        if ctranslate2.get_cuda_device_count() > 0 and not cublas_loadable():
+        gpu = ctranslate2.get_cuda_device_count() > 0
+        if gpu and not cublas_loadable():
             hint = (f"a GPU is visible but CTranslate2 cannot open {CUBLAS} (a CUDA-13-only host?): "
                     "pip install 'qc-pipeline[gpu]' (docs/gpu.md)")
             if device == "cuda":
                 raise SetupError(f"asr.device is cuda, but {hint}")
             log.warning("%s; decoding on the CPU meanwhile", hint)
             device = "cpu"
-    if device == "auto":
-        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        elif device == "auto":
+            device = "cuda" if gpu else "cpu"
     if compute_type == "auto":
         compute_type = "float16" if device == "cuda" else "int8"
     return device, compute_type
@@ -122,7 +129,7 @@ class FasterWhisperBackend(AsrBackend):
         try:
             return self._batch(clips, language, batch_size)
         except RuntimeError as exc:
-            if "out of memory" in str(exc).lower():
+            if any(m in str(exc).lower() for m in OOM_MESSAGES):
                 raise AsrOutOfMemory(str(exc)) from None
             raise
 

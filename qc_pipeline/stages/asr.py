@@ -116,7 +116,13 @@ class AsrStage(Stage):
 
     def setup(self) -> None:
         """Nothing heavy: the model loads on the first audio call, so chat-only batches never pay for
-        it (``run_batch`` checks the model is installed before any worker starts when audio is queued)."""
+        it (``run_batch`` checks the model is installed before any worker starts when audio is queued).
+        ``asr.device: cuda`` is checked here, in every worker and Ray actor: a GPU that CTranslate2 cannot use
+        is a SetupError before the first call, not an error row on every call."""
+        if self.cfg.device == "cuda":
+            from qc_pipeline.asr.registry import backend_uses_gpu
+
+            backend_uses_gpu(self.cfg)
 
     def load(self) -> None:
         if self.backend is None:
@@ -138,10 +144,10 @@ class AsrStage(Stage):
         while True:
             try:
                 return self.backend.transcribe([w.clip for w in windows], language, batch)
-            except AsrOutOfMemory:
+            except AsrOutOfMemory as exc:
                 if batch <= 1:
-                    raise CallError(Reason.INTERNAL_ERROR, "GPU out of memory even at batch size 1; use a smaller "
-                                    "model or compute_type (asr.compute_type=int8_float16)") from None
+                    raise CallError(Reason.INTERNAL_ERROR, f"GPU out of memory even at batch size 1 ({exc}); use a "
+                                    "smaller model or compute_type (asr.compute_type=int8_float16)") from None
                 log.warning("GPU out of memory at asr.batch_size=%d; retrying this call at %d. Set "
                             "--set asr.batch_size=%d to avoid the retries", batch, batch // 2, batch // 2)
                 batch //= 2
