@@ -82,6 +82,25 @@ def test_calls_per_task_auto_groups_only_where_asr_runs_on_a_gpu():
     assert calls_per_task(load_config(overrides=("run.calls_per_task=3",)), gpu=False) == 3
 
 
+def test_gpu_layout_names_its_actor_count_and_refuses_a_gpu_it_cannot_use(monkeypatch):
+    """One GPU: the fused layout runs one GPU actor (and says so); an actor Ray gives a GPU that CTranslate2
+    cannot use (no cuBLAS 12, ``asr.device: auto``) is a setup error naming the fix, not a silent CPU run."""
+    import ctranslate2
+
+    from qc_pipeline import gpu
+    from qc_pipeline.executors.ray.actors import unusable_gpu
+    from qc_pipeline.executors.ray.layout import plan
+
+    layout, pools = plan(CFG, 4, False, 1, {}, build_stages)
+    assert (layout, [p.size for p in pools]) == ("fused x1 (gpu)", [1])
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
+    for cublas, expected in ((True, None), (False, "pip install 'qc-pipeline[gpu]'")):
+        monkeypatch.setattr(gpu, "cublas_loadable", lambda cublas=cublas: cublas)
+        why = unusable_gpu(CFG, [0])
+        assert why is None if expected is None else expected in why
+    assert unusable_gpu(CFG, []) is None  # a CPU actor: nothing to check
+
+
 def test_unknown_engine_is_a_setup_error(tmp_path):
     with pytest.raises(SetupError, match="unknown engine 'spark'; use one of: local, ray"):
         run_batch([], str(tmp_path), CFG, engine="spark")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from qc_pipeline.config import PipelineConfig
+from qc_pipeline.errors import SetupError
 from qc_pipeline.records import CallRecord
 from qc_pipeline.stages.base import Stage
 
@@ -19,6 +20,20 @@ def vm_hwm_mib(pid: str = "self") -> Optional[float]:
     except OSError:
         return None
     return next((int(line.split()[1]) / 1024 for line in lines if line.startswith("VmHWM:")), None)
+
+
+def unusable_gpu(cfg: PipelineConfig, gpu_ids: Sequence) -> Optional[str]:
+    """Why an actor that Ray gave a GPU (``gpu_ids``) would still decode on the CPU, else None: the layout
+    reserved the GPU because ``asr.device`` is auto, but CTranslate2 cannot use it here (no cuBLAS 12), and a
+    GPU actor runs few, single-threaded ASR workers - a silent CPU fallback would be many times slower."""
+    if not gpu_ids:
+        return None
+    from qc_pipeline.asr.registry import backend_uses_gpu
+
+    if backend_uses_gpu(cfg.asr):
+        return None
+    return ("this Ray actor holds a GPU, but CTranslate2 cannot use it there (no cuBLAS 12, or no ctranslate2): "
+            "pip install 'qc-pipeline[gpu]' on every GPU node, or set asr.device=cpu")
 
 
 class StageActor:
@@ -43,6 +58,10 @@ class StageActor:
                 stages = [s for s in stages if s.name in names]
             self.pipeline = Pipeline(stages)
             self.pipeline.setup()
+            import ray
+
+            if (why := unusable_gpu(cfg, ray.get_gpu_ids())) is not None:
+                raise SetupError(why)
             pin_threads(cfg.asr.cpu_threads)
         except Exception as exc:  # reported by ready(); the driver turns it into a SetupError
             self.error = f"{exc.__class__.__name__}: {exc}"

@@ -48,7 +48,7 @@ def plan(cfg: PipelineConfig, workers: int, split: Optional[bool], gpus: int, en
     if not split:
         opts = dict(cpu, num_gpus=1) if asr_gpu else cpu
         n = min(workers, gpus) if asr_gpu else workers
-        return f"fused x{workers}" + (" (gpu)" if asr_gpu else ""), [Pool("pipeline", None, opts, n)]
+        return f"fused x{n}" + (" (gpu)" if asr_gpu else ""), [Pool("pipeline", None, opts, n)]
     if asr_gpu:
         asr_opts, n_asr = {"num_cpus": 1, "num_gpus": 1, **runtime}, min(workers, gpus)
     else:
