@@ -107,22 +107,23 @@ def content(out: Path) -> dict:
 
 def text_change(a: dict, b: dict) -> str:
     """How far run ``b``'s transcripts are from run ``a``'s (``content`` of each): calls whose text differs, and
-    the character edit distance over all calls.  On a GPU, float16 batches of other compositions (another
-    worker count, cross-call batching) decode slightly differently, so unequal tables need this size."""
-    from qc_pipeline.metrics import edit_distance
+    the character error rate of ``b`` against ``a`` over all calls (``metrics.cer``, as eval_asr scores).  On a
+    GPU, float16 batches of other compositions (another worker count, cross-call batching) decode slightly
+    differently, so unequal tables need this size."""
+    from qc_pipeline.metrics import cer
 
     def texts(tables: dict) -> dict[str, str]:
+        turns = sorted(tables["utterances"], key=lambda r: (r["call_id"], r["turn_index"]))
         out: dict[str, str] = {}
-        for row in tables["utterances"]:  # already ordered by call and turn
+        for row in turns:
             out[row["call_id"]] = out.get(row["call_id"], "") + (row["text"] or "")
         return out
 
     ta, tb = texts(a), texts(b)
     calls = sorted(set(ta) | set(tb))
-    changed = [c for c in calls if ta.get(c) != tb.get(c)]
-    chars = sum(len(t) for t in ta.values()) or 1
-    dist = sum(edit_distance(ta.get(c, ""), tb.get(c, "")) for c in changed)
-    return f"{len(changed)}/{len(calls)} calls' text differ, {dist}/{chars} characters ({dist / chars:.2%})"
+    errors, chars = (sum(x) for x in zip((0, 0), *(cer(ta.get(c, ""), tb.get(c, "")) for c in calls)))
+    changed = sum(ta.get(c) != tb.get(c) for c in calls)
+    return f"{changed}/{len(calls)} calls' text differ, {errors}/{chars} characters ({errors / max(chars, 1):.2%})"
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ timeout 150 $PY -m qc_pipeline run /tmp/oom-in --out /tmp/oom-out --workers 1 --
     --set asr.batch_size=64 --set run.calls_per_task=8 --set diarization.backend=none > "$OUT/oom.log" 2>&1
 echo "run exit $?"
 kill $hog
-grep -iE "memory|batch_size" "$OUT/oom.log" | head -20
+grep -iE "memory|batch_size|failed|error" "$OUT/oom.log" | head -20
 $PY -c "
 import collections
 from qc_pipeline.sinks import read_table

@@ -39,8 +39,9 @@ def main() -> int:
     from qc_pipeline.config import load_config
 
     cfg = load_config(None, tuple(args.set)).asr
-    report: dict = {"pick_device": pick_device(cfg.device, cfg.compute_type)}
+    report: dict = {}
     try:
+        report["pick_device"] = pick_device(cfg.device, cfg.compute_type)
         backend = FasterWhisperBackend(cfg)
         t0 = time.perf_counter()
         backend.load()
