@@ -64,7 +64,8 @@ aggregate tables were printed, nine times (card 2026.12-1: MAE 6.34, pass/fail 7
 2026.12-2 change: 6.02, 76.0%; twice with the D-tuned card: 6.41, 77.0%; with the D+F-tuned card, three
 times: 5.84, 77.0%; behaviour-preserving refactors were checked against the whole table, which re-printed
 those same figures; card 2026.12-3, twice: 6.08, 78.0%, the second time with --baseline 2026.12-2: MAE
-change +0.24 [-0.23, +0.89], pass/fail +1.0% [-2%, +5%]). Sample E is a second, independent labelling of
+change +0.24 [-0.23, +0.89], pass/fail +1.0% [-2%, +5%]; re-printed unchanged twice on 2026-11-26, after
+GPU-only changes that leave scoring alone). Sample E is a second, independent labelling of
 C's sessions (the inter-annotator ceiling), also never read per session. The GUIDE.md section 17
 adjudicator re-read C and E records and dialogues (no machine output) and changed two E records. The
 solution-turn classifier (scripts/train_turn_model.py) is fitted on A, D and F only, so its figures on
