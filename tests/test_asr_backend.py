@@ -203,6 +203,19 @@ def test_asr_device_cuda_is_checked_when_a_worker_starts(monkeypatch):
     _stage(None, "asr.device=auto").setup()
 
 
+@pytest.mark.parametrize("workers,device,warned", [(1, "auto", True), (2, "auto", False), (1, "cpu", False)])
+def test_one_worker_on_a_gpu_is_told_to_use_more(monkeypatch, caplog, workers, device, warned):
+    """On an H200 one worker left the GPU 93 % idle (docs/gpu.md): the local engine says so when ASR will run on
+    a GPU with one worker, and names --workers."""
+    import qc_pipeline.asr.registry as registry
+    from qc_pipeline.executors import LocalExecutor
+
+    monkeypatch.setattr(registry, "backend_uses_gpu", lambda cfg: cfg.device != "cpu")
+    with caplog.at_level("WARNING", logger="qc_pipeline.executors.local"):
+        LocalExecutor(load_config(overrides=(f"asr.device={device}",)), workers)
+    assert ("--workers N" in caplog.text) == warned
+
+
 @pytest.mark.parametrize("message,oom", [
     ("CUDA failed with error out of memory", True),
     ("parallel_for failed: cudaErrorInvalidDevice: invalid device ordinal", True),

@@ -8,6 +8,7 @@ the progress bar and the run summary; workers only compute.
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, Iterable, Optional
 
 from qc_pipeline.config import PipelineConfig
@@ -15,6 +16,7 @@ from qc_pipeline.executors.base import calls_per_task, resolve_workers, worker_c
 from qc_pipeline.executors.pool import StageBuilder, WorkerPool
 from qc_pipeline.records import CallRecord, CallSource
 
+log = logging.getLogger(__name__)
 
 class LocalExecutor:
     def __init__(self, cfg: PipelineConfig, workers: Optional[int] = None,
@@ -23,6 +25,13 @@ class LocalExecutor:
         self.cfg = worker_config(cfg, self.workers)
         self.group_size = calls_per_task(cfg)
         self.build = build  # None = pipeline.build_stages; must be importable by a spawned process
+        if self.workers == 1 and cfg.asr.device != "cpu":
+            from qc_pipeline.asr.registry import backend_uses_gpu
+
+            if backend_uses_gpu(cfg.asr):
+                log.warning("ASR runs on a GPU with 1 worker: the GPU waits on that worker's decoding, VAD and "
+                            "scoring (7 %% busy on an H200, docs/gpu.md); --workers N shares it among N workers "
+                            "(8 were the best measured on a 16-core host)")
 
     def run(self, sources: Iterable[CallSource], on_result: Callable[[CallRecord], None],
             total: Optional[int] = None) -> None:

@@ -32,7 +32,8 @@ def unusable_gpu(cfg: PipelineConfig, gpu_ids: Sequence) -> Optional[str]:
 
     if backend_uses_gpu(cfg.asr):
         return None
-    return ("this Ray actor holds a GPU, but CTranslate2 cannot use it there (no cuBLAS 12, or no ctranslate2): "
+    return ("this Ray actor holds a GPU, but CTranslate2 cannot use it there (it sees no GPU, cannot open cuBLAS 12, "
+            "or is not installed): "
             "pip install 'qc-pipeline[gpu]' on every GPU node, or set asr.device=cpu")
 
 
