@@ -173,6 +173,10 @@ def test_device_choice_needs_cublas_where_a_gpu_is_visible(monkeypatch, caplog, 
     from qc_pipeline import gpu
     from qc_pipeline.asr.faster_whisper import pick_device
 
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 0)
+    with pytest.raises(SetupError, match="sees no GPU"):  # asked for cuda on a host without one
+        pick_device("cuda", "auto")
+    assert pick_device("auto", "auto") == ("cpu", "int8")
     monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
     monkeypatch.setattr(gpu, "cublas_loadable", lambda: cublas)
     cfg = load_config(overrides=("asr.device=cuda",))
@@ -203,17 +207,24 @@ def test_asr_device_cuda_is_checked_when_a_worker_starts(monkeypatch):
     _stage(None, "asr.device=auto").setup()
 
 
-@pytest.mark.parametrize("workers,device,warned", [(1, "auto", True), (2, "auto", False), (1, "cpu", False)])
-def test_one_worker_on_a_gpu_is_told_to_use_more(monkeypatch, caplog, workers, device, warned):
-    """On an H200 one worker left the GPU 93 % idle (docs/gpu.md): the local engine says so when ASR will run on
-    a GPU with one worker, and names --workers."""
+@pytest.mark.parametrize("workers,device,advised", [(1, "auto", True), (2, "auto", False), (1, "cpu", False)])
+def test_one_worker_on_a_gpu_is_told_to_use_more(monkeypatch, caplog, workers, device, advised):
+    """On an H200 one worker left the GPU 93 % idle (docs/gpu.md): the local engine says so, once, when the first
+    audio call of a run will go to a GPU with one worker (not for chat sessions), and passes every call on."""
     import qc_pipeline.asr.registry as registry
-    from qc_pipeline.executors import LocalExecutor
+    from qc_pipeline.executors import local
+    from qc_pipeline.records import KIND_CHAT, CallSource
 
     monkeypatch.setattr(registry, "backend_uses_gpu", lambda cfg: cfg.device != "cpu")
+    ex = local.LocalExecutor(load_config(overrides=(f"asr.device={device}",)), workers)
+    assert ex.advise == advised
+    assert ex.group_size == (8 if device != "cpu" else 1)
+    chats = [CallSource(f"chat{i}", kind=KIND_CHAT) for i in range(2)]
+    calls = chats + [CallSource("call1"), CallSource("call2")]
     with caplog.at_level("WARNING", logger="qc_pipeline.executors.local"):
-        LocalExecutor(load_config(overrides=(f"asr.device={device}",)), workers)
-    assert ("--workers N" in caplog.text) == warned
+        assert list(local._advise_on_first_audio(chats)) == chats and caplog.text == ""
+        assert list(local._advise_on_first_audio(calls)) == calls
+    assert caplog.text.count("7 % busy") == 1 and "--workers N" in caplog.text
 
 
 @pytest.mark.parametrize("message,oom", [

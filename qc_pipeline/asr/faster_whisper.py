@@ -29,7 +29,8 @@ OOM_MESSAGES = ("out of memory", "cudaerrorinvaliddevice")
 
 def pick_device(device: str, compute_type: str) -> tuple[str, str]:
     """auto → cuda/float16 when CTranslate2 sees a GPU and can open cuBLAS, else cpu/int8.  ``cuda`` without
-    cuBLAS is a SetupError naming the fix (otherwise every call would fail at its first matrix product)."""
+    a GPU or without cuBLAS is a SetupError naming the fix (otherwise every call would fail at model load or
+    at its first matrix product)."""
     if device in ("auto", "cuda"):
         import ctranslate2
 
@@ -37,6 +38,9 @@ def pick_device(device: str, compute_type: str) -> tuple[str, str]:
 
         preload_cuda12_libs()  # CUDA-13-only hosts: cuBLAS 12 from the [gpu] extra's wheel
         gpu = ctranslate2.get_cuda_device_count() > 0
+        if device == "cuda" and not gpu:
+            raise SetupError("asr.device is cuda, but CTranslate2 sees no GPU (no NVIDIA driver, or "
+                             "CUDA_VISIBLE_DEVICES hides it); set asr.device=auto or cpu")
         if gpu and not cublas_loadable():
             hint = (f"a GPU is visible but CTranslate2 cannot open {CUBLAS} (a CUDA-13-only host?): "
                     "pip install 'qc-pipeline[gpu]' (docs/gpu.md)")

@@ -9,7 +9,7 @@ the progress bar and the run summary; workers only compute.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 from qc_pipeline.config import PipelineConfig
 from qc_pipeline.executors.base import calls_per_task, resolve_workers, worker_config
@@ -18,20 +18,32 @@ from qc_pipeline.records import CallRecord, CallSource
 
 log = logging.getLogger(__name__)
 
+
+def _advise_on_first_audio(sources: Iterable[CallSource]) -> Iterator[CallSource]:
+    """``sources`` unchanged; the first audio call logs that one worker leaves the GPU mostly idle."""
+    advised = False
+    for source in sources:
+        if not advised and source.kind == "audio":
+            log.warning("ASR runs on a GPU with 1 worker: the GPU waits on that worker's decoding, VAD and "
+                        "scoring (7 % busy on an H200, docs/gpu.md); --workers N shares it among N workers "
+                        "(8 were the best measured on a 16-core host)")
+            advised = True
+        yield source
+
+
 class LocalExecutor:
     def __init__(self, cfg: PipelineConfig, workers: Optional[int] = None,
                  build: Optional[StageBuilder] = None) -> None:
         self.workers = resolve_workers(cfg, workers)
         self.cfg = worker_config(cfg, self.workers)
-        self.group_size = calls_per_task(cfg)
-        self.build = build  # None = pipeline.build_stages; must be importable by a spawned process
+        gpu = None  # looked up once, only where the advice below may apply; else calls_per_task looks
         if self.workers == 1 and cfg.asr.device != "cpu":
             from qc_pipeline.asr.registry import backend_uses_gpu
 
-            if backend_uses_gpu(cfg.asr):
-                log.warning("ASR runs on a GPU with 1 worker: the GPU waits on that worker's decoding, VAD and "
-                            "scoring (7 %% busy on an H200, docs/gpu.md); --workers N shares it among N workers "
-                            "(8 were the best measured on a 16-core host)")
+            gpu = backend_uses_gpu(cfg.asr)
+        self.advise = bool(gpu)
+        self.group_size = calls_per_task(cfg, gpu)
+        self.build = build  # None = pipeline.build_stages; must be importable by a spawned process
 
     def run(self, sources: Iterable[CallSource], on_result: Callable[[CallRecord], None],
             total: Optional[int] = None) -> None:
@@ -42,5 +54,5 @@ class LocalExecutor:
                 on_result(rec)
                 bar.update(1)
 
-            WorkerPool(self.cfg, self.workers, deliver, build=self.build,
-                       group_size=self.group_size).run(sources, total=total)
+            WorkerPool(self.cfg, self.workers, deliver, build=self.build, group_size=self.group_size).run(
+                _advise_on_first_audio(sources) if self.advise else sources, total=total)

@@ -24,17 +24,20 @@ def vm_hwm_mib(pid: str = "self") -> Optional[float]:
 
 def unusable_gpu(cfg: PipelineConfig, gpu_ids: Sequence) -> Optional[str]:
     """Why an actor that Ray gave a GPU (``gpu_ids``) would still decode on the CPU, else None: the layout
-    reserved the GPU because ``asr.device`` is auto, but CTranslate2 cannot use it here (no cuBLAS 12), and a
-    GPU actor runs few, single-threaded ASR workers - a silent CPU fallback would be many times slower."""
-    if not gpu_ids:
+    reserved the GPU because ``asr.device`` is auto, but CTranslate2 cannot use it here (no cuBLAS 12, or it
+    sees no GPU), and a GPU actor runs few, single-threaded ASR workers - a CPU fallback, with one warning in
+    the actor's log, would be many times slower.  Without ctranslate2 installed there is nothing to check (a
+    run with audio fails before any actor starts, in ``run_batch``; a chat-only run needs no ASR)."""
+    import importlib.util
+
+    if not gpu_ids or importlib.util.find_spec("ctranslate2") is None:
         return None
     from qc_pipeline.asr.registry import backend_uses_gpu
 
     if backend_uses_gpu(cfg.asr):
         return None
-    return ("this Ray actor holds a GPU, but CTranslate2 cannot use it there (it sees no GPU, cannot open cuBLAS 12, "
-            "or is not installed): "
-            "pip install 'qc-pipeline[gpu]' on every GPU node, or set asr.device=cpu")
+    return ("this Ray actor holds a GPU, but CTranslate2 cannot use it there (it sees no GPU, or cannot open "
+            "cuBLAS 12): pip install 'qc-pipeline[gpu]' on every GPU node, or set asr.device=cpu")
 
 
 class StageActor:
@@ -57,12 +60,12 @@ class StageActor:
             stages = list(build(cfg))
             if names is not None:
                 stages = [s for s in stages if s.name in names]
-            self.pipeline = Pipeline(stages)
-            self.pipeline.setup()
             import ray
 
             if (why := unusable_gpu(cfg, ray.get_gpu_ids())) is not None:
                 raise SetupError(why)
+            self.pipeline = Pipeline(stages)
+            self.pipeline.setup()
             pin_threads(cfg.asr.cpu_threads)
         except Exception as exc:  # reported by ready(); the driver turns it into a SetupError
             self.error = f"{exc.__class__.__name__}: {exc}"
