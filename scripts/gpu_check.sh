@@ -7,8 +7,10 @@
 #   2. scripts/bench_engines.py: bare faster-whisper sequential and batched vs the pipeline (local 1 and N
 #      workers, Ray, Ray split), GPU utilisation and memory sampled by nvidia-smi meanwhile;
 #   3. out-of-memory halving: another process holds all but ~1.5 GiB of the GPU while a batch of 64 is asked;
-#   4. eval_asr --telephone on the GPU (CER next to the CPU figures in README).
-# Everything goes to $OUT (run.log, bench.log, smi.csv, hog.log, oom.log, eval_asr.json).
+#   4. eval_asr --telephone on the GPU (CER next to the CPU figures in README);
+#   5. a local workers sweep (qc-pipeline run on SWEEP_COPIES calls with each of SWEEP_WORKERS) with nvidia-smi.
+# STEPS="smoke oom sweep" runs a subset, in that order.  The machine setup above them always runs.
+# Everything goes to $OUT (run.log, bench.log, smi.csv, hog.log, oom.log, eval_asr.json, sweep.log, smi_sweep.csv).
 set -u
 export PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0 HF_HUB_OFFLINE=1
 OUT=${OUT:-/tmp/gpu-check}
@@ -16,6 +18,7 @@ mkdir -p "$OUT"
 exec > >(tee "$OUT/run.log") 2>&1
 PY=${PY:-python3}; PARTS=${PARTS:-.gpu}
 COPIES=${COPIES:-32}; WORKERS=${WORKERS:-4}; BATCH=${BATCH:-16}
+SWEEP_COPIES=${SWEEP_COPIES:-128}; SWEEP_WORKERS=${SWEEP_WORKERS:-4 8 12}
 step() { echo; echo "== $(date +%T) $*"; }
 t0=$(date +%s)
 
@@ -46,17 +49,27 @@ print("CTranslate2 sees", ctranslate2.get_cuda_device_count(), "GPU(s); compute 
 PYEOF
 timeout 30 find /opt /usr -name 'libcublas.so.1*' -o -name 'libcudnn.so.9*' 2>/dev/null | head
 
-step "1a. GPU path as installed (no cuBLAS 12 here): auto, then cuda"
-timeout 120 $PY scripts/gpu_smoke.py
-timeout 60 $PY scripts/gpu_smoke.py --set asr.device=cuda
-step "1b. the host's cuBLAS 13 under the cuBLAS 12 name (symlink + LD_LIBRARY_PATH)"
-CUBLAS13=$(timeout 30 find /opt /usr -name 'libcublas.so.13' 2>/dev/null | head -1)
-echo "cuBLAS 13: ${CUBLAS13:-none}"
-mkdir -p /tmp/compat && ln -sf "$CUBLAS13" /tmp/compat/libcublas.so.12
-export LD_LIBRARY_PATH=/tmp/compat:$(dirname "$CUBLAS13")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# the host's cuBLAS 13 under the cuBLAS 12 name CTranslate2 opens (symlink + LD_LIBRARY_PATH), for every step;
+# where a cuBLAS 12 is found (the [gpu] wheel), nothing is linked and that is what runs
+INSTALLED_LD=${LD_LIBRARY_PATH:-}
+if ! $PY -c "import ctypes; ctypes.CDLL('libcublas.so.12')" 2>/dev/null \
+        && ! $PY -c "import sys; from qc_pipeline.gpu import preload_cuda12_libs; sys.exit(not preload_cuda12_libs())"; then
+    CUBLAS13=$(timeout 30 find /opt /usr -name 'libcublas.so.13' 2>/dev/null | head -1)
+    echo "no cuBLAS 12; cuBLAS 13 stands in: ${CUBLAS13:-none found}"
+    mkdir -p /tmp/compat && ln -sf "$CUBLAS13" /tmp/compat/libcublas.so.12
+    export LD_LIBRARY_PATH=/tmp/compat:$(dirname "$CUBLAS13")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
+
+smoke() {
+step "1a. GPU path as installed: auto, then cuda"
+LD_LIBRARY_PATH=$INSTALLED_LD timeout 120 $PY scripts/gpu_smoke.py
+LD_LIBRARY_PATH=$INSTALLED_LD timeout 60 $PY scripts/gpu_smoke.py --set asr.device=cuda
+step "1b. with the cuBLAS the later steps use"
 timeout 120 $PY scripts/gpu_smoke.py || { echo "no working GPU path: stopping"; exit 1; }
 timeout 120 $PY scripts/gpu_smoke.py --set asr.device=cpu
+}
 
+bench() {
 step "2. bench_engines on the GPU: $COPIES copies, $WORKERS workers, batch $BATCH"
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -lms 500 > "$OUT/smi.csv" &
 smi=$!
@@ -66,7 +79,9 @@ timeout "${BENCH_S:-330}" $PY scripts/bench_engines.py --inputs samples/calls/st
 echo "bench exit $?"
 kill $smi
 grep -v '^{' "$OUT/bench.log" | tail -45
+}
 
+oom() {
 step "3. out-of-memory halving: all but ~1.5 GiB of the GPU held by another process, batch 64 asked"
 $PY - > "$OUT/hog.log" 2>&1 <<'PYEOF' &
 import time, torch
@@ -91,8 +106,30 @@ import collections
 from qc_pipeline.sinks import read_table
 rows = read_table('/tmp/oom-out', 'sessions').to_pylist()
 print(collections.Counter((r['status'], r.get('error_reason')) for r in rows))"
+}
 
+evalasr() {
 step "4. eval_asr --telephone on the GPU"
 timeout "${EVAL_S:-200}" $PY scripts/eval_asr.py --telephone --workers 4 --set asr.device=cuda --set diarization.backend=none \
     --json "$OUT/eval_asr.json" 2>&1 | tail -30
+}
+
+sweep() {
+step "5. local workers sweep: $((SWEEP_COPIES)) copies of the stereo sample, workers $SWEEP_WORKERS"
+rm -rf /tmp/sweep-in && mkdir -p /tmp/sweep-in
+for i in $(seq -w "$SWEEP_COPIES"); do cp samples/calls/stereo_call_8k.wav /tmp/sweep-in/c$i.wav; done
+nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -lms 250 > "$OUT/smi_sweep.csv" &
+smi=$!
+for w in $SWEEP_WORKERS; do
+    echo "== $(date +%T.%N) workers $w" | tee -a "$OUT/sweep.log"
+    rm -rf /tmp/sweep-out
+    timeout 150 $PY -m qc_pipeline run /tmp/sweep-in --out /tmp/sweep-out --workers "$w" --no-progress \
+        --set asr.device=cuda --set diarization.backend=none 2>&1 | grep -E "audio:|calls:" | tee -a "$OUT/sweep.log"
+done
+echo "== $(date +%T.%N) end" | tee -a "$OUT/sweep.log"
+kill $smi
+}
+
+# STEPS picks and orders the checks (default: all); e.g. STEPS="smoke oom sweep" for the ones left open on 2026-11-26
+for s in ${STEPS:-smoke bench oom evalasr sweep}; do "$s"; done
 step "done in $(( $(date +%s) - t0 )) s"
