@@ -56,8 +56,10 @@ if ! $PY -c "import ctypes; ctypes.CDLL('libcublas.so.12')" 2>/dev/null \
         && ! $PY -c "import sys; from qc_pipeline.gpu import preload_cuda12_libs; sys.exit(not preload_cuda12_libs())"; then
     CUBLAS13=$(timeout 30 find /opt /usr -name 'libcublas.so.13' 2>/dev/null | head -1)
     echo "no cuBLAS 12; cuBLAS 13 stands in: ${CUBLAS13:-none found}"
-    mkdir -p /tmp/compat && ln -sf "$CUBLAS13" /tmp/compat/libcublas.so.12
-    export LD_LIBRARY_PATH=/tmp/compat:$(dirname "$CUBLAS13")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    if [ -n "$CUBLAS13" ]; then
+        mkdir -p /tmp/compat && ln -sf "$CUBLAS13" /tmp/compat/libcublas.so.12
+        export LD_LIBRARY_PATH=/tmp/compat:$(dirname "$CUBLAS13")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    fi
 fi
 
 smoke() {
