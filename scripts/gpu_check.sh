@@ -8,7 +8,8 @@
 #      workers, Ray, Ray split), GPU utilisation and memory sampled by nvidia-smi meanwhile;
 #   3. out-of-memory halving: another process holds all but ~1.5 GiB of the GPU while a batch of 64 is asked;
 #   4. eval_asr --telephone on the GPU (CER next to the CPU figures in README);
-#   5. a local workers sweep (qc-pipeline run on SWEEP_COPIES calls with each of SWEEP_WORKERS) with nvidia-smi.
+#   5. a local workers sweep (qc-pipeline run on SWEEP_COPIES calls with each of SWEEP_WORKERS) with nvidia-smi;
+#   6. Ray (the split layout a GPU cluster gets) with 1 and 4 ASR actors per GPU (run.ray_actors_per_gpu).
 # STEPS="smoke oom sweep" runs a subset, in that order.  The machine setup above them always runs.
 # Everything goes to $OUT (run.log, bench.log, smi.csv, hog.log, oom.log, eval_asr.json, sweep.log, smi_sweep.csv).
 set -u
@@ -132,6 +133,19 @@ echo "== $(date +%T.%N) end" | tee -a "$OUT/sweep.log"
 kill $smi
 }
 
+raygpu() {
+step "6. Ray (split layout, the GPU default) with 1 and 4 ASR actors per GPU (run.ray_actors_per_gpu), sweep's calls"
+[ -d /tmp/sweep-in ] || { mkdir -p /tmp/sweep-in; for i in $(seq -w "$SWEEP_COPIES"); do
+    cp samples/calls/stereo_call_8k.wav /tmp/sweep-in/c$i.wav; done; }
+for n in 1 4; do
+    echo "== $(date +%T.%N) ray, $n ASR actors per GPU" | tee -a "$OUT/sweep.log"
+    rm -rf /tmp/ray-out
+    timeout 200 $PY -m qc_pipeline run /tmp/sweep-in --out /tmp/ray-out --engine ray --workers 4 --no-progress \
+        --set asr.device=cuda --set diarization.backend=none --set run.ray_actors_per_gpu=$n 2>&1 \
+        | grep -E "audio:|calls:|ray layout" | tee -a "$OUT/sweep.log"
+done
+}
+
 # STEPS picks and orders the checks (default: all); e.g. STEPS="smoke oom sweep" for the ones left open on 2026-11-26
-for s in ${STEPS:-smoke bench oom evalasr sweep}; do "$s"; done
+for s in ${STEPS:-smoke bench oom evalasr sweep raygpu}; do "$s"; done
 step "done in $(( $(date +%s) - t0 )) s"

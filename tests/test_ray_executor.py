@@ -92,7 +92,15 @@ def test_gpu_layout_names_its_actor_count_and_refuses_a_gpu_it_cannot_use(monkey
     from qc_pipeline.executors.ray.layout import plan
 
     layout, pools = plan(CFG, 4, False, 1, {}, build_stages)
-    assert (layout, [p.size for p in pools]) == ("fused x1 (gpu)", [1])
+    assert (layout, [p.size for p in pools], pools[0].options["num_gpus"]) == ("fused x1 (gpu)", [1], 1)
+    # run.ray_actors_per_gpu: that many GPU actors share each GPU, never more than the workers
+    shared = load_config(overrides=("run.ray_actors_per_gpu=4",))
+    for workers, split, expected in ((4, False, "fused x4 (gpu)"), (2, False, "fused x2 (gpu)"),
+                                     (8, True, "split: front x8, asr x4 (gpu), back x8")):
+        layout, pools = plan(shared, workers, split, 1, {}, build_stages)
+        gpu_pools = [p for p in pools if p.options.get("num_gpus")]
+        assert layout == expected and [p.options["num_gpus"] for p in gpu_pools] == [0.25]
+        assert sum(p.size * p.options["num_gpus"] for p in gpu_pools) <= 1
     monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: 1)
     for cublas, expected in ((True, None), (False, "pip install 'qc-pipeline[gpu]'")):
         monkeypatch.setattr(gpu, "cublas_loadable", lambda cublas=cublas: cublas)

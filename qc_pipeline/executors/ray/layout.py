@@ -45,12 +45,16 @@ def plan(cfg: PipelineConfig, workers: int, split: Optional[bool], gpus: int, en
     split = asr_gpu if split is None else split
     runtime = {"runtime_env": {"env_vars": env}}
     cpu = {"num_cpus": max(1, cfg.asr.cpu_threads), **runtime}
+    # GPU actors: run.ray_actors_per_gpu of them share each GPU, never more than the workers asked for
+    per_gpu = cfg.run.ray_actors_per_gpu
+    share = 1 if per_gpu == 1 else 1 / per_gpu
+    n_gpu = min(workers, gpus * per_gpu)
     if not split:
-        opts = dict(cpu, num_gpus=1) if asr_gpu else cpu
-        n = min(workers, gpus) if asr_gpu else workers
+        opts = dict(cpu, num_gpus=share) if asr_gpu else cpu
+        n = n_gpu if asr_gpu else workers
         return f"fused x{n}" + (" (gpu)" if asr_gpu else ""), [Pool("pipeline", None, opts, n)]
     if asr_gpu:
-        asr_opts, n_asr = {"num_cpus": 1, "num_gpus": 1, **runtime}, min(workers, gpus)
+        asr_opts, n_asr = {"num_cpus": 1, "num_gpus": share, **runtime}, n_gpu
     else:
         asr_opts, n_asr = cpu, workers
     light = {"num_cpus": 1, **runtime}
