@@ -11,7 +11,6 @@ before CTranslate2 asks for it, so no ``LD_LIBRARY_PATH`` editing is needed.  Wh
 from __future__ import annotations
 
 import ctypes
-import glob
 import importlib.util
 import logging
 import os
@@ -19,8 +18,8 @@ import os
 log = logging.getLogger(__name__)
 
 CUBLAS = "libcublas.so.12"  # the name CTranslate2 4.x opens
-# load order matters: cuBLASLt before cuBLAS
-_LIBS = (("nvidia.cublas", ("libcublasLt.so.12", CUBLAS)),)
+GPU_INSTALL = "pip install 'qc-pipeline[gpu]'"
+_CUBLAS_LIBS = ("libcublasLt.so.12", CUBLAS)  # load order matters: cuBLASLt before cuBLAS
 
 _loaded: list[str] = []
 
@@ -36,20 +35,19 @@ def preload_cuda12_libs() -> list[str]:
     """Load the cuBLAS 12 wheel's libraries if it is installed; return what was loaded (idempotent)."""
     if _loaded:
         return list(_loaded)
-    for package, patterns in _LIBS:
-        try:
-            lib_dir = _lib_dir(package)
-        except (ImportError, ValueError):
-            lib_dir = None
-        if not lib_dir or not os.path.isdir(lib_dir):
+    try:
+        lib_dir = _lib_dir("nvidia.cublas")
+    except (ImportError, ValueError):
+        lib_dir = None
+    for name in _CUBLAS_LIBS if lib_dir else ():
+        path = os.path.join(lib_dir, name)
+        if not os.path.exists(path):
             continue
-        for pattern in patterns:
-            for path in sorted(glob.glob(os.path.join(lib_dir, pattern))):
-                try:
-                    ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-                    _loaded.append(path)
-                except OSError as exc:  # e.g. no driver at all: CPU path goes on
-                    log.debug("could not preload %s: %s", path, exc)
+        try:
+            ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            _loaded.append(path)
+        except OSError as exc:  # e.g. no driver at all: CPU path goes on
+            log.debug("could not preload %s: %s", path, exc)
     if _loaded:
         log.info("preloaded %d CUDA 12 libraries from the nvidia-* wheels", len(_loaded))
     return list(_loaded)

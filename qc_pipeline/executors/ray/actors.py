@@ -36,8 +36,10 @@ def unusable_gpu(cfg: PipelineConfig, gpu_ids: Sequence) -> Optional[str]:
 
     if backend_uses_gpu(cfg.asr):
         return None
-    return ("this Ray actor holds a GPU, but CTranslate2 cannot use it there (it sees no GPU, or cannot open "
-            "cuBLAS 12): pip install 'qc-pipeline[gpu]' on every GPU node, or set asr.device=cpu")
+    from qc_pipeline.gpu import CUBLAS, GPU_INSTALL
+
+    return (f"this Ray actor holds a GPU, but CTranslate2 cannot use it there (it sees no GPU, or cannot open "
+            f"{CUBLAS}): {GPU_INSTALL} on every GPU node, or set asr.device=cpu")
 
 
 class StageActor:

@@ -47,7 +47,7 @@ def plan(cfg: PipelineConfig, workers: int, split: Optional[bool], gpus: int, en
     cpu = {"num_cpus": max(1, cfg.asr.cpu_threads), **runtime}
     # GPU actors: run.ray_actors_per_gpu of them share each GPU, never more than the workers asked for
     per_gpu = cfg.run.ray_actors_per_gpu
-    share = 1 if per_gpu == 1 else 1 / per_gpu
+    share = 1 / per_gpu
     n_gpu = min(workers, gpus * per_gpu)
     if not split:
         opts = dict(cpu, num_gpus=share) if asr_gpu else cpu
