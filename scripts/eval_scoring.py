@@ -75,7 +75,8 @@ commit subjects that describe card rules before labelling. STC-3 dev S ratings w
 of the solution item) while tuning the reaction rules, so the STC-3 ρ is a dev number too."""
 
 # label sets that are measured, never read per session (``--errors`` does not list them)
-HELD_OUT = ("C", "E")
+HELD_OUT_GLOBS = {"C": "labels_v2_c*.jsonl", "E": "labels_v2_e*.jsonl"}   # measured only, never tuned on
+HELD_OUT = tuple(HELD_OUT_GLOBS)
 
 # Label-derived session total (GUIDE.md v2, "Label-derived total"); item weights of the default card.
 WEIGHTS = {"greeting": 10, "need_confirmation": 20, "solution": 30, "closing": 10, "attitude": 15, "compliance": 15}
@@ -207,9 +208,9 @@ def main() -> None:
     ap.add_argument("--shared", default=str(REPO.parent / "shared" / "data"))
     ap.add_argument("--labels", default=str(LABELS / "labels_v2.jsonl"))
     ap.add_argument("--labels-b", default=str(LABELS / "labels_v2_b.jsonl"))
-    ap.add_argument("--labels-c", nargs="*", default=sorted(str(p) for p in LABELS.glob("labels_v2_c*.jsonl")),
+    ap.add_argument("--labels-c", nargs="*", default=sorted(str(p) for p in LABELS.glob(HELD_OUT_GLOBS["C"])),
                     help="held-out labels (sample C, three annotators): measured, never tuned on")
-    ap.add_argument("--labels-e", nargs="*", default=sorted(str(p) for p in LABELS.glob("labels_v2_e*.jsonl")),
+    ap.add_argument("--labels-e", nargs="*", default=sorted(str(p) for p in LABELS.glob(HELD_OUT_GLOBS["E"])),
                     help="a second, independent labelling pass over sample C (inter-annotator ceiling)")
     ap.add_argument("--scorecard", default="configs/scorecards/default.yaml")
     ap.add_argument("--baseline", metavar="SCORECARD",
@@ -292,7 +293,7 @@ def main() -> None:
         if sel:
             errs = [abs(a - b) for a, b in sel]
             same = [float((a >= pass_score) == (b >= pass_score)) for a, b in sel]
-            mae, agree = sum(errs) / len(errs), sum(same) / len(same)
+            mae, agree = total_agreement(sel, pass_score)
             rows.append(("session total MAE vs label-derived total (95% bootstrap interval)",
                          "{:.2f}  [{:.2f}, {:.2f}]".format(mae, *mean_ci(errs)), "≤ 4"))
             rows.append((f"pass/fail agreement (≥ {pass_score:g})",

@@ -23,10 +23,9 @@ same file.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import re
 import sys
+from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -36,15 +35,16 @@ for path in (REPO, REPO / "scripts"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from eval_scoring import LABELS, load_dialogues, load_jsonl, utterance_index  # noqa: E402
+from eval_scoring import HELD_OUT_GLOBS, LABELS, load_dialogues, load_jsonl, utterance_index  # noqa: E402
 
 from qc_pipeline.inputs import chat_to_source  # noqa: E402
+from qc_pipeline.models import sha256_file  # noqa: E402
 from qc_pipeline.pipeline import Pipeline  # noqa: E402
 from qc_pipeline.scoring.turn_model import to_dict  # noqa: E402
 from qc_pipeline.stages.chat import ChatStage  # noqa: E402
 
 DEFAULT_LABELS = ("labels_v2.jsonl", "labels_v2_d*.jsonl", "labels_v2_f*.jsonl")
-REFUSED = re.compile(r"labels_v2_(b|c\d*|e\d*)\.jsonl$")   # second passes and the held-out sample
+REFUSED = ("labels_v2_b.jsonl", *HELD_OUT_GLOBS.values())   # the second pass on A and the held-out sample
 DEFAULT_OUT = REPO / "qc_pipeline" / "configs" / "scorecards" / "solution_turn-v1.json"
 PARAMS = {"ngram_range": (1, 3), "min_df": 2, "C": 4.0}
 
@@ -52,7 +52,7 @@ PARAMS = {"ngram_range": (1, 3), "min_df": 2, "C": 4.0}
 def label_files(given: list[str] | None) -> list[Path]:
     files = [Path(f) for f in given] if given else sorted(p for g in DEFAULT_LABELS for p in LABELS.glob(g))
     for f in files:
-        if REFUSED.search(f.name):
+        if any(fnmatch(f.name, pattern) for pattern in REFUSED):
             raise SystemExit(f"{f}: held-out or second-pass labels are never trained on")
     return files
 
@@ -124,7 +124,7 @@ def main() -> None:
     vec, lr = fit(texts, y)
     meta = {
         "target": "agent utterance is (part of) the solution, answer or transfer/ticket (GUIDE.md section 6)",
-        "labels": {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files},
+        "labels": {f.name: sha256_file(f) for f in files},
         "sessions": len(labels), "utterances": len(rows), "positives": int(y.sum()),
         "cv_roc_auc": round(float(auc), 4), "params": {k: list(v) if isinstance(v, tuple) else v
                                                        for k, v in PARAMS.items()},

@@ -25,5 +25,5 @@ class Emotion(Node):
 
     def _evaluate(self, ctx):
         cands = self.scope.candidates(ctx)
-        values = {i: ctx.emotion.get(u.turn_index) for i, u in enumerate(ctx.utterances)}
+        values = {i: ctx.emotion.get(ctx.utterances[i].turn_index) for t in cands for i in t.members}
         return utterance_values(ctx, cands, values, self.below, self.above, self.rule_id, "emotion={:.0f}")
