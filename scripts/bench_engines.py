@@ -105,23 +105,21 @@ def content(out: Path) -> dict:
     return tables
 
 
-def text_change(a: dict, b: dict) -> str:
-    """How far run ``b``'s transcripts are from run ``a``'s (``content`` of each): calls whose text differs, and
-    the character error rate of ``b`` against ``a`` over all calls (``metrics.cer``, as eval_asr scores).  On a
-    GPU, float16 batches of other compositions (another worker count, cross-call batching) decode slightly
-    differently, so unequal tables need this size."""
+def text_change(out_a: Path, out_b: Path) -> str:
+    """How far run ``b``'s transcripts are from run ``a``'s: calls whose text differs, and the character error
+    rate of ``b`` against ``a`` over all calls (eval_asr's transcripts and ``metrics.cer``).  On a GPU, float16
+    batches of other compositions (another worker count, cross-call batching) decode slightly differently, so
+    unequal tables need this size."""
+    from eval_asr import transcripts  # here, not at the top: spawned workers import this script again
+
     from qc_pipeline.metrics import cer
 
-    def texts(tables: dict) -> dict[str, str]:
-        turns = sorted(tables["utterances"], key=lambda r: (r["call_id"], r["turn_index"]))
-        out: dict[str, str] = {}
-        for row in turns:
-            out[row["call_id"]] = out.get(row["call_id"], "") + (row["text"] or "")
-        return out
-
-    ta, tb = texts(a), texts(b)
+    ta, tb = ({c: t["all"] for c, t in transcripts(out).items()} for out in (out_a, out_b))
     calls = sorted(set(ta) | set(tb))
-    errors, chars = (sum(x) for x in zip((0, 0), *(cer(ta.get(c, ""), tb.get(c, "")) for c in calls)))
+    errors = chars = 0
+    for c in calls:
+        e, n = cer(ta.get(c, ""), tb.get(c, ""))
+        errors, chars = errors + e, chars + n
     changed = sum(ta.get(c) != tb.get(c) for c in calls)
     return f"{changed}/{len(calls)} calls' text differ, {errors}/{chars} characters ({errors / max(chars, 1):.2%})"
 
@@ -260,7 +258,7 @@ def main() -> None:
         print(f"FAILED calls: {bad}")
     if not all(equal.values()):
         print("ENGINES DISAGREE: compare the tables under the scratch folder. Transcripts against local 1 worker: "
-              + "; ".join(f"{k}: {text_change(same, others[k])}" for k, v in equal.items() if not v))
+              + "; ".join(f"{k}: {text_change(outs['local 1 worker'], outs[k])}" for k, v in equal.items() if not v))
     print_summary(rows, w)
     res = {"calls": len(paths), "audio_s": audio_s, "workers": w, "bare": bare, "rows": rows, "ratios": ratios,
            "equal_to_local_1": equal, "scratch": str(tmp)}

@@ -53,8 +53,7 @@ timeout 30 find /opt /usr -name 'libcublas.so.1*' -o -name 'libcudnn.so.9*' 2>/d
 # the host's cuBLAS 13 under the cuBLAS 12 name CTranslate2 opens (symlink + LD_LIBRARY_PATH), for every step;
 # where a cuBLAS 12 is found (the [gpu] wheel), nothing is linked and that is what runs
 INSTALLED_LD=${LD_LIBRARY_PATH:-}
-if ! $PY -c "import ctypes; ctypes.CDLL('libcublas.so.12')" 2>/dev/null \
-        && ! $PY -c "import sys; from qc_pipeline.gpu import preload_cuda12_libs; sys.exit(not preload_cuda12_libs())"; then
+if ! $PY -c "import sys; from qc_pipeline.gpu import preload_cuda12_libs as p, cublas_loadable as c; p(); sys.exit(not c())"; then
     CUBLAS13=$(timeout 30 find /opt /usr -name 'libcublas.so.13' 2>/dev/null | head -1)
     echo "no cuBLAS 12; cuBLAS 13 stands in: ${CUBLAS13:-none found}"
     if [ -n "$CUBLAS13" ]; then
@@ -62,6 +61,11 @@ if ! $PY -c "import ctypes; ctypes.CDLL('libcublas.so.12')" 2>/dev/null \
         export LD_LIBRARY_PATH=/tmp/compat:$(dirname "$CUBLAS13")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     fi
 fi
+
+copies() {  # copies DIR N: a fresh DIR holding N copies of the stereo sample call
+rm -rf "$1" && mkdir -p "$1"
+for i in $(seq -w "$2"); do cp samples/calls/stereo_call_8k.wav "$1/c$i.wav"; done
+}
 
 smoke() {
 step "1a. GPU path as installed: auto, then cuda"
@@ -97,8 +101,7 @@ PYEOF
 hog=$!
 for _ in $(seq 60); do grep -q holding "$OUT/hog.log" && break; sleep 1; done
 cat "$OUT/hog.log"
-rm -rf /tmp/oom-in /tmp/oom-out && mkdir -p /tmp/oom-in
-for i in 1 2 3 4 5 6 7 8; do cp samples/calls/stereo_call_8k.wav /tmp/oom-in/c$i.wav; done
+rm -rf /tmp/oom-out && copies /tmp/oom-in 8
 timeout 150 $PY -m qc_pipeline run /tmp/oom-in --out /tmp/oom-out --workers 1 --no-progress --set asr.device=cuda \
     --set asr.batch_size=64 --set run.calls_per_task=8 --set diarization.backend=none > "$OUT/oom.log" 2>&1
 echo "run exit $?"
@@ -119,8 +122,7 @@ timeout "${EVAL_S:-200}" $PY scripts/eval_asr.py --telephone --workers 4 --set a
 
 sweep() {
 step "5. local workers sweep: $((SWEEP_COPIES)) copies of the stereo sample, workers $SWEEP_WORKERS"
-rm -rf /tmp/sweep-in && mkdir -p /tmp/sweep-in
-for i in $(seq -w "$SWEEP_COPIES"); do cp samples/calls/stereo_call_8k.wav /tmp/sweep-in/c$i.wav; done
+copies /tmp/sweep-in "$SWEEP_COPIES"
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -lms 250 > "$OUT/smi_sweep.csv" &
 smi=$!
 for w in $SWEEP_WORKERS; do
@@ -135,8 +137,7 @@ kill $smi
 
 raygpu() {
 step "6. Ray (split layout, the GPU default) with 1 and 4 ASR actors per GPU (run.ray_actors_per_gpu), sweep's calls"
-[ -d /tmp/sweep-in ] || { mkdir -p /tmp/sweep-in; for i in $(seq -w "$SWEEP_COPIES"); do
-    cp samples/calls/stereo_call_8k.wav /tmp/sweep-in/c$i.wav; done; }
+copies /tmp/sweep-in "$SWEEP_COPIES"
 for n in 1 4; do
     echo "== $(date +%T.%N) ray, $n ASR actors per GPU" | tee -a "$OUT/sweep.log"
     rm -rf /tmp/ray-out

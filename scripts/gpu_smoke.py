@@ -35,7 +35,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from qc_pipeline.asr.faster_whisper import FasterWhisperBackend, pick_device
-    from qc_pipeline.audio import load_audio
+    from qc_pipeline.audio import SAMPLE_RATE, load_audio
     from qc_pipeline.config import load_config
 
     cfg = load_config(None, tuple(args.set)).asr
@@ -48,7 +48,8 @@ def main() -> int:
         report["load_s"] = round(time.perf_counter() - t0, 2)
         audio, info = load_audio(args.audio)
         # the channels whole, cut into 30 s pieces (the backend's window length), as the ASR stage hands them over
-        pieces = [(c, ch[i:i + 30 * 16000]) for c, ch in enumerate(audio) for i in range(0, len(ch), 30 * 16000)]
+        step = 30 * SAMPLE_RATE
+        pieces = [(c, ch[i:i + step]) for c, ch in enumerate(audio) for i in range(0, len(ch), step)]
         clips = [clip for _, clip in pieces]
         texts: dict[str, list[str]] = {}
         for name, batch in (("sequential", 0), ("batched", 16)):

@@ -7,7 +7,8 @@
 # cp .gpu/* /tmp/parts/`: a warm machine keeps /tmp between calls but not the carried folder.  The last call
 # runs `PARTS=/tmp/parts bash scripts/gpu_check.sh`.  Run this from the repo root:
 #     bash scripts/gpu_stage.sh [SHARED_DATA]        (default ../shared/data)
-# .gpu/ must be ignored (.git/info/exclude).  Part size leaves room for the ~8 MB working tree.
+# .gpu/ is in .gitignore (a carried part must not travel as an untracked file).  Parts leave room for the ~8 MB
+# working tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${1:-../shared/data}
