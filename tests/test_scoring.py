@@ -289,6 +289,28 @@ def test_need_confirmation(card, agent, confirmed):
     assert (item(card, chat(lines), "need_confirmation").points > 0) is confirmed
 
 
+@pytest.mark.parametrize("agent, confirmed", [
+    ("请问是办理号码过户吗", True),                    # 过 in 过户 is no aspect particle
+    ("您是想了解一下流量套餐的资费吗", True),             # nor 了 in 了解
+    ("您是说过户以后流量套餐就用不了了吗", True),          # an explicit restatement frame
+    ("您之前办理过过户吗", False),                      # what happened, not the need
+    ("您申请好了吗", False),                           # 好了吗: done yet?
+    ("您是否已经去营业厅办理了吗", False),
+])
+def test_need_confirmation_reads_particles_as_words(card, agent, confirmed):
+    lines = [("customer", "我想把这个号码过户给我爸，顺便问问流量套餐的资费"), ("agent", agent)]
+    assert (item(card, chat(lines), "need_confirmation").points > 0) is confirmed
+
+
+def test_clause_exclusion_on_word_boundaries():
+    rule = one({"question": {"exclude_words": "(了|过)(?=吗$)"}, "role": "agent"})
+    assert not rule.evaluate(chat([("agent", "您办理过吗")])).matched    # the aspect particle, a word
+    assert rule.evaluate(chat([("agent", "您是要过户吗")])).matched       # 过 inside 过户
+    lexicon = one({"question": {"exclude_words": "套餐"}, "role": "agent"}, settings={"lexicon": ["流量套餐包"]})
+    assert lexicon.evaluate(chat([("agent", "要开流量套餐包吗")])).matched   # kept whole by the lexicon
+    assert not lexicon.evaluate(chat([("agent", "要换套餐吗")])).matched
+
+
 # ------------------------------------------------------------------ 6. homophone fuzz: audio only, no clashes
 def test_homophone_fuzz_only_on_audio_and_on_word_boundaries():
     rule = one({"keyword": {"any": ["退款"], "fuzzy": "pinyin"}, "role": "agent"})
