@@ -269,6 +269,10 @@ def test_solution_not_applicable_when_cut_off_before_any_answer(card):
     moved_again = item(card, chat([ASK, ("agent", "请私信提供手机号码"), ("customer", "宽带是上个月装的，每天晚上都断网"),
                                    ("agent", "您好，请私信提供宽带账号")]), "solution")
     assert moved_again.applicable and moved_again.points == 0
+    # the customer's answer to the agent's question reports the state ("还是没有"), it does not come back
+    answered = [ASK, ("agent", "请问您的订单是什么时候下的？"), ("customer", "上周一下的，到现在还是没有发货"),
+                ("agent", "请私信提供订单号，帮您查询")]
+    assert not item(card, chat(answered), "solution").applicable
     # a customer who only supplies what was asked is not coming back: still pending
     details = [ASK, ("agent", "请问您的订单号是多少呢？"), ("customer", "12345678"), ("agent", "请再提供一下收货人手机号")]
     assert not item(card, chat(details), "solution").applicable
@@ -300,6 +304,16 @@ def test_need_confirmation(card, agent, confirmed):
 def test_need_confirmation_reads_particles_as_words(card, agent, confirmed):
     lines = [("customer", "我想把这个号码过户给我爸，顺便问问流量套餐的资费"), ("agent", agent)]
     assert (item(card, chat(lines), "need_confirmation").points > 0) is confirmed
+
+
+def test_reply_to_finds_the_answer_to_the_other_speakers_turn():
+    rule = one({"reply_to": {"question": {}, "role": "agent"}, "role": "customer"})
+    asked = rule.evaluate(chat([("agent", "请问重启过路由器了吗？"), ("customer", "重启了，还是不行")]))
+    assert asked.matched and [h.turn_index for h in asked.hits] == [1]
+    assert not rule.evaluate(chat([("agent", "请您重启一下路由器"), ("customer", "还是不行")])).matched
+    # only the turn right before counts
+    later = rule.evaluate(chat([("agent", "重启过了吗？"), ("customer", "重启了"), ("agent", "好的"), ("customer", "还是不行")]))
+    assert [h.turn_index for h in later.hits] == [1]
 
 
 def test_clause_exclusion_on_word_boundaries():

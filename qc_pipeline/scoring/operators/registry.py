@@ -17,6 +17,7 @@ OPERATORS = {
     "emotion": "emotion:Emotion",
     "classifier": "classifier:Classifier",
     "unanswered": "unanswered:Unanswered",
+    "reply_to": "reply:ReplyTo",
     "silence": "acoustic:Silence",
     "overtalk": "acoustic:Overtalk",
     "speech_rate": "acoustic:SpeechRate",
