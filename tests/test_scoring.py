@@ -280,6 +280,11 @@ def test_solution_not_applicable_when_cut_off_before_any_answer(card):
     answered = [ASK, ("agent", "请问您的订单是什么时候下的？"), ("customer", "上周一下的，到现在还是没有发货"),
                 ("agent", "请私信提供订单号，帮您查询")]
     assert not item(card, chat(answered), "solution").applicable
+    # a praise post the agent thanks for: nothing to solve, even with a (rhetorical) question in it
+    praise = [("customer", "春节怕流量不够用?网上营业厅就能查套餐余量,方便,太方便了!"),
+              ("agent", "您好,得到您的肯定和鼓励我们非常高兴！我们会努力提供更好的服务")]
+    assert not item(card, chat(praise), "solution").applicable
+    assert item(card, chat([praise[0], ("agent", "您好,我们会努力提供更好的服务")]), "solution").applicable
     # a customer who only supplies what was asked is not coming back: still pending
     details = [ASK, ("agent", "请问您的订单号是多少呢？"), ("customer", "12345678"), ("agent", "请再提供一下收货人手机号")]
     assert not item(card, chat(details), "solution").applicable
