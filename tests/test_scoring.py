@@ -390,9 +390,6 @@ def test_homophone_answers_are_cached_per_machine(tmp_path, monkeypatch, clash_s
     ("请问您用的是哪个版本呢？谢谢", False),     # … or a question to the customer
     ("请问还有其他问题吗？谢谢", True),          # the ask-more question is no request
     ("已为您登记，谢谢！", True),
-    ("已为您登记，屏蔽需要一定时间，请您留意关注，谢谢！", False),   # … or an instruction
-    ("建议您留意下个月的账单情况，谢谢！", False),
-    ("我们会努力提供更好的服务，请您继续支持哦，谢谢！", True),       # a sign-off formula, no request
     ("不客气，之后使用中如有疑问您可以随时与我们联系", True),  # an open invitation to come back
 ])
 def test_closing_thanks(card, last, thanks):
