@@ -114,13 +114,6 @@ def test_swearing_and_exasperation_make_a_customer_upset(card, post):
     assert item(card, chat(lines), "attitude").violations == 1     # not soothed first
 
 
-def test_a_negated_upset_cue_is_no_upset(card):
-    # 不是 negates (jieba keeps it one word, so the cue 不 alone did not)
-    lines = [("customer", "系统版本2.1.1，不是每次都这样，随机出现"), ("agent", "您好，请提供一下手机型号")]
-    assert item(card, chat(lines), "attitude").violations == 0
-    assert item(card, chat([("customer", "每次都这样，随机出现"), lines[1]]), "attitude").violations == 1
-
-
 # ------------------------------------------------------------------ 1. false vetoes
 @pytest.mark.parametrize("text", ["页面可以滚动一下吗，往下滚动就能看到", "您把滚屏关掉试试", "翻滚的图标点一下",
                                   "我妈妈的手机也是这个型号"])

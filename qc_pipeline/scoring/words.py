@@ -31,7 +31,7 @@ from qc_pipeline.textnorm import jieba_tokenizer
 
 #: Default negation cues and how far (characters) a cue may stand before the keyword, inside one
 #: clause; a card can override both (``settings.negation``).
-NEGATION_CUES = ("不", "不是", "没", "没有", "无法", "没法", "没办法", "没有办法", "不能", "不会", "不敢", "不可能", "不一定",
+NEGATION_CUES = ("不", "没", "没有", "无法", "没法", "没办法", "没有办法", "不能", "不会", "不敢", "不可能", "不一定",
                  "难以", "别", "未")
 NEGATION_MAX_GAP = 8
 
