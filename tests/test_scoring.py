@@ -273,6 +273,12 @@ def test_solution_not_applicable_when_cut_off_before_any_answer(card):
     answered = [ASK, ("agent", "请问您的订单是什么时候下的？"), ("customer", "上周一下的，到现在还是没有发货"),
                 ("agent", "请私信提供订单号，帮您查询")]
     assert not item(card, chat(answered), "solution").applicable
+    # … but a complaint after the ask-more question does come back, and relief (好的！！谢谢！！) never does
+    asked_more = [ASK, ("agent", "会为您查证反馈，请问还有其他问题吗？"), ("customer", "到底什么时候发货？？都一周了"),
+                  ("agent", "正在为您核实")]
+    assert item(card, chat(asked_more), "solution").points == 0
+    relieved = [ASK, ("agent", "会为您查证反馈"), ("customer", "好的！！谢谢！！"), ("agent", "正在为您核实")]
+    assert not item(card, chat(relieved), "solution").applicable
     # a praise post the agent thanks for: nothing to solve, even with a (rhetorical) question in it
     praise = [("customer", "春节怕流量不够用?网上营业厅就能查套餐余量,方便,太方便了!"),
               ("agent", "您好,得到您的肯定和鼓励我们非常高兴！我们会努力提供更好的服务")]
@@ -302,9 +308,9 @@ def test_need_confirmation(card, agent, confirmed):
     ("请问是办理号码过户吗", True),                    # 过 in 过户 is no aspect particle
     ("您是想了解一下流量套餐的资费吗", True),             # nor 了 in 了解
     ("您是说过户以后流量套餐就用不了了吗", True),          # an explicit restatement frame
-    ("您之前办理过过户吗", False),                      # what happened, not the need
+    ("您办理过过户吗", False),                          # what happened (过 the particle), not the need
+    ("您是点错了吗", False),
     ("您申请好了吗", False),                           # 好了吗: done yet?
-    ("您是否已经去营业厅办理了吗", False),
 ])
 def test_need_confirmation_reads_particles_as_words(card, agent, confirmed):
     lines = [("customer", "我想把这个号码过户给我爸，顺便问问流量套餐的资费"), ("agent", agent)]
@@ -321,6 +327,12 @@ def test_reply_to_finds_the_answer_to_the_other_speakers_turn():
     assert [h.turn_index for h in later.hits] == [1]
 
 
+@pytest.mark.parametrize("post", ["你们不是说好的今天到账吗", "这不是坑人吗"])
+def test_a_rhetorical_question_with_bu_shi_stays_upset(card, post):
+    lines = [("customer", post), ("agent", "您好，请提供一下手机号码")]
+    assert item(card, chat(lines), "attitude").violations == 1
+
+
 def test_clause_exclusion_on_word_boundaries():
     rule = one({"question": {"exclude_words": "(了|过)(?=吗$)"}, "role": "agent"})
     assert not rule.evaluate(chat([("agent", "您办理过吗")])).matched    # the aspect particle, a word
@@ -328,6 +340,8 @@ def test_clause_exclusion_on_word_boundaries():
     lexicon = one({"question": {"exclude_words": "套餐"}, "role": "agent"}, settings={"lexicon": ["流量套餐包"]})
     assert lexicon.evaluate(chat([("agent", "要开流量套餐包吗")])).matched   # kept whole by the lexicon
     assert not lexicon.evaluate(chat([("agent", "要换套餐吗")])).matched
+    upper = one({"question": {"exclude_words": "会员"}, "role": "agent"}, settings={"lexicon": ["VIP会员"]})
+    assert upper.evaluate(chat([("agent", "要开VIP会员吗")])).matched       # the lexicon is matched case-blind
 
 
 # ------------------------------------------------------------------ 6. homophone fuzz: audio only, no clashes

@@ -82,8 +82,9 @@ class _ClauseAct(Node):
         """Whether ``rx`` matches ``text`` somewhere from a word boundary to a word boundary."""
         bounds = None
         for m in re.finditer(rx, text):
-            if bounds is None:
-                bounds = word_bounds(text, self.lexicon)
+            if bounds is None:   # the lexicon is normalized (lower case): so is the text it is looked up in
+                lower = text.lower()
+                bounds = word_bounds(lower if len(lower) == len(text) else text, self.lexicon)
             if m.start() in bounds and m.end() in bounds:
                 return True
         return False

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from qc_pipeline.scoring.operators.base import Node, Outcome
+from qc_pipeline.scoring.operators.base import Node, Outcome, _hit_turns
 
 
 @dataclass(frozen=True)
@@ -28,11 +28,6 @@ class ReplyTo(Node):
 
     def _evaluate(self, ctx):
         out = self.child.evaluate(ctx)
-        asked = {h.turn_index for h in out.hits} if out.matched else set()
-        hits = []
-        for t in self.scope.candidates(ctx):
-            prev = ctx.turns[t.pos - 1] if t.pos > 0 else None
-            if prev is not None and prev.role != t.role and any(ctx.utterances[i].turn_index in asked
-                                                                for i in prev.members):
-                hits.append(ctx.turn_hit(self.rule_id, t))
-        return Outcome(bool(hits), tuple(hits))
+        answered = {ctx.turn_of[i].pos for i in _hit_turns(out)}   # turns are runs: the one before is the other speaker's
+        hits = [ctx.turn_hit(self.rule_id, t) for t in self.scope.candidates(ctx) if t.pos - 1 in answered]
+        return Outcome(bool(hits), tuple(hits), out.uncertain)
