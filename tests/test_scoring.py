@@ -333,6 +333,17 @@ def test_a_rhetorical_question_with_bu_shi_stays_upset(card, post):
     assert item(card, chat(lines), "attitude").violations == 1
 
 
+def test_scope_keys_on_a_ref_add_where_and_unless_to_the_rules_own():
+    card = parse_scorecard({"id": "t", "version": "1", "rules": {
+        "refund": {"keyword": ["退款"], "role": "customer", "where": {"keyword": ["请"]}, "unless": {"keyword": ["不"]}},
+        "r": {"ref": "refund", "where": {"keyword": ["马上"]}, "unless": {"keyword": ["已经"]}}},
+        "items": [{"id": "x", "weight": 100, "pass": {"ref": "r"}}]})
+    rule = card.rule("r")
+    assert rule.evaluate(chat([("customer", "请马上退款")])).matched
+    for text in ("请退款", "马上退款", "请马上不退款", "请马上退款，已经说过了"):   # each filter still applies
+        assert not rule.evaluate(chat([("customer", text)])).matched, text
+
+
 def test_clause_exclusion_on_word_boundaries():
     rule = one({"question": {"exclude_words": "(了|过)(?=吗$)"}, "role": "agent"})
     assert not rule.evaluate(chat([("agent", "您办理过吗")])).matched    # the aspect particle, a word

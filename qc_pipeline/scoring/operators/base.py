@@ -63,11 +63,13 @@ class Scope:
         return tuple(n for n in (self.after, self.before, self.where, self.unless) if n is not None)
 
     def narrowed(self, outer: "Scope") -> "Scope":
-        """This scope with the keys ``outer`` sets replaced (a named rule used with extra scope keys)."""
+        """This scope narrowed by ``outer`` (a named rule used with extra scope keys): role, window, after and
+        before that ``outer`` sets replace this scope's; its where / unless are added to this scope's (a turn
+        must pass both where filters, and either unless drops it)."""
         return Scope(role=outer.role if outer.role != "any" else self.role,
                      window=outer.window or self.window, after=outer.after or self.after,
-                     before=outer.before or self.before, where=outer.where or self.where,
-                     unless=outer.unless or self.unless)
+                     before=outer.before or self.before, where=_joined(outer.where, self.where, every=True),
+                     unless=_joined(outer.unless, self.unless, every=False))
 
     def candidates(self, ctx: SessionContext) -> list[Turn]:
         turns = [t for t in ctx.turns if self.role == "any" or t.role == self.role]
@@ -91,6 +93,17 @@ class Scope:
             drop = _hit_turns(self.unless.evaluate(ctx))
             turns = [t for t in turns if not any(ctx.utterances[i].turn_index in drop for i in t.members)]
         return turns
+
+
+def _joined(outer: Optional["Node"], inner: Optional["Node"], every: bool) -> Optional["Node"]:
+    """Two filters as one: both hit the turn (``every``) or either does."""
+    if outer is None or inner is None or outer is inner:
+        return outer or inner
+    from qc_pipeline.scoring.operators.combinators import AllOf, AnyOf
+
+    if every:
+        return AllOf(rule_id=outer.rule_id, items=(outer, inner), same_turn=True)
+    return AnyOf(rule_id=outer.rule_id, items=(outer, inner))
 
 
 def _first(ctx: SessionContext, t: Turn) -> int:
