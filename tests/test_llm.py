@@ -65,7 +65,7 @@ def test_no_retry_on_client_error_and_errors_never_raise(tmp_path):
     with StubServer([("status", 400)]) as srv:
         c = LlmClient(cfg(srv.url, tmp_path))
         r = c.chat([{"role": "user", "content": "hi"}])
-    assert (r.error, r.text, len(srv.requests)) == (C.HTTP_ERROR, None, 1)
+    assert (r.error, r.status, r.text, len(srv.requests)) == (C.HTTP_ERROR, 400, None, 1)
     with StubServer([("garbage",)]) as srv:
         assert LlmClient(cfg(srv.url, tmp_path)).chat([{"role": "user", "content": "x"}]).error == C.BAD_RESPONSE
 

@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -51,6 +51,7 @@ class LlmReply:
     text: Optional[str] = None         # the assistant message content; None on error
     error: Optional[str] = None
     detail: str = ""
+    status: Optional[int] = None       # the HTTP status of an http_error
     cached: bool = False
     attempts: int = 0
     seconds: float = 0.0
@@ -207,9 +208,7 @@ class LlmClient:
         last = LlmReply(error=UNREACHABLE)
         for attempt in range(1, self.cfg.max_retries + 2):
             last = self._attempt(data, attempt)
-            retryable = last.error in (TIMEOUT, UNREACHABLE) or (
-                last.error == HTTP_ERROR and last.detail.split(" ", 1)[0].isdigit()
-                and int(last.detail.split(" ", 1)[0]) in _RETRY_STATUS)
+            retryable = last.error in (TIMEOUT, UNREACHABLE) or last.status in _RETRY_STATUS
             if last.ok or not retryable or attempt > self.cfg.max_retries:
                 break
             self.stats.retries += 1
@@ -225,8 +224,7 @@ class LlmClient:
         else:
             self.stats.errors += 1
             log.warning("llm request to %s failed: %s %s", self.endpoint, last.error, last.detail)
-        return LlmReply(text=last.text, error=last.error, detail=last.detail, attempts=attempt, seconds=seconds,
-                        prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens)
+        return replace(last, attempts=attempt, seconds=seconds)
 
     def _attempt(self, data: bytes, attempt: int) -> LlmReply:
         req = urllib.request.Request(self.endpoint, data=data, headers=self._headers(), method="POST")
@@ -234,7 +232,7 @@ class LlmClient:
             with urllib.request.urlopen(req, timeout=self.cfg.timeout_s) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
-            return LlmReply(error=HTTP_ERROR, detail=f"{exc.code} {exc.reason}", attempts=attempt)
+            return LlmReply(error=HTTP_ERROR, detail=f"{exc.code} {exc.reason}", status=exc.code, attempts=attempt)
         except (TimeoutError, socket.timeout):
             return LlmReply(error=TIMEOUT, detail=f"no answer in {self.cfg.timeout_s:g}s", attempts=attempt)
         except urllib.error.URLError as exc:
