@@ -27,29 +27,36 @@ log = logging.getLogger(__name__)
 OOM_MESSAGES = ("out of memory", "cudaerrorinvaliddevice")
 
 
+NO_GPU = "CTranslate2 sees no GPU (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides it)"
+
+
+def cuda_problem() -> Optional[str]:
+    """Why CTranslate2 cannot decode on a GPU here: :data:`NO_GPU`, or a visible GPU without cuBLAS 12 (the
+    text names the fix); None when it can."""
+    import ctranslate2
+
+    from qc_pipeline.gpu import CUBLAS, GPU_INSTALL, cublas_loadable, preload_cuda12_libs
+
+    preload_cuda12_libs()  # CUDA-13-only hosts: cuBLAS 12 from the [gpu] extra's wheel
+    if ctranslate2.get_cuda_device_count() == 0:
+        return NO_GPU
+    if not cublas_loadable():
+        return f"a GPU is visible but CTranslate2 cannot open {CUBLAS} (a CUDA-13-only host?): {GPU_INSTALL} (docs/gpu.md)"
+    return None
+
+
 def pick_device(device: str, compute_type: str) -> tuple[str, str]:
     """auto → cuda/float16 when CTranslate2 sees a GPU and can open cuBLAS, else cpu/int8.  ``cuda`` without
     a GPU or without cuBLAS is a SetupError naming the fix (otherwise every call would fail at model load or
     at its first matrix product)."""
     if device in ("auto", "cuda"):
-        import ctranslate2
-
-        from qc_pipeline.gpu import CUBLAS, GPU_INSTALL, cublas_loadable, preload_cuda12_libs
-
-        preload_cuda12_libs()  # CUDA-13-only hosts: cuBLAS 12 from the [gpu] extra's wheel
-        gpu = ctranslate2.get_cuda_device_count() > 0
-        if device == "cuda" and not gpu:
-            raise SetupError("asr.device is cuda, but CTranslate2 sees no GPU (no NVIDIA driver, or "
-                             "CUDA_VISIBLE_DEVICES hides it); set asr.device=auto or cpu")
-        if gpu and not cublas_loadable():
-            hint = (f"a GPU is visible but CTranslate2 cannot open {CUBLAS} (a CUDA-13-only host?): "
-                    f"{GPU_INSTALL} (docs/gpu.md)")
-            if device == "cuda":
-                raise SetupError(f"asr.device is cuda, but {hint}")
-            log.warning("%s; decoding on the CPU meanwhile", hint)
-            device = "cpu"
-        elif device == "auto":
-            device = "cuda" if gpu else "cpu"
+        problem = cuda_problem()
+        if problem is not None and device == "cuda":
+            fix = "; set asr.device=auto or cpu" if problem == NO_GPU else ""
+            raise SetupError(f"asr.device is cuda, but {problem}{fix}")
+        if problem is not None and problem != NO_GPU:
+            log.warning("%s; decoding on the CPU meanwhile", problem)
+        device = "cpu" if problem is not None else "cuda"
     if compute_type == "auto":
         compute_type = "float16" if device == "cuda" else "int8"
     return device, compute_type

@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator, Optional
 from qc_pipeline.config import PipelineConfig
 from qc_pipeline.executors.base import calls_per_task, resolve_workers, worker_config
 from qc_pipeline.executors.pool import StageBuilder, WorkerPool
-from qc_pipeline.records import CallRecord, CallSource
+from qc_pipeline.records import KIND_AUDIO, CallRecord, CallSource
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def _advise_on_first_audio(sources: Iterable[CallSource]) -> Iterator[CallSource
     """``sources`` unchanged; the first audio call logs that one worker leaves the GPU mostly idle."""
     advised = False
     for source in sources:
-        if not advised and source.kind == "audio":
+        if not advised and source.kind == KIND_AUDIO:
             log.warning("ASR runs on a GPU with 1 worker: the GPU waits on that worker's decoding, VAD and "
                         "scoring (7 % busy on an H200, docs/gpu.md); --workers N shares it among N workers "
                         "(8 were the best measured on a 16-core host)")

@@ -207,7 +207,7 @@ class LlmClient:
         wait = self.cfg.backoff_s
         last = LlmReply(error=UNREACHABLE)
         for attempt in range(1, self.cfg.max_retries + 2):
-            last = self._attempt(data, attempt)
+            last = self._attempt(data)
             retryable = last.error in (TIMEOUT, UNREACHABLE) or last.status in _RETRY_STATUS
             if last.ok or not retryable or attempt > self.cfg.max_retries:
                 break
@@ -226,30 +226,30 @@ class LlmClient:
             log.warning("llm request to %s failed: %s %s", self.endpoint, last.error, last.detail)
         return replace(last, attempts=attempt, seconds=seconds)
 
-    def _attempt(self, data: bytes, attempt: int) -> LlmReply:
+    def _attempt(self, data: bytes) -> LlmReply:
         req = urllib.request.Request(self.endpoint, data=data, headers=self._headers(), method="POST")
         try:
             with urllib.request.urlopen(req, timeout=self.cfg.timeout_s) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
-            return LlmReply(error=HTTP_ERROR, detail=f"{exc.code} {exc.reason}", status=exc.code, attempts=attempt)
+            return LlmReply(error=HTTP_ERROR, detail=f"{exc.code} {exc.reason}", status=exc.code)
         except (TimeoutError, socket.timeout):
-            return LlmReply(error=TIMEOUT, detail=f"no answer in {self.cfg.timeout_s:g}s", attempts=attempt)
+            return LlmReply(error=TIMEOUT, detail=f"no answer in {self.cfg.timeout_s:g}s")
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, (TimeoutError, socket.timeout)):
-                return LlmReply(error=TIMEOUT, detail=f"no answer in {self.cfg.timeout_s:g}s", attempts=attempt)
-            return LlmReply(error=UNREACHABLE, detail=str(exc.reason), attempts=attempt)
+                return LlmReply(error=TIMEOUT, detail=f"no answer in {self.cfg.timeout_s:g}s")
+            return LlmReply(error=UNREACHABLE, detail=str(exc.reason))
         except (ConnectionError, OSError) as exc:  # reset mid-read, broken pipe
-            return LlmReply(error=UNREACHABLE, detail=f"{exc.__class__.__name__}: {exc}", attempts=attempt)
+            return LlmReply(error=UNREACHABLE, detail=f"{exc.__class__.__name__}: {exc}")
         try:
             payload = json.loads(raw.decode("utf-8"))
             text = payload["choices"][0]["message"]["content"]
             if not isinstance(text, str):
                 raise TypeError("content is not a string")
         except (ValueError, KeyError, IndexError, TypeError, UnicodeDecodeError) as exc:
-            return LlmReply(error=BAD_RESPONSE, detail=f"{exc.__class__.__name__}: {exc}"[:200], attempts=attempt)
+            return LlmReply(error=BAD_RESPONSE, detail=f"{exc.__class__.__name__}: {exc}"[:200])
         usage = payload.get("usage") or {}
-        return LlmReply(text=text, attempts=attempt, prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        return LlmReply(text=text, prompt_tokens=int(usage.get("prompt_tokens") or 0),
                         completion_tokens=int(usage.get("completion_tokens") or 0))
 
 

@@ -4,7 +4,7 @@
   process.  On a CPU-only node every stage competes for the same cores, so splitting buys no overlap
   but costs an object-store hop for the decoded audio.
 * **split** (default when ASR runs on GPUs): a CPU pool runs ``decode`` + ``segment``, a GPU pool
-  (``num_gpus=1`` per actor) runs ``asr``, and a CPU pool runs the rest (roles, chat, score).  Groups
+  (``num_gpus`` 1/``run.ray_actors_per_gpu`` per actor) runs ``asr``, and a CPU pool runs the rest (roles, chat, score).  Groups
   of ``run.calls_per_task`` calls travel between pools through Ray's object store, so the GPU pool
   decodes the windows of a whole group in shared batches.
 """
