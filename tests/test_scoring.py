@@ -290,30 +290,28 @@ def test_solution_not_applicable_when_cut_off_before_any_answer(card):
 
 
 # ------------------------------------------------------------------ 5. need confirmation
-@pytest.mark.parametrize("agent, confirmed", [
-    ("您是想把收货地址改到公司对吗", True),
-    ("是要退掉这件外套吗", True),
-    ("您是要退货还是换货呢", True),
-    ("您反映的情况我们已记录", False),     # boilerplate
-    ("好的，外套已经帮您退掉了", False),    # an answer that repeats the customer's words
-    ("需要帮您提交吗", False),             # offering to act
-    ("是这个订单吗 [订单x]", False),       # confirming the object
-])
-def test_need_confirmation(card, agent, confirmed):
-    lines = [("customer", "我想把这件外套退掉，顺便把收货地址改到公司"), ("agent", agent)]
-    assert (item(card, chat(lines), "need_confirmation").points > 0) is confirmed
+COAT = "我想把这件外套退掉，顺便把收货地址改到公司"
+TRANSFER = "我想把这个号码过户给我爸，顺便问问流量套餐的资费"
 
 
-@pytest.mark.parametrize("agent, confirmed", [
-    ("请问是办理号码过户吗", True),                    # 过 in 过户 is no aspect particle
-    ("您是想了解一下流量套餐的资费吗", True),             # nor 了 in 了解
-    ("您是说过户以后流量套餐就用不了了吗", True),          # an explicit restatement frame
-    ("您办理过过户吗", False),                          # what happened (过 the particle), not the need
-    ("您是点错了吗", False),
-    ("您申请好了吗", False),                           # 好了吗: done yet?
+@pytest.mark.parametrize("customer, agent, confirmed", [
+    (COAT, "您是想把收货地址改到公司对吗", True),
+    (COAT, "是要退掉这件外套吗", True),
+    (COAT, "您是要退货还是换货呢", True),
+    (COAT, "您反映的情况我们已记录", False),     # boilerplate
+    (COAT, "好的，外套已经帮您退掉了", False),    # an answer that repeats the customer's words
+    (COAT, "需要帮您提交吗", False),             # offering to act
+    (COAT, "是这个订单吗 [订单x]", False),       # confirming the object
+    # 了/过 read as words
+    (TRANSFER, "请问是办理号码过户吗", True),            # 过 in 过户 is no aspect particle
+    (TRANSFER, "您是想了解一下流量套餐的资费吗", True),     # nor 了 in 了解
+    (TRANSFER, "您是说过户以后流量套餐就用不了了吗", True),  # an explicit restatement frame
+    (TRANSFER, "您办理过过户吗", False),                  # what happened (过 the particle), not the need
+    (TRANSFER, "您是点错了吗", False),
+    (TRANSFER, "您申请好了吗", False),                   # 好了吗: done yet?
 ])
-def test_need_confirmation_reads_particles_as_words(card, agent, confirmed):
-    lines = [("customer", "我想把这个号码过户给我爸，顺便问问流量套餐的资费"), ("agent", agent)]
+def test_need_confirmation(card, customer, agent, confirmed):
+    lines = [("customer", customer), ("agent", agent)]
     assert (item(card, chat(lines), "need_confirmation").points > 0) is confirmed
 
 
