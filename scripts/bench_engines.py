@@ -235,8 +235,7 @@ def main() -> None:
     }
 
     same = content(outs["local 1 worker"])
-    others = {name: content(path) for name, path in outs.items() if name != "local 1 worker"}
-    equal = {name: tables == same for name, tables in others.items()}
+    equal = {name: content(path) == same for name, path in outs.items() if name != "local 1 worker"}
 
     stages = sorted({k for r in rows for k in r["stage_rtf"]})
     print(f"\n{len(paths)} calls, {audio_s:.1f} s call audio ({len(stereo)} stereo); bare model load "

@@ -117,10 +117,15 @@ def label_total(lab: dict, points: Optional[dict[str, float]] = None) -> float:
     return sum(points.values()) * label_scale(points)
 
 
+def per_session(pairs: list[tuple[float, float]], pass_score: float) -> tuple[list[float], list[float]]:
+    """Per pair of session totals: |x − y|, and 1.0 where both are on the same side of the pass score."""
+    return ([abs(x - y) for x, y in pairs], [float((x >= pass_score) == (y >= pass_score)) for x, y in pairs])
+
+
 def total_agreement(pairs: list[tuple[float, float]], pass_score: float) -> tuple[float, float]:
     """(mean |x − y|, share of pairs on the same side of the pass score) of session totals."""
-    return (sum(abs(x - y) for x, y in pairs) / len(pairs),
-            sum((x >= pass_score) == (y >= pass_score) for x, y in pairs) / len(pairs))
+    errs, same = per_session(pairs, pass_score)
+    return sum(errs) / len(pairs), sum(same) / len(pairs)
 
 
 def mean_ci(values: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
@@ -296,9 +301,8 @@ def main() -> None:
                                         "turn_r": round(tr, 3)}
         sel = [(m["total"], g["total"]) for _, m, g in views if "total" in g]
         if sel:
-            errs = [abs(a - b) for a, b in sel]
-            same = [float((a >= pass_score) == (b >= pass_score)) for a, b in sel]
-            mae, agree = total_agreement(sel, pass_score)
+            errs, same = per_session(sel, pass_score)
+            mae, agree = sum(errs) / len(sel), sum(same) / len(sel)
             rows.append(("session total MAE vs label-derived total (95% bootstrap interval)",
                          "{:.2f}  [{:.2f}, {:.2f}]".format(mae, *mean_ci(errs)), "≤ 4"))
             rows.append((f"pass/fail agreement (≥ {pass_score:g})",
@@ -307,8 +311,9 @@ def main() -> None:
                          "≥ 95%"))
             if base_totals:
                 base_sel = [(base_totals[did], g["total"]) for did, _, g in views if "total" in g]
-                d_err = [e - abs(a - b) for e, (a, b) in zip(errs, base_sel)]
-                d_same = [s - float((a >= pass_score) == (b >= pass_score)) for s, (a, b) in zip(same, base_sel)]
+                base_errs, base_same = per_session(base_sel, pass_score)
+                d_err = [e - b for e, b in zip(errs, base_errs)]
+                d_same = [s - b for s, b in zip(same, base_same)]
                 rows.append(("change against --baseline (paired 95% interval): MAE / pass-fail",
                              "{:+.2f} [{:+.2f}, {:+.2f}]  /  {:+.1%} [{:+.0%}, {:+.0%}]".format(
                                  sum(d_err) / len(d_err), *mean_ci(d_err), sum(d_same) / len(d_same),

@@ -34,17 +34,16 @@ def main() -> int:
     ap.add_argument("--audio", default=str(SAMPLE))
     args = ap.parse_args()
 
-    from qc_pipeline.asr.faster_whisper import FasterWhisperBackend, pick_device
+    from qc_pipeline.asr.faster_whisper import FasterWhisperBackend
     from qc_pipeline.audio import SAMPLE_RATE, load_audio
     from qc_pipeline.config import load_config
 
     cfg = load_config(None, tuple(args.set)).asr
     report: dict = {}
     try:
-        report["pick_device"] = pick_device(cfg.device, cfg.compute_type)
         backend = FasterWhisperBackend(cfg)
         t0 = time.perf_counter()
-        backend.load()
+        backend.load()   # picks the device (pick_device; a SetupError lands in the report as its error)
         report["load_s"] = round(time.perf_counter() - t0, 2)
         audio, info = load_audio(args.audio)
         # the channels whole, cut into 30 s pieces (the backend's window length), as the ASR stage hands them over
