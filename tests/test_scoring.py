@@ -233,6 +233,12 @@ def test_solution_points_follow_the_customers_reaction_to_it(card, lines, points
     ("我们已关注此问题，高度重视您的反馈", False),  # a public-relations line
     ("您的投诉已收到，我们会为您查证反馈", False),   # received, will check: no action yet
     ("请您放心的，建议您继续关注", False),          # reassurance and "keep watching"
+    # a ticket names who takes the case over or when (GUIDE.md section 17 c); a note or a reminder that only
+    # "we" made, to be followed up by "us", is a holding line
+    ("已为您反馈给售后专员，24小时内联系您", True),
+    ("已帮您催促快递员今天送达", True),
+    ("您的问题我们已记录并将尽快反馈处理，敬请等待", False),
+    ("我们已再次催促为您核实处理，望您耐心等候", False),
     ("为了尽快核实原因，请私信提供您的手机号码", False),  # a lead-in to a request for details
     # small talk the statement rules took for an answer: the solution-turn classifier (GUIDE.md section 6)
     ("很高兴遇到您这么善解人意的客户", False),
@@ -262,6 +268,10 @@ def test_solution_not_applicable_when_cut_off_before_any_answer(card):
     # back in public is the agent's second chance gone, 0 (b)
     holding = [ASK, ("agent", "您的投诉已收到，我们会为您查证反馈"), ("customer", "赶紧处理")]
     assert not item(card, chat(holding), "solution").applicable
+    noted = [ASK, ("agent", "您的问题我们已经帮您记录，我们会尽快帮您反馈"), ("customer", "我不要你们的客套，赶紧解决")]
+    assert not item(card, chat(noted), "solution").applicable
+    urged = item(card, chat(noted + [("agent", "我们已再次催促为您核实处理，望您耐心等候")]), "solution")
+    assert urged.applicable and urged.points == 0
     acked = [ASK, ("agent", "请私信提供您的手机号码，帮您查询"), ("customer", "手机号我私信给你了"), ("agent", "好的")]
     assert not item(card, chat(acked), "solution").applicable
     needs = [ASK, ("agent", "是需要您提供办理时的手机号码的哦")]          # a request for details, put as a need
