@@ -23,6 +23,10 @@ ROLES = (ROLE_AGENT, ROLE_CUSTOMER, ROLE_UNKNOWN)
 KIND_AUDIO = "audio"
 KIND_CHAT = "chat"
 
+# session flag: the ASR stage sets it (low-confidence share) and the scoring engine too (an item decided on
+# low-confidence text); either puts the session in the review queue
+FLAG_LOW_ASR_CONFIDENCE = "low_asr_confidence"
+
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 

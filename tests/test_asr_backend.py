@@ -10,6 +10,7 @@ from qc_pipeline.asr.registry import backend_uses_gpu, make_backend
 from qc_pipeline.config import load_config
 from qc_pipeline.errors import CallError, ConfigError, Reason, SetupError
 from qc_pipeline.records import (
+    FLAG_LOW_ASR_CONFIDENCE,
     ROLE_AGENT,
     ROLE_CUSTOMER,
     CallRecord,
@@ -18,7 +19,7 @@ from qc_pipeline.records import (
     Utterance,
     low_confidence_share,
 )
-from qc_pipeline.stages.asr import LOW_ASR_CONFIDENCE, AsrStage, Window, pack_windows
+from qc_pipeline.stages.asr import AsrStage, Window, pack_windows
 
 SR = 16000
 
@@ -124,7 +125,7 @@ def test_prompt_echo_is_dropped_and_counted():
 def test_low_confidence_utterances_and_session_flag(prob, logprob, low):
     rec = _stage(FakeAsrBackend(_saying("好的", prob, logprob))).process(_call({0: [(1.0, 1.5)], 1: [(4.0, 4.6)]}))
     assert [u.low_confidence for u in rec.utterances] == [low, low]
-    assert (LOW_ASR_CONFIDENCE in rec.flags) == low
+    assert (FLAG_LOW_ASR_CONFIDENCE in rec.flags) == low
     assert low_confidence_share(rec.utterances) == (1.0 if low else 0.0)
 
 
@@ -148,7 +149,7 @@ def test_session_flag_needs_the_configured_share_of_speech(quiet, flagged):
     bursts = {0: [(1.0, 2.0), (9.0, 10.0)], 1: [(4.0, 5.0), (13.0, 14.0)]}
     rec = _stage(FakeAsrBackend(_unsure_when_quiet)).process(_call(bursts, quiet=quiet))
     assert sum(u.low_confidence for u in rec.utterances) == len(quiet)
-    assert (LOW_ASR_CONFIDENCE in rec.flags) == flagged
+    assert (FLAG_LOW_ASR_CONFIDENCE in rec.flags) == flagged
 
 
 def test_registry():

@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from qc_pipeline.errors import ConfigError
-from qc_pipeline.records import Utterance
+from qc_pipeline.records import FLAG_LOW_ASR_CONFIDENCE, Utterance
 from qc_pipeline.scoring.card import load_scorecard, parse_scorecard, resolve_scorecard_path
 from qc_pipeline.scoring.context import SessionContext
-from qc_pipeline.scoring.engine import FLAG_LOW_ASR_CONFIDENCE, score_session
+from qc_pipeline.scoring.engine import score_session
 from qc_pipeline.scoring.pii import find_pii, mask_text
 from tests.conftest import REPO
 

@@ -15,11 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from qc_pipeline.records import item_lost
+from qc_pipeline.records import FLAG_LOW_ASR_CONFIDENCE, item_lost
 from qc_pipeline.scoring.card import Item, Scorecard
 from qc_pipeline.scoring.context import Hit, SessionContext
-
-FLAG_LOW_ASR_CONFIDENCE = "low_asr_confidence"
 
 
 @dataclass(frozen=True)

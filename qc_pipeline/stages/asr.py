@@ -22,6 +22,7 @@ from qc_pipeline.audio import SAMPLE_RATE
 from qc_pipeline.config import AsrConfig, VadConfig
 from qc_pipeline.errors import CallError, Reason
 from qc_pipeline.records import (
+    FLAG_LOW_ASR_CONFIDENCE,
     ROLE_AGENT,
     ROLE_CUSTOMER,
     ROLE_UNKNOWN,
@@ -36,9 +37,6 @@ from qc_pipeline.textnorm import collapse_loops, contains_credit, to_simplified
 from qc_pipeline.turns import Turn, assign_to_turn, build_turns
 
 log = logging.getLogger(__name__)
-
-LOW_ASR_CONFIDENCE = "low_asr_confidence"   # session flag
-
 
 def pack_windows(spans: list[SpeechSpan], window_s: float) -> list[list[SpeechSpan]]:
     """Group consecutive spans so each group holds at most ``window_s`` seconds of speech."""
@@ -267,6 +265,6 @@ class AsrStage(Stage):
         if not utterances:
             return record.with_flag("no_transcript")
         if low_confidence_share(utterances) >= self.cfg.low_confidence_session_share:
-            record = record.with_flag(LOW_ASR_CONFIDENCE)
+            record = record.with_flag(FLAG_LOW_ASR_CONFIDENCE)
         return record
 
