@@ -416,6 +416,7 @@ def test_homophone_answers_are_cached_per_machine(tmp_path, monkeypatch, clash_s
     ("请问您用的是哪个版本呢？谢谢", False),     # … or a question to the customer
     ("请问还有其他问题吗？谢谢", True),          # the ask-more question is no request
     ("已为您登记，谢谢！", True),
+    ("我们会尽快为您反馈处理，谢谢", True),      # a holding line asks nothing of the customer
     ("不客气，之后使用中如有疑问您可以随时与我们联系", True),  # an open invitation to come back
 ])
 def test_closing_thanks(card, last, thanks):
