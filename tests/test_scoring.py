@@ -107,6 +107,21 @@ def test_an_upset_customer_is_soothed_first(card, reply, soothed):
     assert (item(card, chat(lines), "attitude").violations == 0) is soothed
 
 
+@pytest.mark.parametrize("replies, soothed", [
+    # a fact question first, then the apology with the solution: soothed before the solution (GUIDE.md section 8)
+    (["请问是在哪个商场呢？", "非常抱歉给您带来不便，已安排技术人员今天上门检修"], True),
+    # straight to the solution, the apology only after it: too late
+    (["已安排技术人员今天上门检修", "非常抱歉给您带来不便"], False),
+    # no solution follows: the reply to the upset turn had to soothe
+    (["请问是在哪个商场呢？", "非常抱歉给您带来不便"], False),
+])
+def test_soothing_is_due_before_or_with_the_solution(card, replies, soothed):
+    lines = [("customer", "你们的网络太垃圾了，一进商场手机就没信号，我真的无语了")]
+    for reply in replies:
+        lines += [("agent", reply), ("customer", "嗯")]
+    assert (item(card, chat(lines), "attitude").violations == 0) is soothed
+
+
 @pytest.mark.parametrize("post", ["我只能说，我操...流量又被偷跑了，不要脸", "莫名其妙被兑换了积分，请马上退订",
                                   "吓死了，升级后手机黑屏了", "代金券又用不了了，赶快看下啥问题吧"])
 def test_swearing_and_exasperation_make_a_customer_upset(card, post):

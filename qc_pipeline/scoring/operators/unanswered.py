@@ -1,6 +1,10 @@
 """``unanswered``: trigger turns with no response in the next N turns of the other speaker.
 
     unanswered: {trigger: NODE, response: NODE, within: 2}     e.g. a complaint not soothed
+    unanswered: {trigger: NODE, response: NODE, within: 1, until: NODE}
+                 the response is due by the other speaker's first turn that ``until`` matches (that
+                 turn included: soothe before or while moving to the solution); where none of
+                 the later turns matches, within the next ``within`` turns
 
 The evidence is the other speaker's first turn after the trigger — where the response was due —
 quoting the trigger.  A trigger nobody spoke after (the last words of the session) is not counted.
@@ -20,16 +24,18 @@ class Unanswered(Node):
     trigger: Optional[Node] = None
     response: Optional[Node] = None
     within: int = 2
+    until: Optional[Node] = None
 
     @classmethod
     def parse(cls, body, c, key, rule_id, scope, **extra):
-        body = c.mapping(body, key, ("trigger", "response", "within"), required=("trigger", "response"))
+        body = c.mapping(body, key, ("trigger", "response", "within", "until"), required=("trigger", "response"))
+        until = c.compile(body["until"], f"{key}.until", rule_id) if "until" in body else None
         return cls(rule_id=rule_id, scope=scope, trigger=c.compile(body["trigger"], f"{key}.trigger", rule_id),
                    response=c.compile(body["response"], f"{key}.response", rule_id),
-                   within=int(c.number(body.get("within", 2), f"{key}.within", 1, 50)))
+                   within=int(c.number(body.get("within", 2), f"{key}.within", 1, 50)), until=until)
 
     def children(self):
-        return (self.trigger, self.response)
+        return (self.trigger, self.response) + ((self.until,) if self.until is not None else ())
 
     def rescope(self, scope):
         return replace(self, trigger=self.trigger.rescope(scope))
@@ -38,14 +44,24 @@ class Unanswered(Node):
         trig = self.trigger.evaluate(ctx)
         resp = self.response.evaluate(ctx)
         answered = {h.turn_index for h in resp.hits} if resp.matched else set()
+        due = self.until.evaluate(ctx) if self.until is not None else None
+        stops = {h.turn_index for h in due.hits} if due is not None and due.matched else set()
         hits, seen = [], set()
         for h in trig.hits:
             run = ctx.turn_of[h.turn_index]
             if run.pos in seen:
                 continue
             seen.add(run.pos)
-            # the next `within` turns of the other speaker(s)
-            later = [t for t in ctx.turns[run.pos + 1:] if t.role != run.role][: self.within]
+            later = _due_turns([t for t in ctx.turns[run.pos + 1:] if t.role != run.role], ctx, stops, self.within)
             if later and not any(ctx.utterances[i].turn_index in answered for t in later for i in t.members):
                 hits.append(ctx.hit(self.rule_id, later[0].members[0], f"no reply to: {h.text}"))
-        return Outcome(bool(hits), tuple(hits), trig.uncertain + resp.uncertain)
+        return Outcome(bool(hits), tuple(hits), trig.uncertain + resp.uncertain + (due.uncertain if due else ()))
+
+
+def _due_turns(replies, ctx, stops, within):
+    """The other speaker's turns the response is due in: up to the first one holding an ``until`` hit, or,
+    where none does, the first ``within``."""
+    for k, t in enumerate(replies):
+        if any(ctx.utterances[i].turn_index in stops for i in t.members):
+            return replies[: k + 1]
+    return replies[:within]
