@@ -122,6 +122,16 @@ def test_soothing_is_due_before_or_with_the_solution(card, replies, soothed):
     assert (item(card, chat(lines), "attitude").violations == 0) is soothed
 
 
+@pytest.mark.parametrize("post, upset", [
+    ("这什么垃圾公司，查个流量都查不了", True),
+    ("你们的网络太垃圾了", True),
+    ("每次点垃圾清理，扫十分钟都扫不完，怎么设置", False),   # the phone's cleaner, not an insult
+    ("怎么屏蔽垃圾短信呢", False),
+])
+def test_rubbish_is_an_insult_only_as_a_word(card, post, upset):
+    assert card.rule("customer_upset").evaluate(chat([("customer", post)])).matched is upset
+
+
 @pytest.mark.parametrize("post", ["我只能说，我操...流量又被偷跑了，不要脸", "莫名其妙被兑换了积分，请马上退订",
                                   "吓死了，升级后手机黑屏了", "代金券又用不了了，赶快看下啥问题吧"])
 def test_swearing_and_exasperation_make_a_customer_upset(card, post):
