@@ -127,6 +127,7 @@ def test_soothing_is_due_before_or_with_the_solution(card, replies, soothed):
     ("你们的网络太垃圾了", True),
     ("每次点垃圾清理，扫十分钟都扫不完，怎么设置", False),   # the phone's cleaner, not an insult
     ("怎么屏蔽垃圾短信呢", False),
+    ("每次清理垃圾后手机就变卡了，怎么设置", False),
 ])
 def test_rubbish_is_an_insult_only_as_a_word(card, post, upset):
     assert card.rule("customer_upset").evaluate(chat([("customer", post)])).matched is upset
@@ -262,8 +263,15 @@ def test_solution_points_follow_the_customers_reaction_to_it(card, lines, points
     # "we" made, to be followed up by "us", is a holding line
     ("已为您反馈给售后专员，24小时内联系您", True),
     ("已帮您催促快递员今天送达", True),
+    ("已帮您催促相关人员尽快处理", True),
+    ("已登记，会有工作人员上门", True),
     ("您的问题我们已记录并将尽快反馈处理，敬请等待", False),
     ("我们已再次催促为您核实处理，望您耐心等候", False),
+    ("已经帮您反馈了，请您耐心等待", False),
+    ("我们会尽快联系您", False),
+    # a party or a time that is the topic or the apology's, not who takes the case over or when
+    ("您反映的快递延误问题我们已经记录", False),
+    ("让您等了两天非常抱歉，您的问题已经帮您记录", False),
     ("为了尽快核实原因，请私信提供您的手机号码", False),  # a lead-in to a request for details
     # small talk the statement rules took for an answer: the solution-turn classifier (GUIDE.md section 6)
     ("很高兴遇到您这么善解人意的客户", False),
@@ -295,6 +303,8 @@ def test_solution_not_applicable_when_cut_off_before_any_answer(card):
     assert not item(card, chat(holding), "solution").applicable
     noted = [ASK, ("agent", "您的问题我们已经帮您记录，我们会尽快帮您反馈"), ("customer", "我不要你们的客套，赶紧解决")]
     assert not item(card, chat(noted), "solution").applicable
+    later = [ASK, ("agent", "会尽快核实后回复您"), ("customer", "好的")]        # GUIDE.md section 17's holding line
+    assert not item(card, chat(later), "solution").applicable
     urged = item(card, chat(noted + [("agent", "我们已再次催促为您核实处理，望您耐心等候")]), "solution")
     assert urged.applicable and urged.points == 0
     acked = [ASK, ("agent", "请私信提供您的手机号码，帮您查询"), ("customer", "手机号我私信给你了"), ("agent", "好的")]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from qc_pipeline.scoring.operators.base import Node, Outcome
+from qc_pipeline.scoring.operators.base import Node, Outcome, _hit_turns
 
 
 @dataclass(frozen=True)
@@ -43,25 +43,25 @@ class Unanswered(Node):
     def _evaluate(self, ctx):
         trig = self.trigger.evaluate(ctx)
         resp = self.response.evaluate(ctx)
-        answered = {h.turn_index for h in resp.hits} if resp.matched else set()
         due = self.until.evaluate(ctx) if self.until is not None else None
-        stops = {h.turn_index for h in due.hits} if due is not None and due.matched else set()
+        answered = {ctx.turn_of[i].pos for i in _hit_turns(resp)}
+        stops = {ctx.turn_of[i].pos for i in _hit_turns(due)} if due is not None else set()
         hits, seen = [], set()
         for h in trig.hits:
             run = ctx.turn_of[h.turn_index]
             if run.pos in seen:
                 continue
             seen.add(run.pos)
-            later = _due_turns([t for t in ctx.turns[run.pos + 1:] if t.role != run.role], ctx, stops, self.within)
-            if later and not any(ctx.utterances[i].turn_index in answered for t in later for i in t.members):
+            later = _due_turns([t for t in ctx.turns[run.pos + 1:] if t.role != run.role], stops, self.within)
+            if later and not any(t.pos in answered for t in later):
                 hits.append(ctx.hit(self.rule_id, later[0].members[0], f"no reply to: {h.text}"))
         return Outcome(bool(hits), tuple(hits), trig.uncertain + resp.uncertain + (due.uncertain if due else ()))
 
 
-def _due_turns(replies, ctx, stops, within):
-    """The other speaker's turns the response is due in: up to the first one holding an ``until`` hit, or,
-    where none does, the first ``within``."""
+def _due_turns(replies, stops, within):
+    """The other speaker's turns the response is due in: up to the first one ``until`` hits, or, where none
+    is, the first ``within``."""
     for k, t in enumerate(replies):
-        if any(ctx.utterances[i].turn_index in stops for i in t.members):
+        if t.pos in stops:
             return replies[: k + 1]
     return replies[:within]
