@@ -134,7 +134,9 @@ def test_rubbish_is_an_insult_only_as_a_word(card, post, upset):
 
 
 @pytest.mark.parametrize("post", ["我只能说，我操...流量又被偷跑了，不要脸", "莫名其妙被兑换了积分，请马上退订",
-                                  "吓死了，升级后手机黑屏了", "代金券又用不了了，赶快看下啥问题吧"])
+                                  "吓死了，升级后手机黑屏了", "代金券又用不了了，赶快看下啥问题吧",
+                                  # a rhetorical 不是 negates nothing
+                                  "你们不是说好的今天到账吗", "这不是坑人吗"])
 def test_swearing_and_exasperation_make_a_customer_upset(card, post):
     lines = [("customer", post), ("agent", "您好，请提供一下手机型号")]
     assert item(card, chat(lines), "attitude").violations == 1     # not soothed first
@@ -368,12 +370,6 @@ def test_reply_to_finds_the_answer_to_the_other_speakers_turn():
     # only the turn right before counts
     later = rule.evaluate(chat([("agent", "重启过了吗？"), ("customer", "重启了"), ("agent", "好的"), ("customer", "还是不行")]))
     assert [h.turn_index for h in later.hits] == [1]
-
-
-@pytest.mark.parametrize("post", ["你们不是说好的今天到账吗", "这不是坑人吗"])
-def test_a_rhetorical_question_with_bu_shi_stays_upset(card, post):
-    lines = [("customer", post), ("agent", "您好，请提供一下手机号码")]
-    assert item(card, chat(lines), "attitude").violations == 1
 
 
 def test_scope_keys_on_a_ref_add_where_and_unless_to_the_rules_own():

@@ -49,9 +49,9 @@ class Clause:
     text: str           # the clause with its trailing punctuation
     body: str           # without trailing punctuation and soft particles (亲, 哦, emoticons …)
 
-    @property
+    @functools.cached_property
     def core(self) -> str:
-        """The body without leading address terms and fillers (亲爱的, 请问, 那 …)."""
+        """The body without leading address terms and fillers (亲爱的, 请问, 那 …); computed once per clause."""
         return _SOFT_HEAD.sub("", self.body)
 
     @functools.cached_property

@@ -87,11 +87,11 @@ class Scope:
             if out.matched and marks:
                 turns = [t for t in turns if _first(ctx, t) < min(marks)]
         if self.where is not None:
-            keep = _hit_turns(self.where.evaluate(ctx))
-            turns = [t for t in turns if any(ctx.utterances[i].turn_index in keep for i in t.members)]
+            keep = _hit_runs(ctx, self.where.evaluate(ctx))
+            turns = [t for t in turns if t.pos in keep]
         if self.unless is not None:
-            drop = _hit_turns(self.unless.evaluate(ctx))
-            turns = [t for t in turns if not any(ctx.utterances[i].turn_index in drop for i in t.members)]
+            drop = _hit_runs(ctx, self.unless.evaluate(ctx))
+            turns = [t for t in turns if t.pos not in drop]
         return turns
 
 
@@ -116,6 +116,11 @@ def _last(ctx: SessionContext, t: Turn) -> int:
 
 def _hit_turns(outcome: Outcome) -> set[int]:
     return {h.turn_index for h in outcome.hits} if outcome.matched else set()
+
+
+def _hit_runs(ctx: SessionContext, outcome: Outcome) -> set[int]:
+    """Positions (``Turn.pos``) of the speaker turns holding the outcome's hits."""
+    return {ctx.turn_of[i].pos for i in _hit_turns(outcome)}
 
 
 def _first_turn(outcome: Outcome) -> Optional[int]:
@@ -166,8 +171,10 @@ class Node:
         return False
 
     def rescope(self, scope: Scope) -> "Node":
-        """The same rule with a narrower scope (a new node; the original is untouched)."""
-        return dataclasses.replace(self, scope=self.scope.narrowed(scope))
+        """The same rule with a narrower scope (a new node; the original is untouched).  A scope that narrows
+        nothing keeps the node itself, so a rule reached twice under the same scope is evaluated once."""
+        narrowed = self.scope.narrowed(scope)
+        return self if narrowed == self.scope else dataclasses.replace(self, scope=narrowed)
 
     def evaluate(self, ctx: SessionContext) -> Outcome:
         key = ("node", id(self))

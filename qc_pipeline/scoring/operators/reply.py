@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from qc_pipeline.scoring.operators.base import Node, Outcome, _hit_turns
+from qc_pipeline.scoring.operators.base import Node, Outcome, _hit_runs
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,6 @@ class ReplyTo(Node):
 
     def _evaluate(self, ctx):
         out = self.child.evaluate(ctx)
-        answered = {ctx.turn_of[i].pos for i in _hit_turns(out)}   # turns are runs: the one before is the other speaker's
+        answered = _hit_runs(ctx, out)   # turns are runs: the one before is the other speaker's
         hits = [ctx.turn_hit(self.rule_id, t) for t in self.scope.candidates(ctx) if t.pos - 1 in answered]
         return Outcome(bool(hits), tuple(hits), out.uncertain)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from qc_pipeline.scoring.operators.base import Node, Outcome, _hit_turns
+from qc_pipeline.scoring.operators.base import Node, Outcome, _hit_runs
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,8 @@ class Unanswered(Node):
         trig = self.trigger.evaluate(ctx)
         resp = self.response.evaluate(ctx)
         due = self.until.evaluate(ctx) if self.until is not None else None
-        answered = {ctx.turn_of[i].pos for i in _hit_turns(resp)}
-        stops = {ctx.turn_of[i].pos for i in _hit_turns(due)} if due is not None else set()
+        answered = _hit_runs(ctx, resp)
+        stops = _hit_runs(ctx, due) if due is not None else set()
         hits, seen = [], set()
         for h in trig.hits:
             run = ctx.turn_of[h.turn_index]
