@@ -101,10 +101,13 @@ class FasterWhisperBackend(AsrBackend):
 
     @staticmethod
     def would_use_gpu(cfg: AsrConfig) -> bool:
-        """Without loading the model: does this config decode on a GPU here?"""
+        """Without loading the model: does this config decode on a GPU here?  (auto only asks: the warning
+        about a CPU fallback comes from the model load that falls back, not from this question.)"""
         if cfg.device == "cpu":
             return False
         try:
+            if cfg.device == "auto":
+                return cuda_problem() is None
             return pick_device(cfg.device, cfg.compute_type)[0] == "cuda"
         except ImportError:  # no ctranslate2: nothing runs at all, certainly not on a GPU
             return False

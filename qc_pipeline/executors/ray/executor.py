@@ -156,7 +156,7 @@ class RayExecutor:
         have = ray.cluster_resources()
         for res, key in (("CPU", "num_cpus"), ("GPU", "num_gpus")):
             need = sum(p.size * p.options.get(key, 0) for p in pools)
-            if need > have.get(res, 0) + 1e-9:  # fractional GPUs (run.ray_actors_per_gpu) sum with rounding
+            if need > have.get(res, 0) + 1e-9:  # float shares (1/run.ray_actors_per_gpu): guard should pools ever add up
                 msg = (f"the Ray layout ({self.layout}) needs {need:g} {res} but the cluster has "
                        f"{have.get(res, 0):g}; lower --workers or asr.cpu_threads, or add nodes")
                 if not self.address:
