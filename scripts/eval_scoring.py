@@ -86,7 +86,6 @@ of the solution item) while tuning the reaction rules, so the STC-3 ρ is a dev 
 
 # label sets that are measured, never read per session (``--errors`` does not list them)
 HELD_OUT_GLOBS = {"C": "labels_v2_c*.jsonl", "E": "labels_v2_e*.jsonl"}   # measured only, never tuned on
-HELD_OUT = tuple(HELD_OUT_GLOBS)
 
 # Label-derived session total (GUIDE.md v2, "Label-derived total"); item weights of the default card.
 WEIGHTS = {"greeting": 10, "need_confirmation": 20, "solution": 30, "closing": 10, "attitude": 15, "compliance": 15}
@@ -349,7 +348,7 @@ def main() -> None:
             rows.append(("total error by item: mean |machine − label| (mean signed)",
                          "  ".join(f"{k} {sum(map(abs, d)) / len(d):.2f} ({sum(d) / len(d):+.2f})"
                                    for k, d in per_item.items()), ""))
-        if args.errors and who not in HELD_OUT:
+        if args.errors and who not in HELD_OUT_GLOBS:
             print(f"\nDisagreements on {args.errors} (machine vs {who}):")
             for did, m, g in views:
                 if args.errors in g and m[args.errors] != g[args.errors]:

@@ -48,13 +48,14 @@ print("python", sys.version.split()[0], "ctranslate2", ctranslate2.__version__, 
 print("CTranslate2 sees", ctranslate2.get_cuda_device_count(), "GPU(s); compute types",
       sorted(ctranslate2.get_supported_compute_types("cuda")))
 PYEOF
-timeout 30 find /opt /usr -name 'libcublas.so.1*' -o -name 'libcudnn.so.9*' 2>/dev/null | head
+LIBS=$(timeout 30 find /opt /usr -name 'libcublas.so.1*' -o -name 'libcudnn.so.9*' 2>/dev/null || true)
+head <<<"$LIBS"
 
 # the host's cuBLAS 13 under the cuBLAS 12 name CTranslate2 opens (symlink + LD_LIBRARY_PATH), for every step;
 # where a cuBLAS 12 is found (the [gpu] wheel), nothing is linked and that is what runs
 INSTALLED_LD=${LD_LIBRARY_PATH:-}
 if ! $PY -c "import sys; from qc_pipeline.gpu import preload_cuda12_libs as p, cublas_loadable as c; p(); sys.exit(not c())"; then
-    CUBLAS13=$(timeout 30 find /opt /usr -name 'libcublas.so.13' 2>/dev/null | head -1)
+    CUBLAS13=$(grep -m1 '/libcublas\.so\.13$' <<<"$LIBS" || true)   # from the search above
     echo "no cuBLAS 12; cuBLAS 13 stands in: ${CUBLAS13:-none found}"
     if [ -n "$CUBLAS13" ]; then
         mkdir -p /tmp/compat && ln -sf "$CUBLAS13" /tmp/compat/libcublas.so.12
@@ -147,6 +148,7 @@ for n in 1 4; do
 done
 }
 
-# STEPS picks and orders the checks (default: all); e.g. STEPS="smoke oom sweep" for the ones left open on 2026-11-26
+# STEPS picks and orders the checks (default: all); e.g. STEPS="smoke oom sweep raygpu" for the ones left open on
+# 2026-11-26 (docs/gpu.md, "Next GPU session")
 for s in ${STEPS:-smoke bench oom evalasr sweep raygpu}; do "$s"; done
 step "done in $(( $(date +%s) - t0 )) s"
