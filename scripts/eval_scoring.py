@@ -15,6 +15,8 @@ Rows (against hand labels, guide: eval/item_labels/GUIDE.md):
 Also: every veto on all dev corpora (JDDC, CSDS, MobileCS, STC-3) with its text; STC-3 dev
 Spearman ρ (average ranks for ties) of every item and the total with the 19-annotator means of S
 and A; text-scoring throughput with and without the sentiment model, measured in this run.
+Per label set, the error budget: total MAE and pass/fail agreement had one item (or only the solution's
+reaction level) been scored as the labels score it — which item a better judge should take on first.
 
 Totals carry a 95 % bootstrap interval; ``--baseline CARD`` scores every session with a second card too
 and prints, per label set, the paired change in MAE and pass/fail agreement with its interval.
@@ -182,7 +184,25 @@ def machine_view(rec) -> dict:
         "veto": rec.score.veto,
         "total": rec.score.total,
         "points": {k: r.points for k, r in it.items()},
+        "applicable": {k for k, r in it.items() if r.applicable},
     }
+
+
+def total_with_item_from_labels(m: dict, g: dict, item: Optional[str]) -> float:
+    """The machine's session total had it scored ``item`` as the labels do (points and whether it applies);
+    ``solution reaction`` takes only the reaction level, where both sides credit a solution.  Sessions either
+    side vetoes keep the machine's total; ``item`` None rebuilds the machine's own total."""
+    if m["veto"] or g.get("veto"):
+        return m["total"]
+    pts = {k: m["points"][k] for k in m["applicable"]}
+    if item == "solution reaction":
+        if pts.get("solution", 0) > 0 and g["points"].get("solution", 0) > 0:
+            pts["solution"] = g["points"]["solution"]
+    else:
+        pts.pop(item, None)
+        if item in g["points"]:
+            pts[item] = g["points"][item]
+    return sum(pts.values()) * label_scale(pts)
 
 
 def label_view(lab: dict) -> dict:
@@ -348,6 +368,18 @@ def main() -> None:
             rows.append(("total error by item: mean |machine − label| (mean signed)",
                          "  ".join(f"{k} {sum(map(abs, d)) / len(d):.2f} ({sum(d) / len(d):+.2f})"
                                    for k, d in per_item.items()), ""))
+            # the error budget: what the total would agree on if one item were scored as labelled (the machine
+            # total rebuilt from its own items must match, i.e. the card has the default weights)
+            scored = [(m, g) for _, m, g in views if "points" in g]
+            if all(abs(total_with_item_from_labels(m, g, None) - m["total"]) < 0.05 for m, g in scored):
+                budget = []
+                for k in [*per_item, "solution reaction"]:
+                    mae, agree = total_agreement([(total_with_item_from_labels(m, g, k), g["total"])
+                                                  for m, g in scored], pass_score)
+                    budget.append(f"{k} {mae:.2f} / {agree:.1%}")
+                    report.setdefault(f"{who}.if_labelled", {})[k] = {"mae": round(mae, 2),
+                                                                      "pass_fail_agreement": round(agree, 3)}
+                rows.append(("total MAE / pass-fail if one item were scored as labelled", "  ".join(budget), ""))
         if args.errors and who not in HELD_OUT_GLOBS:
             print(f"\nDisagreements on {args.errors} (machine vs {who}):")
             for did, m, g in views:
