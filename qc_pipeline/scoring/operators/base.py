@@ -114,13 +114,9 @@ def _last(ctx: SessionContext, t: Turn) -> int:
     return ctx.utterances[t.members[-1]].turn_index
 
 
-def _hit_turns(outcome: Outcome) -> set[int]:
-    return {h.turn_index for h in outcome.hits} if outcome.matched else set()
-
-
 def _hit_runs(ctx: SessionContext, outcome: Outcome) -> set[int]:
     """Positions (``Turn.pos``) of the speaker turns holding the outcome's hits."""
-    return {ctx.turn_of[i].pos for i in _hit_turns(outcome)}
+    return {ctx.turn_of[h.turn_index].pos for h in outcome.hits} if outcome.matched else set()
 
 
 def _first_turn(outcome: Outcome) -> Optional[int]:
@@ -209,6 +205,6 @@ def utterance_values(ctx: SessionContext, candidates: list[Turn], values: dict[i
 def turn_outcome(ctx: SessionContext, candidates: list[Turn], hits: list[Hit]) -> Outcome:
     """Outcome of a per-turn text check: matched when any turn hit; the low-confidence utterances of
     the candidate turns without a hit are where the check may have missed something."""
-    hit_turns = {h.turn_index for h in hits}
-    missed = [t for t in candidates if not any(ctx.utterances[i].turn_index in hit_turns for i in t.members)]
+    hit = {ctx.turn_of[h.turn_index].pos for h in hits}
+    missed = [t for t in candidates if t.pos not in hit]
     return Outcome(bool(hits), tuple(hits), ctx.uncertain(missed))

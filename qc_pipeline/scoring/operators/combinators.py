@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from qc_pipeline.scoring.operators.base import Node, Outcome
+from qc_pipeline.scoring.operators.base import Node, Outcome, _hit_runs
 
 
 def _uncertain(outs) -> tuple[int, ...]:
@@ -81,9 +81,8 @@ class AllOf(_Many):
             return Outcome(False, (), unc)
         if not self.same_turn:
             return Outcome(True, tuple(h for o in outs for h in o.hits), unc)
-        turn_of = ctx.turn_of
-        common = set.intersection(*({turn_of[h.turn_index].pos for h in o.hits} for o in outs))
-        hits = tuple(dict.fromkeys(h for o in outs for h in o.hits if turn_of[h.turn_index].pos in common))
+        common = set.intersection(*(_hit_runs(ctx, o) for o in outs))
+        hits = tuple(dict.fromkeys(h for o in outs for h in o.hits if ctx.turn_of[h.turn_index].pos in common))
         return Outcome(bool(common), hits, unc)
 
 

@@ -43,9 +43,9 @@ class Unanswered(Node):
     def _evaluate(self, ctx):
         trig = self.trigger.evaluate(ctx)
         resp = self.response.evaluate(ctx)
-        due = self.until.evaluate(ctx) if self.until is not None else None
+        due = self.until.evaluate(ctx) if self.until is not None else Outcome(False)
         answered = _hit_runs(ctx, resp)
-        stops = _hit_runs(ctx, due) if due is not None else set()
+        stops = _hit_runs(ctx, due)
         hits, seen = [], set()
         for h in trig.hits:
             run = ctx.turn_of[h.turn_index]
@@ -55,7 +55,7 @@ class Unanswered(Node):
             later = _due_turns([t for t in ctx.turns[run.pos + 1:] if t.role != run.role], stops, self.within)
             if later and not any(t.pos in answered for t in later):
                 hits.append(ctx.hit(self.rule_id, later[0].members[0], f"no reply to: {h.text}"))
-        return Outcome(bool(hits), tuple(hits), trig.uncertain + resp.uncertain + (due.uncertain if due else ()))
+        return Outcome(bool(hits), tuple(hits), trig.uncertain + resp.uncertain + due.uncertain)
 
 
 def _due_turns(replies, stops, within):
