@@ -99,6 +99,8 @@ class FasterWhisperBackend(AsrBackend):
         self._batched = None
         self.compute_type = ""
 
+    gpu_problem = staticmethod(cuda_problem)   # for asr.registry.backend_gpu_problem
+
     @staticmethod
     def would_use_gpu(cfg: AsrConfig) -> bool:
         """Without loading the model: does this config decode on a GPU here?  (auto only asks: the warning

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Optional
 
 from qc_pipeline.asr.base import AsrBackend
 from qc_pipeline.config import AsrConfig
@@ -33,3 +34,13 @@ def backend_uses_gpu(cfg: AsrConfig) -> bool:
     except ImportError:
         return False
     return bool(getattr(cls, "would_use_gpu", lambda _cfg: False)(cfg))
+
+
+def backend_gpu_problem(cfg: AsrConfig) -> Optional[str]:
+    """Why this backend cannot decode on a GPU here (the text names the fix): the backend's optional
+    ``gpu_problem()``; None when it can, has no such check, or is not installed."""
+    try:
+        problem = getattr(backend_class(cfg.backend), "gpu_problem", None)
+        return problem() if problem is not None else None
+    except ImportError:
+        return None

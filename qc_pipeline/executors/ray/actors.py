@@ -24,19 +24,15 @@ def vm_hwm_mib(pid: str = "self") -> Optional[float]:
 
 def unusable_gpu(cfg: PipelineConfig, gpu_ids: Sequence) -> Optional[str]:
     """Why an actor that Ray gave a GPU (``gpu_ids``) would still decode on the CPU, else None: the layout
-    reserved the GPU because ``asr.device`` is auto, but CTranslate2 cannot use it here (no cuBLAS 12, or it
-    sees no GPU), and a GPU actor runs few, single-threaded ASR workers - a CPU fallback would be many times
-    slower.  Without ctranslate2 installed there is nothing to check (a run with audio fails before any actor
-    starts, in ``run_batch``; a chat-only run needs no ASR)."""
+    reserved the GPU because ``asr.device`` is auto, but the ASR backend cannot use it here (CTranslate2: no
+    cuBLAS 12, or it sees no GPU), and a GPU actor runs few, single-threaded ASR workers - a CPU fallback
+    would be many times slower.  Without the backend installed there is nothing to check (a run with audio
+    fails before any actor starts, in ``run_batch``; a chat-only run needs no ASR)."""
     if not gpu_ids or cfg.asr.device == "cpu":
         return None
-    try:
-        from qc_pipeline.asr.faster_whisper import cuda_problem
+    from qc_pipeline.asr.registry import backend_gpu_problem
 
-        problem = cuda_problem()
-    except ImportError:
-        return None
-    if problem is None:
+    if (problem := backend_gpu_problem(cfg.asr)) is None:
         return None
     return f"this Ray actor holds a GPU, but {problem}; fix it on every GPU node, or set asr.device=cpu"
 

@@ -46,17 +46,12 @@ def plan(cfg: PipelineConfig, workers: int, split: Optional[bool], gpus: int, en
     runtime = {"runtime_env": {"env_vars": env}}
     cpu = {"num_cpus": max(1, cfg.asr.cpu_threads), **runtime}
     # GPU actors: run.ray_actors_per_gpu of them share each GPU, never more than the workers asked for
-    per_gpu = cfg.run.ray_actors_per_gpu
-    share = 1 / per_gpu
-    n_gpu = min(workers, gpus * per_gpu)
+    share = 1 / cfg.run.ray_actors_per_gpu
+    n_asr = min(workers, gpus * cfg.run.ray_actors_per_gpu) if asr_gpu else workers
     if not split:
         opts = dict(cpu, num_gpus=share) if asr_gpu else cpu
-        n = n_gpu if asr_gpu else workers
-        return f"fused x{n}" + (" (gpu)" if asr_gpu else ""), [Pool("pipeline", None, opts, n)]
-    if asr_gpu:
-        asr_opts, n_asr = {"num_cpus": 1, "num_gpus": share, **runtime}, n_gpu
-    else:
-        asr_opts, n_asr = cpu, workers
+        return f"fused x{n_asr}" + (" (gpu)" if asr_gpu else ""), [Pool("pipeline", None, opts, n_asr)]
+    asr_opts = {"num_cpus": 1, "num_gpus": share, **runtime} if asr_gpu else cpu
     light = {"num_cpus": 1, **runtime}
     back = tuple(s.name for s in build(cfg) if s.name not in FRONT_STAGES + ASR_STAGES)  # in stage-list order
     layout = f"split: front x{workers}, asr x{n_asr}{' (gpu)' if asr_gpu else ''}, back x{workers}"
