@@ -202,7 +202,7 @@ def total_with_item_from_labels(m: dict, g: dict, item: Optional[str]) -> float:
         pts.pop(item, None)
         if item in g["points"]:
             pts[item] = g["points"][item]
-    return sum(pts.values()) * label_scale(pts)
+    return label_total({}, pts)
 
 
 def label_view(lab: dict) -> dict:
@@ -323,7 +323,8 @@ def main() -> None:
                          "P ≥ 0.8 at R ≥ 0.6"))
             report[f"{who}.{field}"] = {"p": round(p, 3), "r": round(r, 3), "turn_p": round(tp, 3),
                                         "turn_r": round(tr, 3)}
-        sel = [(m["total"], g["total"]) for _, m, g in views if "total" in g]
+        scored = [(did, m, g) for did, m, g in views if "total" in g]   # label_view sets total and points together
+        sel = [(m["total"], g["total"]) for _, m, g in scored]
         if sel:
             errs, same = per_session(sel, pass_score)
             mae, agree = sum(errs) / len(sel), sum(same) / len(sel)
@@ -334,7 +335,7 @@ def main() -> None:
                                                                           sum(b < pass_score for _, b in sel)),
                          "≥ 95%"))
             if base_totals:
-                base_sel = [(base_totals[did], g["total"]) for did, _, g in views if "total" in g]
+                base_sel = [(base_totals[did], g["total"]) for did, _, g in scored]
                 base_errs, base_same = per_session(base_sel, pass_score)
                 d_err = [e - b for e, b in zip(errs, base_errs)]
                 d_same = [s - b for s, b in zip(same, base_same)]
@@ -349,7 +350,7 @@ def main() -> None:
             by_source = []
             for name, prefixes in (("chat (jddc, csds)", ("jddc", "csds")), ("calls (mobilecs)", ("mobilecs",)),
                                    ("weibo (stc3)", ("stc3",))):
-                part = [(m["total"], g["total"]) for did, m, g in views if "total" in g and did.startswith(prefixes)]
+                part = [(m["total"], g["total"]) for did, m, g in scored if did.startswith(prefixes)]
                 if part:
                     part_mae, part_agree = total_agreement(part, pass_score)
                     by_source.append(f"{name} {part_mae:.2f} / {part_agree:.0%} (n {len(part)})")
@@ -357,9 +358,7 @@ def main() -> None:
             # where the total's error comes from: per item, mean |machine − label| points on the 0..100 scale
             # (a veto's 0 counts as 0 points on every item), and the mean signed difference
             per_item = {}
-            for _, m, g in views:
-                if "points" not in g:
-                    continue
+            for _, m, g in scored:
                 scale = label_scale(g["points"])
                 for k, lp in g["points"].items():
                     mp = 0.0 if m["veto"] else m["points"].get(k, 0.0)
@@ -370,12 +369,11 @@ def main() -> None:
                                    for k, d in per_item.items()), ""))
             # the error budget: what the total would agree on if one item were scored as labelled (the machine
             # total rebuilt from its own items must match, i.e. the card has the default weights)
-            scored = [(m, g) for _, m, g in views if "points" in g]
-            if all(abs(total_with_item_from_labels(m, g, None) - m["total"]) < 0.05 for m, g in scored):
+            if all(abs(total_with_item_from_labels(m, g, None) - m["total"]) < 0.05 for _, m, g in scored):
                 budget = []
                 for k in [*per_item, "solution reaction"]:
                     mae, agree = total_agreement([(total_with_item_from_labels(m, g, k), g["total"])
-                                                  for m, g in scored], pass_score)
+                                                  for _, m, g in scored], pass_score)
                     budget.append(f"{k} {mae:.2f} / {agree:.1%}")
                     report.setdefault(f"{who}.if_labelled", {})[k] = {"mae": round(mae, 2),
                                                                       "pass_fail_agreement": round(agree, 3)}

@@ -2,8 +2,9 @@
 # Issue 17's checks on a lent GPU machine, in one call (docs/gpu.md): the parts of scripts/gpu_stage.sh must
 # already be in $PARTS there (default .gpu; /tmp/parts when sent one call each).  Unpacks them (the machine
 # reaches no package index), then
-#   1. the GPU path as installed (no cuBLAS 12 on a CUDA-13-only host), then with the host's cuBLAS 13 under
-#      the cuBLAS 12 name, and the CPU for the same text;
+#   1. the GPU path as installed (no cuBLAS 12 on a CUDA-13-only host), then with the cuBLAS the later steps
+#      use (where no cuBLAS 12 is found, the host's cuBLAS 13 under the cuBLAS 12 name), and the CPU for the
+#      same text;
 #   2. scripts/bench_engines.py: bare faster-whisper sequential and batched vs the pipeline (local 1 and N
 #      workers, Ray, Ray split), GPU utilisation and memory sampled by nvidia-smi meanwhile;
 #   3. out-of-memory halving: another process holds all but ~1.5 GiB of the GPU while a batch of 64 is asked;
@@ -68,9 +69,14 @@ rm -rf "$1" && mkdir -p "$1"
 for i in $(seq -w "$2"); do cp samples/calls/stereo_call_8k.wav "$1/c$i.wav"; done
 }
 
+smi() {  # smi FILE MS: GPU utilisation and memory into FILE every MS ms, in the background (pid in $SMI)
+nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -lms "$2" > "$1" &
+SMI=$!
+}
+
 smoke() {
-step "1a. GPU path as installed: auto, then cuda"
-LD_LIBRARY_PATH=$INSTALLED_LD timeout 120 $PY scripts/gpu_smoke.py
+step "1a. GPU path as installed: auto (only where a stand-in is linked: otherwise 1b is the same run), then cuda"
+if [ -n "${CUBLAS13:-}" ]; then LD_LIBRARY_PATH=$INSTALLED_LD timeout 120 $PY scripts/gpu_smoke.py; fi
 LD_LIBRARY_PATH=$INSTALLED_LD timeout 60 $PY scripts/gpu_smoke.py --set asr.device=cuda
 step "1b. with the cuBLAS the later steps use"
 timeout 120 $PY scripts/gpu_smoke.py || { echo "no working GPU path: stopping"; exit 1; }
@@ -79,13 +85,12 @@ timeout 120 $PY scripts/gpu_smoke.py --set asr.device=cpu
 
 bench() {
 step "2. bench_engines on the GPU: $COPIES copies, $WORKERS workers, batch $BATCH"
-nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -lms 500 > "$OUT/smi.csv" &
-smi=$!
+smi "$OUT/smi.csv" 500
 timeout "${BENCH_S:-330}" $PY scripts/bench_engines.py --inputs samples/calls/stereo_call_8k.wav --copies "$COPIES" \
     --workers "$WORKERS" --batch-size "$BATCH" --ray-split --set asr.device=cuda --set diarization.backend=none \
     > "$OUT/bench.log" 2>&1
 echo "bench exit $?"
-kill $smi
+kill $SMI
 grep -v '^{' "$OUT/bench.log" | tail -45
 }
 
@@ -124,8 +129,7 @@ timeout "${EVAL_S:-200}" $PY scripts/eval_asr.py --telephone --workers 4 --set a
 sweep() {
 step "5. local workers sweep: $((SWEEP_COPIES)) copies of the stereo sample, workers $SWEEP_WORKERS"
 copies /tmp/sweep-in "$SWEEP_COPIES"
-nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -lms 250 > "$OUT/smi_sweep.csv" &
-smi=$!
+smi "$OUT/smi_sweep.csv" 250
 for w in $SWEEP_WORKERS; do
     echo "== $(date +%T.%N) workers $w" | tee -a "$OUT/sweep.log"
     rm -rf /tmp/sweep-out
@@ -133,7 +137,7 @@ for w in $SWEEP_WORKERS; do
         --set asr.device=cuda --set diarization.backend=none 2>&1 | grep -E "audio:|calls:" | tee -a "$OUT/sweep.log"
 done
 echo "== $(date +%T.%N) end" | tee -a "$OUT/sweep.log"
-kill $smi
+kill $SMI
 }
 
 raygpu() {

@@ -17,9 +17,8 @@ if _omp is None:   # the script pins OpenMP to one thread for its timings; not f
 
 
 def machine(points: dict, applicable: set, veto: bool = False) -> dict:
-    pts = {k: points[k] for k in applicable}
     return {"points": points, "applicable": applicable, "veto": veto,
-            "total": 0.0 if veto else sum(pts.values()) * E.label_scale(pts)}
+            "total": E.label_total({"veto": veto}, {k: points[k] for k in applicable})}
 
 
 ALL = set(E.WEIGHTS)
